@@ -1,0 +1,1 @@
+"""The `coyo-db` command line: thin typer commands over the library."""

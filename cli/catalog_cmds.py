@@ -1,0 +1,82 @@
+"""Catalog commands: init, query, tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coyo_db.cli.common import HomeOption, open_catalog, stdout
+
+FormatOption = Annotated[
+    str,
+    typer.Option("--format", "-f", help="table, csv, json (one object per line) or parquet."),
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+]
+
+
+def init(home: HomeOption = None) -> None:
+    """Create a catalog directory (or check an existing one)."""
+    catalog = open_catalog(home)
+    stdout.print(f"catalog ready at {catalog.home}")
+
+
+def query(
+    sql: Annotated[str | None, typer.Argument(help="SQL to run (several statements allowed).")] = None,
+    sql_file: Annotated[
+        Path | None, typer.Option("--sql-file", help="Read the SQL from this file.")
+    ] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Allow statements that write, attach, install or copy out."),
+    ] = False,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", help="Rows shown by --format table on a terminal.")
+    ] = 40,
+    home: HomeOption = None,
+) -> None:
+    """Run SQL over the catalog's tables and views (read-only unless --write)."""
+    from coyo_db.errors import InputError
+    from coyo_db.output import write_result
+
+    if (sql is None) == (sql_file is None):
+        raise InputError("give the SQL as an argument or with --sql-file, not both")
+    if sql_file is not None:
+        if not sql_file.is_file():
+            raise InputError(f"{sql_file}: no such file")
+        sql = sql_file.read_text(encoding="utf-8")
+    catalog = open_catalog(home, create=False)
+    result = catalog.sql(sql, write=write)
+    write_result(result, fmt, output, max_rows=max_rows)
+
+
+def tables(
+    home: HomeOption = None,
+    view_counts: Annotated[
+        bool,
+        typer.Option(
+            "--view-counts/--no-view-counts",
+            help="Count the rows of views too (runs each view once).",
+        ),
+    ] = True,
+) -> None:
+    """List tables and views with their columns and row counts."""
+    from coyo_db.describe import describe_catalog
+
+    catalog = open_catalog(home, create=False)
+    for relation in describe_catalog(catalog, count_views=view_counts):
+        rows = "?" if relation.rows is None else f"{relation.rows:,}"
+        stdout.print(f"[bold]{relation.name}[/bold]  {relation.kind}, {rows} rows")
+        for name, type_ in relation.columns:
+            stdout.print(f"    {name}  [dim]{type_}[/dim]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(query)
+    app.command()(tables)

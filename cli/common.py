@@ -1,0 +1,100 @@
+"""What every command shares: the --home option, opening the catalog, progress bars, output.
+
+Only typer and rich are imported here; the library (DuckDB, Arrow, Lance) is imported inside
+the commands so that `coyo-db --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="COYO_DB_HOME",
+        help="Catalog directory (default: ./coyo-db-home).",
+        show_default=False,
+    ),
+]
+
+
+def open_catalog(home: Path | None, *, create: bool = True) -> Catalog:
+    from coyo_db.catalog import Catalog
+
+    return Catalog(home, create=create)
+
+
+class RichProgress:
+    """A progress bar on stderr with rate; silent when stderr is not a terminal."""
+
+    def __init__(self, unit: str = "rows") -> None:
+        self.unit = unit
+        self._progress = None
+        self._task = None
+        self._started = 0.0
+        self._done = 0
+        self._description = ""
+
+    def start(self, description: str, total: int | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.finish()
+        self._description = description
+        self._started = time.perf_counter()
+        self._done = 0
+        if not console.is_terminal:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, n: int) -> None:
+        self._done += n
+        if self._progress is not None:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            rate = f"{self._done / elapsed:,.0f} {self.unit}/s"
+            self._progress.update(self._task, advance=n, rate=rate)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def write_stdout_bytes(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

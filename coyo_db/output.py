@@ -1,0 +1,99 @@
+"""Writing query results: a terminal table, CSV, JSON lines or Parquet, to a file or stdout."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import IO, Literal
+
+import pyarrow as pa
+
+from coyo_db.errors import InputError
+
+Format = Literal["table", "csv", "json", "parquet"]
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+
+
+def write_result(
+    table: pa.Table,
+    fmt: str = "table",
+    output: str | Path | None = None,
+    *,
+    max_rows: int = 40,
+) -> None:
+    """Write `table` as `fmt` to `output` (a path) or to stdout when `output` is None or '-'."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    to_stdout = output is None or str(output) == "-"
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if to_stdout:
+            if sys.stdout.isatty():
+                raise InputError("--format parquet writes binary; give --output FILE")
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            sys.stdout.buffer.write(buffer.getvalue())
+            sys.stdout.buffer.flush()
+        else:
+            pq.write_table(table, str(output))
+        return
+    if to_stdout:
+        _write_text(table, fmt, sys.stdout, max_rows=max_rows)
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            _write_text(table, fmt, fh, max_rows=None)
+
+
+def _write_text(table: pa.Table, fmt: str, fh: IO[str], *, max_rows: int | None) -> None:
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer)
+        fh.write(buffer.getvalue().decode("utf-8"))
+    elif fmt == "json":
+        for batch in table.to_batches(max_chunksize=65536):
+            for row in batch.to_pylist():
+                fh.write(json.dumps(row, default=_json_default, ensure_ascii=False))
+                fh.write("\n")
+    else:
+        fh.write(render_table(table, max_rows=max_rows))
+
+
+def render_table(table: pa.Table, *, max_rows: int | None = 40) -> str:
+    """A boxed text table of the first `max_rows` rows, with a row count footer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = table if max_rows is None else table.slice(0, max_rows)
+    grid = Table(show_lines=False, header_style="bold")
+    for field in table.schema:
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        grid.add_column(f"{field.name}\n{field.type}", justify="right" if numeric else "left")
+    for row in shown.to_pylist():
+        grid.add_row(*(_cell(v) for v in row.values()))
+    console = Console(file=io.StringIO(), width=200, highlight=False, color_system=None)
+    console.print(grid)
+    footer = f"{table.num_rows:,} row{'s' if table.num_rows != 1 else ''}"
+    if shown.num_rows < table.num_rows:
+        footer += f" (first {shown.num_rows:,} shown; use --format csv or --output for all)"
+    return console.file.getvalue() + footer + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)

@@ -1,0 +1,120 @@
+"""Arrow schemas of the catalog's tables, with COYO's column names and types verbatim.
+
+COYO-700M declares id long; url, text, image_phash string; the sizes, token counts and face
+count integer; the six scores float. COYO-Labeled-300M adds top-50 label indices and their
+probabilities per image.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+PAIRS = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("url", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("image_phash", pa.string()),
+        pa.field("text_length", pa.int32()),
+        pa.field("word_count", pa.int32()),
+        pa.field("num_tokens_bert", pa.int32()),
+        pa.field("num_tokens_gpt", pa.int32()),
+        pa.field("num_faces", pa.int32()),
+        pa.field("clip_similarity_vitb32", pa.float32()),
+        pa.field("clip_similarity_vitl14", pa.float32()),
+        pa.field("nsfw_score_opennsfw2", pa.float32()),
+        pa.field("nsfw_score_gantman", pa.float32()),
+        pa.field("watermark_score", pa.float32()),
+        pa.field("aesthetic_score_laion_v2", pa.float32()),
+    ]
+)
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "clip_similarity_vitb32",
+    "clip_similarity_vitl14",
+    "nsfw_score_opennsfw2",
+    "nsfw_score_gantman",
+    "watermark_score",
+    "aesthetic_score_laion_v2",
+)
+
+# COYO-Labeled-300M as published (the source Parquet), before it is normalised into `labels`.
+LABELED_SOURCE = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("url", pa.string()),
+        pa.field("imagehash", pa.string()),
+        pa.field("labels", pa.list_(pa.int32())),
+        pa.field("label_probs", pa.list_(pa.float32())),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("taxonomy", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("labels", pa.list_(pa.int32())),
+        pa.field("label_probs", pa.list_(pa.float32())),
+    ]
+)
+
+TAXONOMIES = pa.schema(
+    [
+        pa.field("taxonomy", pa.string()),
+        pa.field("index", pa.int32()),
+        pa.field("wnid", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("definition", pa.string()),
+    ]
+)
+
+# Bad records of every ingest job: nothing is dropped silently.
+QUARANTINE = pa.schema(
+    [
+        pa.field("table_name", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("fingerprint", pa.string()),
+        pa.field("row_index", pa.int64()),
+        pa.field("id", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("record", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# One row per source (file or shard) an ingest finished: what makes re-ingest a no-op.
+SOURCES = pa.schema(
+    [
+        pa.field("table_name", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("fingerprint", pa.string()),
+        pa.field("rows_read", pa.int64()),
+        pa.field("rows_written", pa.int64()),
+        pa.field("rows_quarantined", pa.int64()),
+        pa.field("table_version", pa.int64()),
+        pa.field("run_id", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# The job log: what ran, on what, with which options, and the counts.
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("command", pa.string()),
+        pa.field("arguments", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("status", pa.string()),
+        pa.field("rows_read", pa.int64()),
+        pa.field("rows_written", pa.int64()),
+        pa.field("rows_quarantined", pa.int64()),
+        pa.field("tool_version", pa.string()),
+    ]
+)

@@ -1,0 +1,1 @@
+"""Ingest jobs: readers and writers that fill the catalog's tables."""

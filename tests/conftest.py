@@ -1,0 +1,51 @@
+"""Shared fixtures: a fresh catalog per test and the real COYO rows as Parquet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coyo_db import schemas
+from coyo_db.catalog import Catalog
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_jsonl(name: str) -> list[dict]:
+    with (FIXTURES / name).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@pytest.fixture
+def coyo_rows() -> list[dict]:
+    """The 11 published COYO-700M rows, all 17 columns."""
+    return load_jsonl("coyo700m_rows.jsonl")
+
+
+@pytest.fixture
+def labeled_rows() -> list[dict]:
+    """The 5 published COYO-Labeled-300M rows (label lists cut short in the source)."""
+    return load_jsonl("coyo_labeled300m_preview_rows.jsonl")
+
+
+def coyo_table(rows: list[dict]) -> pa.Table:
+    """Rows as an Arrow table with COYO-700M's exact schema."""
+    return pa.Table.from_pylist(rows, schema=schemas.PAIRS)
+
+
+@pytest.fixture
+def coyo_parquet(tmp_path: Path, coyo_rows: list[dict]) -> Path:
+    """The real rows written as a COYO-700M Parquet file."""
+    path = tmp_path / "coyo-700m-part-00000.parquet"
+    pq.write_table(coyo_table(coyo_rows), path)
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    """An empty catalog in a temporary home."""
+    return Catalog(tmp_path / "home")
