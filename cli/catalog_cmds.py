@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, open_catalog, stdout
+from coyo_db.cli.common import HomeOption, console, open_catalog, stdout
 
 FormatOption = Annotated[
     str,
@@ -52,6 +52,9 @@ def query(
         sql = sql_file.read_text(encoding="utf-8")
     catalog = open_catalog(home, create=False)
     result = catalog.sql(sql, write=write)
+    if result.num_columns == 0:
+        console.print("done")
+        return
     write_result(result, fmt, output, max_rows=max_rows)
 
 

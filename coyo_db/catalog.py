@@ -33,6 +33,7 @@ HOME_ENV = "COYO_DB_HOME"
 DEFAULT_HOME = "coyo-db-home"
 _DUCKDB_FILE = "catalog.duckdb"
 _TABLES_DIR = "tables"
+_RETURNS_ROWS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -176,11 +177,11 @@ def run_statements(
     result = pa.table({})
     for index, statement in enumerate(statements):
         try:
-            if index < len(statements) - 1:
-                con.execute(statement.query)
-                continue
+            # con.sql runs commands at once and binds queries lazily: a query before the
+            # last is checked but not run, since only the last result is returned.
             relation = con.sql(statement.query)
-            if relation is not None:
+            last = index == len(statements) - 1
+            if last and relation is not None and statement.type.name in _RETURNS_ROWS:
                 result = relation.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(" ".join(str(exc).split())) from None

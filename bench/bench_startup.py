@@ -1,0 +1,79 @@
+"""Start-up time of `coyo-db --help` and `coyo-db query`, and what they import.
+
+Baseline: the bare interpreter (`python -c pass`). Target: both commands under 0.5 s, and
+neither imports torch, open_clip or faiss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import save  # noqa: E402
+
+HEAVY = ("torch", "open_clip", "faiss")
+
+
+def wall(cmd: list[str], repeats: int) -> float:
+    subprocess.run(cmd, capture_output=True, check=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def imported(args: list[str]) -> list[str]:
+    probe = (
+        "import sys\nfrom coyo_db.cli.app import main\n"
+        f"sys.argv = ['coyo-db', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("HEAVY="))
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    import pyarrow as pa
+
+    from coyo_db import schemas
+    from coyo_db.catalog import Catalog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = str(Path(tmp) / "home")
+        Catalog(home).append("pairs", schemas.PAIRS.empty_table())
+        exe = str(Path(sys.executable).with_name("coyo-db"))
+        commands = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "coyo-db --help": [exe, "--help"],
+            "coyo-db query": [exe, "query", "SELECT count(*) FROM pairs", "--home", home],
+        }
+        results = {name: wall(cmd, args.repeats) for name, cmd in commands.items()}
+        heavy = {
+            "coyo-db --help": imported(["--help"]),
+            "coyo-db query": imported(["query", "SELECT 1", "--home", home]),
+        }
+    base = results["python -c pass"]
+    for name, seconds in results.items():
+        print(f"{name:16s} {seconds * 1000:7.1f} ms  ({seconds / base:5.1f}x bare interpreter)")
+    for name, modules in heavy.items():
+        print(f"{name:16s} imports of {', '.join(HEAVY)}: {modules or 'none'}")
+    save("startup", {"seconds": results, "heavy_imports": heavy})
+
+
+if __name__ == "__main__":
+    main()

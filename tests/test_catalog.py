@@ -1,0 +1,104 @@
+"""The catalog: home resolution, Lance tables registered in DuckDB, views from sql/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from coyo_db import lance_tables, sqlfiles
+from coyo_db.catalog import Catalog, resolve_home
+from coyo_db.errors import CatalogError, CoyoDbError
+from tests.conftest import coyo_table
+
+
+def test_home_resolution_prefers_argument_then_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("COYO_DB_HOME", str(tmp_path / "from-env"))
+    assert resolve_home(tmp_path / "arg") == (tmp_path / "arg").resolve()
+    assert resolve_home() == (tmp_path / "from-env").resolve()
+    monkeypatch.delenv("COYO_DB_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_home() == (tmp_path / "coyo-db-home").resolve()
+
+
+def test_missing_home_is_a_clear_error_when_not_creating(tmp_path):
+    with pytest.raises(CatalogError, match="coyo-db init"):
+        Catalog(tmp_path / "nowhere", create=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CatalogError, match="not a catalog directory"):
+        Catalog(tmp_path / "file")
+
+
+def test_tables_are_registered_by_name_and_returned_as_arrow_and_polars(catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows))
+    assert catalog.table_names() == ["pairs"]
+    result = catalog.sql("SELECT id, text FROM pairs ORDER BY id")
+    assert isinstance(result, pa.Table)
+    assert result.column("id").to_pylist() == sorted(r["id"] for r in coyo_rows)
+    frame = catalog.pl("SELECT count(*) AS n FROM pairs")
+    assert isinstance(frame, pl.DataFrame)
+    assert frame["n"][0] == len(coyo_rows)
+
+
+def test_columns_keep_coyo_types(catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows))
+    described = catalog.sql("DESCRIBE pairs").to_pylist()
+    types = {row["column_name"]: row["column_type"] for row in described}
+    assert types["id"] == "BIGINT"
+    assert types["width"] == "INTEGER"
+    assert types["clip_similarity_vitb32"] == "FLOAT"
+    assert types["image_phash"] == "VARCHAR"
+
+
+def test_each_connection_sees_the_latest_committed_version(catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows[:3]))
+    assert catalog.sql("SELECT count(*) AS n FROM pairs")["n"][0].as_py() == 3
+    catalog.append("pairs", coyo_table(coyo_rows[3:]))
+    assert catalog.sql("SELECT count(*) AS n FROM pairs")["n"][0].as_py() == len(coyo_rows)
+    assert catalog.versions()["pairs"] >= 2
+
+
+def test_commit_properties_are_kept_in_the_table_history(catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows[:2]), {"fingerprint": "abc"})
+    catalog.append("pairs", coyo_table(coyo_rows[2:4]), {"fingerprint": "def"})
+    history = list(lance_tables.committed_properties(catalog.table_uri("pairs")))
+    fingerprints = [props.get("fingerprint") for _, props in history]
+    assert fingerprints[:2] == ["def", "abc"]
+
+
+def test_user_objects_persist_only_with_write(catalog):
+    with pytest.raises(CoyoDbError, match="read-only"):
+        catalog.sql("CREATE VIEW answer AS SELECT 42 AS a")
+    catalog.sql("CREATE VIEW answer AS SELECT 42 AS a", write=True)
+    assert catalog.sql("SELECT a FROM answer")["a"][0].as_py() == 42
+    assert "answer" in Catalog(catalog.home).view_names()
+
+
+def test_view_families_are_created_only_when_their_tables_exist():
+    families = sqlfiles.view_families()
+    assert families, "the package ships view files"
+    for family in families:
+        assert family.provides, f"sql/{family.name}.sql defines no view"
+        assert "TEMP" in family.text.upper(), f"sql/{family.name}.sql must create TEMP views"
+    assert sqlfiles.creatable(set()) == [f for f in families if not f.requires]
+
+
+def test_every_shipped_view_binds_on_a_catalog_with_its_tables(catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows))
+    with catalog.connection() as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    for family in sqlfiles.creatable({"pairs"}):
+        assert set(family.provides) <= views
+
+
+def test_sql_file_loader_names_unknown_files():
+    with pytest.raises(CoyoDbError, match="no SQL file"):
+        sqlfiles.load("no_such_family")
+
+
+def test_catalog_home_layout(catalog: Catalog, coyo_rows):
+    catalog.append("pairs", coyo_table(coyo_rows))
+    assert (catalog.home / "catalog.duckdb").is_file()
+    assert Path(catalog.table_uri("pairs")).is_dir()
