@@ -1,0 +1,15 @@
+"""Run every benchmark in turn; each prints its own ratio and saves bench/out/<name>.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHES = ["bench_startup.py", "bench_query.py", "bench_ingest.py"]
+
+if __name__ == "__main__":
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, str(HERE / name)], check=True)
