@@ -124,6 +124,10 @@ class Catalog:
             raise CatalogError(
                 f"cannot open {self.duckdb_path}: {' '.join(str(exc).split())}"
             ) from None
+        # DuckDB's own progress bar would write into query output on stdout; spills go to a
+        # folder in the home so that large sorts and group-bys work with a read-only file too.
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET temp_directory = ?", [str(self.home / ".duckdb-tmp")])
         registered = set()
         for name in self.table_names():
             con.register(name, self.dataset(name))
