@@ -85,13 +85,19 @@ def append(
     return commit(uri, transaction, properties or {})
 
 
-def committed_properties(uri: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(version, coyo_db properties) of every commit still in the table's history, newest first."""
+def committed_properties(
+    uri: str | Path, after_version: int = 0
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(version, coyo_db properties) of the commits after `after_version` still in the table's
+    history, newest first."""
     if not exists(uri):
         return
     dataset = open_dataset(uri)
     version = dataset.version
-    for transaction in dataset.get_transactions():
+    if version <= after_version:
+        return
+    # get_transactions reads only the 10 newest unless told how many.
+    for transaction in dataset.get_transactions(version - after_version):
         if transaction is None:
             version -= 1
             continue

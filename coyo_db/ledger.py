@@ -79,6 +79,7 @@ class SourceLedger:
 
     def _load(self) -> dict[str, SourceRecord]:
         done: dict[str, SourceRecord] = {}
+        recorded_version = 0
         if self.catalog.has_table(SOURCES):
             rows = (
                 self.catalog.dataset(SOURCES)
@@ -93,10 +94,12 @@ class SourceLedger:
                     row["rows_written"],
                     row["rows_quarantined"],
                 )
-        # Commits of the target table whose `sources` row never got written (a killed run).
+                recorded_version = max(recorded_version, row["table_version"] or 0)
+        # Commits of the target table whose `sources` row never got written (a killed run):
+        # only commits newer than the newest recorded one can be missing.
         recovered = []
         uri = self.catalog.table_uri(self.table_name)
-        for version, props in lance_tables.committed_properties(uri):
+        for version, props in lance_tables.committed_properties(uri, recorded_version):
             fingerprint = props.get("fingerprint")
             if fingerprint and fingerprint not in done:
                 record = SourceRecord(
@@ -119,9 +122,11 @@ class SourceLedger:
     def discard_partial(self, fingerprint: str) -> None:
         """Remove quarantine rows left by an unfinished attempt at this source."""
         if self.catalog.has_table(QUARANTINE):
-            self.catalog.dataset(QUARANTINE).delete(
-                f"fingerprint = '{fingerprint}' AND table_name = '{self.table_name}'"
-            )
+            dataset = self.catalog.dataset(QUARANTINE)
+            where = f"fingerprint = '{fingerprint}' AND table_name = '{self.table_name}'"
+            # A delete commits a new version even when nothing matches: look first.
+            if dataset.count_rows(filter=where):
+                dataset.delete(where)
 
     def quarantine(self, rows: pa.Table, fingerprint: str, run_id: str) -> None:
         """Commit the bad records of a source (schema: :data:`schemas.QUARANTINE`)."""
