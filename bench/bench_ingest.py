@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import OUT, save, synth_data  # noqa: E402
+from common import OUT, save, synth_data
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import OUT, median_times, save, synth_data  # noqa: E402
+from common import OUT, median_times, save, synth_data
 
 QUERIES = {
     "filtered aggregate": (
@@ -93,8 +93,11 @@ def main() -> None:
     for name, sql in QUERIES.items():
         assert coyo_db(sql)() == raw_duckdb(sql)(), f"{name}: results differ"
         times = median_times(
-            {"coyo-db": coyo_db(sql), "raw DuckDB": raw_duckdb(sql),
-             "native Parquet": native_parquet(sql)},
+            {
+                "coyo-db": coyo_db(sql),
+                "raw DuckDB": raw_duckdb(sql),
+                "native Parquet": native_parquet(sql),
+            },
             args.repeats,
         )
         times["ratio"] = times["coyo-db"] / times["raw DuckDB"]

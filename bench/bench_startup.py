@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import save  # noqa: E402
+from common import save
 
 HEAVY = ("torch", "open_clip", "faiss")
 
@@ -47,8 +47,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-
-    import pyarrow as pa
 
     from coyo_db import schemas
     from coyo_db.catalog import Catalog

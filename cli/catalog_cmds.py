@@ -25,7 +25,9 @@ def init(home: HomeOption = None) -> None:
 
 
 def query(
-    sql: Annotated[str | None, typer.Argument(help="SQL to run (several statements allowed).")] = None,
+    sql: Annotated[
+        str | None, typer.Argument(help="SQL to run (several statements allowed).")
+    ] = None,
     sql_file: Annotated[
         Path | None, typer.Option("--sql-file", help="Read the SQL from this file.")
     ] = None,

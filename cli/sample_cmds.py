@@ -40,5 +40,26 @@ def synth(
     stdout.print(f"wrote {rows:,} rows (seed {seed}) to {where} in {elapsed:.1f}s")
 
 
+def demo(
+    rows: Annotated[
+        int, typer.Option("--rows", help="Synthetic rows to run the pipeline on.", min=100)
+    ] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the sample.")] = 0,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Catalog to build (default: a new temporary directory)."),
+    ] = None,
+) -> None:
+    """Run the whole pipeline on a built-in synthetic sample and narrate what it does."""
+    import tempfile
+
+    from coyo_db.demo import run_demo
+
+    target = home if home is not None else Path(tempfile.mkdtemp(prefix="coyo-db-demo-"))
+    stdout.print(f"coyo-db demo: a catalog at {target}")
+    run_demo(target, rows=rows, seed=seed, emit=lambda line: stdout.print(line, markup=False))
+
+
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
+    app.command("demo")(demo)

@@ -53,9 +53,7 @@ class Catalog:
         self.home = resolve_home(home)
         if not self.home.exists():
             if not create:
-                raise CatalogError(
-                    f"no catalog at {self.home}; run 'coyo-db init' or pass --home"
-                )
+                raise CatalogError(f"no catalog at {self.home}; run 'coyo-db init' or pass --home")
             self.home.mkdir(parents=True)
         elif not self.home.is_dir():
             raise CatalogError(f"{self.home} is a file, not a catalog directory")
@@ -174,9 +172,7 @@ class Catalog:
         return [name for (name,) in rows if name not in set(self.table_names())]
 
 
-def run_statements(
-    con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]
-) -> pa.Table:
+def run_statements(con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]) -> pa.Table:
     """Execute parsed statements in order; the last one's result comes back as Arrow."""
     result = pa.table({})
     for index, statement in enumerate(statements):

@@ -47,6 +47,4 @@ class MissingExtraError(CoyoDbError, ImportError):
     """An optional dependency is not installed; the message names the pip command."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"this needs the '{package}' package: pip install 'coyo-db[{extra}]'"
-        )
+        super().__init__(f"this needs the '{package}' package: pip install 'coyo-db[{extra}]'")

@@ -137,9 +137,7 @@ class SourceLedger:
                 {"fingerprint": fingerprint, "run_id": run_id, "target": self.table_name},
             )
 
-    def commit_source(
-        self, transaction: object, record: SourceRecord, run_id: str
-    ) -> int:
+    def commit_source(self, transaction: object, record: SourceRecord, run_id: str) -> int:
         """Commit a source's staged rows and mark it done; returns the table's new version."""
         props = {
             "fingerprint": record.fingerprint,

@@ -103,8 +103,9 @@ def test_query_formats(home, tmp_path):
 
 
 def test_table_format_caps_rows_on_screen(home):
-    result = runner.invoke(app, ["query", "SELECT * FROM range(100)", "--max-rows", "5",
-                                 "--home", home])
+    result = runner.invoke(
+        app, ["query", "SELECT * FROM range(100)", "--max-rows", "5", "--home", home]
+    )
     assert "100 rows (first 5 shown" in result.stdout
 
 
@@ -139,8 +140,15 @@ def test_user_errors_print_one_line_and_exit_non_zero(home, args, message):
 
 def test_query_on_a_missing_catalog_says_how_to_make_one(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", "query", "SELECT 1", "--home",
-         str(tmp_path / "none")],
+        [
+            sys.executable,
+            "-m",
+            "coyo_db.cli.app",
+            "query",
+            "SELECT 1",
+            "--home",
+            str(tmp_path / "none"),
+        ],
         capture_output=True,
         text=True,
     )
