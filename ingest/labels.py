@@ -18,10 +18,8 @@ length are accepted; COYO's hold 50.
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,21 +27,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db import lance_tables, schemas
-from coyo_db.ingest.pair_checks import (
+from coyo_db import schemas
+from coyo_db.ingest.parquet_job import (
+    DEFAULT_BATCH_SIZE,
+    Checker,
+    ParquetTarget,
+    ingest_parquet,
+)
+from coyo_db.ingest.parquet_sources import ParquetSource
+from coyo_db.ingest.row_checks import (
     DUPLICATE_ID,
     CheckedBatch,
     SeenIds,
-    _duplicates,
-    _join_reasons,
-    reason_counts,
-    records_json,
+    duplicates,
+    split_by_rules,
 )
-from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
 from coyo_db.ingest.summary import IngestSummary
-from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
-from coyo_db.progress import NullProgress, Progress
-from coyo_db.runs import Run
+from coyo_db.progress import Progress
 from coyo_db.taxonomy import IMAGENET21K, ensure_taxonomy, num_classes, read_tree, store_tree
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "labels"
-COMMAND = "ingest labels"
 COYO_LABELED_SOURCE = "coyo-labeled-300m"
-DEFAULT_BATCH_SIZE = 64 * 1024
 
 # The source columns the table needs; url, imagehash, width and height repeat `pairs`.
 SOURCE_COLUMNS = pa.schema(
@@ -91,174 +89,57 @@ def ingest_labels(
     path that matches nothing, :class:`SourceFileError` or :class:`SchemaError` for a file that
     cannot be ingested. Files already ingested (same content) are skipped.
     """
-    started = time.perf_counter()
-    progress = progress or NullProgress()
     n_classes = num_classes(taxonomy)
-    files = resolve_paths(paths)
-    sources = [preflight(path, SOURCE_COLUMNS) for path in files]
     edges = read_tree(tree, taxonomy) if tree is not None else None
 
-    catalog.ensure_table(TABLE, schemas.LABELS)
-    ledger = SourceLedger(catalog, TABLE)
-    run = Run(
-        catalog,
-        COMMAND,
-        {"paths": [str(p) for p in paths], "tree": tree, "taxonomy": taxonomy, "source": source},
-    )
-    summary = IngestSummary(table=TABLE, run_id=run.run_id, sources_seen=len(sources))
-    todo: list[ParquetSource] = []
-    queued: set[str] = set()
-    for parquet in sources:
-        if ledger.done(parquet.fingerprint) or parquet.fingerprint in queued:
-            log.info("%s: already ingested, skipped", parquet.path)
-            summary.sources_skipped += 1
-        else:
-            todo.append(parquet)
-            queued.add(parquet.fingerprint)
-
-    progress.start(f"ingest {TABLE}", total=sum(parquet.num_rows for parquet in todo))
-    try:
+    def prepare() -> None:
         ensure_taxonomy(catalog, taxonomy)
         if edges is not None:
             store_tree(catalog, edges, tree)
-        for parquet in todo:
-            job = _LabelsJob(parquet, run.run_id, taxonomy, source, n_classes, progress)
-            job.ingest(catalog, ledger, batch_size)
-            summary.sources_ingested += 1
-            summary.rows_read += job.rows_read
-            summary.rows_written += job.rows_read - job.quarantined
-            summary.rows_quarantined += job.quarantined
-            for reason, count in job.reasons.items():
-                summary.quarantine_reasons[reason] = (
-                    summary.quarantine_reasons.get(reason, 0) + count
-                )
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        _finish(run, summary, started, status)
-        raise
-    finally:
-        progress.finish()
-    _finish(run, summary, started, "ok")
-    log.info("%s", summary.line())
-    return summary
+
+    target = ParquetTarget(
+        table=TABLE,
+        table_schema=schemas.LABELS,
+        source_schema=SOURCE_COLUMNS,
+        command="ingest labels",
+        new_checker=partial(_labels_checker, n_classes),
+        to_table=partial(to_labels_batch, taxonomy=taxonomy, source=source),
+        known_unused=frozenset(schemas.LABELED_SOURCE.names) - set(SOURCE_COLUMNS.names),
+    )
+    return ingest_parquet(
+        catalog,
+        paths,
+        target,
+        arguments={"tree": tree, "taxonomy": taxonomy, "source": source},
+        prepare=prepare,
+        progress=progress,
+        batch_size=batch_size,
+    )
 
 
-class _LabelsJob:
-    """One file: good rows staged as Lance fragments, bad rows spilled to a scratch file."""
+def _labels_checker(n_classes: int, parquet: ParquetSource) -> Checker:
+    seen = SeenIds()
 
-    def __init__(
-        self,
-        parquet: ParquetSource,
-        run_id: str,
-        taxonomy: str,
-        source: str,
-        n_classes: int,
-        progress: Progress,
-    ) -> None:
-        self.parquet = parquet
-        self.run_id = run_id
-        self.taxonomy = taxonomy
-        self.source = source
-        self.n_classes = n_classes
-        self.progress = progress
-        self.rows_read = 0
-        self.quarantined = 0
-        self.reasons: Counter[str] = Counter()
-        self.failure: BaseException | None = None
-        self._spill: pa.ipc.RecordBatchFileWriter | None = None
-        self._spill_path = Path()
+    def check(raw: pa.RecordBatch, cast: pa.RecordBatch, first_row: int) -> CheckedBatch:
+        return check_labels(cast, n_classes, seen, source=raw)
 
-    def ingest(self, catalog: Catalog, ledger: SourceLedger, batch_size: int) -> None:
-        """Stage, quarantine and commit the file; nothing of it is visible unless all of it is."""
-        fingerprint = self.parquet.fingerprint
-        ledger.discard_partial(fingerprint)
-        with tempfile.TemporaryDirectory(prefix="coyo-db-labels-") as scratch:
-            self._spill_path = Path(scratch) / "quarantine.arrow"
-            try:
-                transaction = lance_tables.stage(
-                    catalog.table_uri(TABLE), self._good_batches(batch_size), schemas.LABELS
-                )
-            except Exception:
-                # Lance reports an error raised while it pulls batches as its own OSError.
-                if self.failure is not None:
-                    raise self.failure from None
-                raise
-            record = SourceRecord(
-                str(self.parquet.path),
-                fingerprint,
-                self.rows_read,
-                self.rows_read - self.quarantined,
-                self.quarantined,
-            )
-            ledger.quarantine(self._spilled(), fingerprint, self.run_id)
-            ledger.commit_source(transaction, record, self.run_id)
-        log.info(
-            "%s: %d rows read, %d written, %d quarantined",
-            self.parquet.path,
-            record.rows_read,
-            record.rows_written,
-            record.rows_quarantined,
-        )
-
-    def _good_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        seen = SeenIds()
-        try:
-            for raw in self.parquet.iter_batches(batch_size):
-                checked = check_labels(self.parquet.cast(raw), self.n_classes, seen)
-                if len(checked.bad_index):
-                    self._quarantine(raw, checked)
-                self.rows_read += raw.num_rows
-                self.progress.advance(raw.num_rows)
-                if checked.good.num_rows:
-                    yield to_labels_batch(checked.good, self.taxonomy, self.source)
-        except BaseException as exc:
-            self.failure = exc
-            raise
-
-    def _quarantine(self, raw: pa.RecordBatch, checked: CheckedBatch) -> None:
-        rows = quarantine_rows(
-            table_name=TABLE,
-            source=str(self.parquet.path),
-            fingerprint=self.parquet.fingerprint,
-            run_id=self.run_id,
-            row_index=pc.add(checked.bad_index, self.rows_read),
-            ids=checked.bad_ids,
-            reasons=checked.bad_reasons,
-            records=records_json(raw.take(checked.bad_index)),  # the values as read
-        )
-        if self._spill is None:
-            self._spill = pa.ipc.new_file(str(self._spill_path), schemas.QUARANTINE)
-        self._spill.write_table(rows)
-        self.quarantined += rows.num_rows
-        self.reasons.update(reason_counts(checked.bad_reasons))
-
-    def _spilled(self) -> pa.Table:
-        """The spilled bad rows, memory-mapped rather than read into memory."""
-        if self._spill is None:
-            return schemas.QUARANTINE.empty_table()
-        self._spill.close()
-        return pa.ipc.open_file(pa.memory_map(str(self._spill_path))).read_all()
+    return check
 
 
-def check_labels(batch: pa.RecordBatch, n_classes: int, seen: SeenIds) -> CheckedBatch:
+def check_labels(
+    batch: pa.RecordBatch,
+    n_classes: int,
+    seen: SeenIds,
+    *,
+    source: pa.RecordBatch | None = None,
+) -> CheckedBatch:
     """Split `batch` (columns id, labels, label_probs) into good rows and quarantined ones.
 
-    `n_classes` is the taxonomy's size; `seen` holds the ids met earlier in the same file.
+    `n_classes` is the taxonomy's size; `seen` holds the ids met earlier in the same file;
+    `source` is the rows as read (kept for quarantine records; default `batch`).
     """
     rules = label_rules(batch, n_classes, seen)
-    bad_mask = np.logical_or.reduce([mask for _, mask in rules])
-    if not bad_mask.any():
-        empty = pa.array([], pa.int64())
-        return CheckedBatch(batch, empty, pa.array([], pa.string()), empty, batch[:0])
-    bad_index = pa.array(np.flatnonzero(bad_mask), pa.int64())
-    reasons = _join_reasons([(reason, pa.array(mask[bad_mask])) for reason, mask in rules])
-    return CheckedBatch(
-        good=batch.filter(pa.array(~bad_mask)),
-        bad_index=bad_index,
-        bad_reasons=reasons,
-        bad_ids=batch.column("id").take(bad_index),
-        bad=batch.take(bad_index),
-    )
+    return split_by_rules(batch, batch if source is None else source, rules)
 
 
 def label_rules(
@@ -297,7 +178,7 @@ def label_rules(
         (BAD_INDEX.format(max_index=n_classes - 1), _any_per_row(bad_label, label_lengths)),
         (BAD_PROB, _any_per_row(bad_prob, prob_lengths, prob_starts)),
         (NOT_DESCENDING, _any_per_row(rises, prob_lengths, prob_starts)),
-        (DUPLICATE_ID, _flags(_duplicates(ids, seen))),
+        (DUPLICATE_ID, _flags(duplicates(ids, seen))),
     ]
 
 
@@ -348,18 +229,3 @@ def _any_per_row(
         # reduceat over the starts of non-empty rows: each segment ends where the next begins.
         rows[filled] = np.logical_or.reduceat(flags, starts[filled])
     return rows
-
-
-def _finish(run: Run, summary: IngestSummary, started: float, status: str) -> None:
-    summary.seconds = time.perf_counter() - started
-    try:
-        run.finish(
-            status,
-            rows_read=summary.rows_read,
-            rows_written=summary.rows_written,
-            rows_quarantined=summary.rows_quarantined,
-        )
-    except Exception:  # the job's own outcome matters more than its log row
-        if status == "ok":
-            raise
-        log.exception("could not record the run %s in `runs`", run.run_id)

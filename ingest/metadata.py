@@ -1,58 +1,57 @@
 """`coyo-db ingest metadata`: COYO-700M-shaped Parquet files into the table `pairs`.
 
-The job, file by file:
+Files are preflighted, streamed, checked and committed one atomic Lance commit each by the
+shared Parquet job (:mod:`coyo_db.ingest.parquet_job`); the row rules of `pairs` are in
+:mod:`coyo_db.ingest.pair_checks`.
 
-1. every file is preflighted before anything is written (Parquet, not an LFS pointer or an
-   HTML page, not truncated; the 17 COYO-700M columns present and castable);
-2. a file already in the ledger (same content fingerprint, whatever its name) is skipped;
-3. the file is streamed in batches (never whole in memory); each batch is cast to
-   :data:`schemas.PAIRS`, checked by :mod:`coyo_db.ingest.pair_checks`, its good rows staged as
-   Lance fragments of `pairs` and its bad rows spilled to a temporary Arrow file;
-4. the bad rows are committed to `quarantine`, then the staged rows to `pairs` in one atomic
-   commit, then the file is marked done (:class:`coyo_db.ledger.SourceLedger`).
-
-A file is therefore wholly in `pairs` or not at all: corruption found mid-read raises
-:class:`SourceFileError` before that file's fragments are committed, and files committed before
-it stay. A killed job, run again, skips the finished files and redoes the others.
-
-Duplicate ids are checked within a file only; the same id in two files is kept twice (find such
-ids with SQL over `pairs`).
+Duplicate ids are checked within a file only (one sort of the file's id column); the same id
+in two files is kept twice (find such ids with SQL over `pairs`).
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from coyo_db import lance_tables, schemas
-from coyo_db.catalog import Catalog
-from coyo_db.errors import SourceFileError
-from coyo_db.ingest.pair_checks import (
-    CheckedBatch,
-    check_pairs,
-    reason_counts,
-    records_json,
-    repeated_ids,
+from coyo_db import schemas
+from coyo_db.ingest.pair_checks import check_pairs
+from coyo_db.ingest.parquet_job import (
+    DEFAULT_BATCH_SIZE,
+    Checker,
+    ParquetTarget,
+    ingest_parquet,
 )
-from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
-from coyo_db.ingest.prefetch import prefetch
+from coyo_db.ingest.parquet_sources import ParquetSource
+from coyo_db.ingest.row_checks import repeated_ids
 from coyo_db.ingest.summary import IngestSummary
-from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
-from coyo_db.progress import NullProgress, Progress
-from coyo_db.runs import Run
+from coyo_db.progress import Progress
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
 
 TABLE = "pairs"
-COMMAND = "ingest metadata"
-DEFAULT_BATCH_SIZE = 64 * 1024
+
+
+def _pairs_checker(source: ParquetSource) -> Checker:
+    repeated = repeated_ids(source.read_column("id"))
+
+    def check(raw: pa.RecordBatch, cast: pa.RecordBatch, first_row: int):  # type: ignore[no-untyped-def]
+        part = None if repeated is None else repeated[first_row : first_row + raw.num_rows]
+        return check_pairs(raw, cast, part)
+
+    return check
+
+
+PAIRS_TARGET = ParquetTarget(
+    table=TABLE,
+    table_schema=schemas.PAIRS,
+    source_schema=schemas.PAIRS,
+    command="ingest metadata",
+    new_checker=_pairs_checker,
+)
 
 
 def ingest_metadata(
@@ -68,193 +67,4 @@ def ingest_metadata(
     :class:`SchemaError` for a file that cannot be ingested (before anything is written, unless
     the problem only shows mid-read).
     """
-    started = time.perf_counter()
-    progress = progress or NullProgress()
-    files = resolve_paths(paths)
-    sources = preflight_all(files)
-
-    catalog.ensure_table(TABLE, schemas.PAIRS)
-    ledger = SourceLedger(catalog, TABLE)
-    run = Run(catalog, COMMAND, {"paths": [str(p) for p in paths], "batch_size": batch_size})
-    summary = IngestSummary(table=TABLE, run_id=run.run_id, sources_seen=len(sources))
-    todo: list[ParquetSource] = []
-    queued: set[str] = set()
-    for source in sources:
-        done = ledger.done(source.fingerprint)
-        if done is None and source.fingerprint not in queued:
-            todo.append(source)
-            queued.add(source.fingerprint)
-            continue
-        same = done.source if done is not None else "another file of this run"
-        log.info("%s: skipped, already ingested (same content as %s)", source.path, same)
-        summary.sources_skipped += 1
-
-    progress.start(f"ingest {TABLE}", total=sum(source.num_rows for source in todo))
-    try:
-        for source in todo:
-            _ingest_source(catalog, ledger, source, run.run_id, summary, progress, batch_size)
-    except BaseException as exc:
-        _finish(
-            run, summary, started, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        )
-        raise
-    finally:
-        progress.finish()
-    _finish(run, summary, started, "ok")
-    log.info("%s", summary.line())
-    return summary
-
-
-def preflight_all(files: Sequence[Path]) -> list[ParquetSource]:
-    """Preflight every file; raise for the first bad one (the others are logged)."""
-    sources: list[ParquetSource] = []
-    problems: list[SourceFileError] = []
-    for path in files:
-        try:
-            source = preflight(path, schemas.PAIRS)
-        except SourceFileError as exc:
-            problems.append(exc)
-            continue
-        if source.plan.extra:
-            log.warning(
-                "%s: ignoring columns that `%s` does not have: %s",
-                path,
-                TABLE,
-                ", ".join(source.plan.extra),
-            )
-        sources.append(source)
-    if problems:
-        for problem in problems[1:]:
-            log.error("%s", problem)
-        first = problems[0]
-        if len(problems) > 1:
-            more = len(problems) - 1
-            raise type(first)(first.path, f"{first.problem} (and {more} more bad files, logged)")
-        raise first
-    return sources
-
-
-def _ingest_source(
-    catalog: Catalog,
-    ledger: SourceLedger,
-    source: ParquetSource,
-    run_id: str,
-    summary: IngestSummary,
-    progress: Progress,
-    batch_size: int,
-) -> None:
-    """Stage, quarantine and commit one file; nothing of it is visible unless all of it is."""
-    ledger.discard_partial(source.fingerprint)
-    with tempfile.TemporaryDirectory(prefix="coyo-db-ingest-") as scratch:
-        job = _SourceJob(source, run_id, Path(scratch) / "quarantine.arrow", progress)
-        batches = prefetch(job.good_batches(batch_size))
-        try:
-            transaction = lance_tables.stage(catalog.table_uri(TABLE), batches, schemas.PAIRS)
-        except Exception:
-            # Lance reports an error raised while it pulls batches as its own OSError.
-            if job.failure is not None:
-                raise job.failure from None
-            raise
-        finally:
-            batches.close()  # stops the reading thread if the writer gave up early
-            job.close()
-        record = SourceRecord(
-            str(source.path), source.fingerprint, job.rows_read, job.rows_written, job.quarantined
-        )
-        ledger.quarantine(job.quarantine_table(), source.fingerprint, run_id)
-        ledger.commit_source(transaction, record, run_id)
-    log.info(
-        "%s: %d rows read, %d written, %d quarantined",
-        source.path,
-        job.rows_read,
-        job.rows_written,
-        job.quarantined,
-    )
-    summary.sources_ingested += 1
-    summary.rows_read += job.rows_read
-    summary.rows_written += job.rows_written
-    summary.rows_quarantined += job.quarantined
-    for reason, count in job.reasons.items():
-        summary.quarantine_reasons[reason] = summary.quarantine_reasons.get(reason, 0) + count
-
-
-class _SourceJob:
-    """One file's batches: good rows out to Lance, bad rows to a spill file, counts kept."""
-
-    def __init__(
-        self, source: ParquetSource, run_id: str, spill_path: Path, progress: Progress
-    ) -> None:
-        self.source = source
-        self.run_id = run_id
-        self.spill_path = spill_path
-        self.progress = progress
-        self.rows_read = 0
-        self.rows_written = 0
-        self.quarantined = 0
-        self.reasons: Counter[str] = Counter()
-        self.failure: Exception | None = None
-        self._spill: pa.ipc.RecordBatchFileWriter | None = None
-        self._closed = False
-
-    def good_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The file's good rows in :data:`schemas.PAIRS`; bad rows are spilled on the way."""
-        try:
-            repeated = repeated_ids(self.source.read_column("id"))
-            for raw in self.source.iter_batches(batch_size):
-                start = self.rows_read
-                part = None if repeated is None else repeated[start : start + raw.num_rows]
-                checked = check_pairs(raw, self.source.cast(raw), part)
-                if checked.bad.num_rows:
-                    self._quarantine(checked)
-                self.rows_read += raw.num_rows
-                self.rows_written += checked.good.num_rows
-                self.progress.advance(raw.num_rows)
-                if checked.good.num_rows:
-                    yield checked.good
-        except Exception as exc:  # kept: the writer only passes on its own wrapper
-            self.failure = exc
-            raise
-
-    def _quarantine(self, checked: CheckedBatch) -> None:
-        rows = quarantine_rows(
-            table_name=TABLE,
-            source=str(self.source.path),
-            fingerprint=self.source.fingerprint,
-            run_id=self.run_id,
-            row_index=pc.add(checked.bad_index, self.rows_read),
-            ids=checked.bad_ids,
-            reasons=checked.bad_reasons,
-            records=records_json(checked.bad),
-        )
-        if self._spill is None:
-            self._spill = pa.ipc.new_file(str(self.spill_path), schemas.QUARANTINE)
-        self._spill.write_table(rows)
-        self.quarantined += rows.num_rows
-        self.reasons.update(reason_counts(checked.bad_reasons))
-
-    def quarantine_table(self) -> pa.Table:
-        """The spilled bad rows (after :meth:`close`), memory-mapped, not read into memory."""
-        if self._spill is None:
-            return schemas.QUARANTINE.empty_table()
-        self.close()
-        return pa.ipc.open_file(pa.memory_map(str(self.spill_path))).read_all()
-
-    def close(self) -> None:
-        if self._spill is not None and not self._closed:
-            self._spill.close()
-            self._closed = True
-
-
-def _finish(run: Run, summary: IngestSummary, started: float, status: str) -> None:
-    summary.seconds = time.perf_counter() - started
-    try:
-        run.finish(
-            status,
-            rows_read=summary.rows_read,
-            rows_written=summary.rows_written,
-            rows_quarantined=summary.rows_quarantined,
-        )
-    except Exception:  # the job's own outcome matters more than its log row
-        if status == "ok":
-            raise
-        log.exception("could not record the run %s in `runs`", run.run_id)
+    return ingest_parquet(catalog, paths, PAIRS_TARGET, progress=progress, batch_size=batch_size)

@@ -18,114 +18,31 @@ objects, to keep them as JSON text.
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db import schemas
+from coyo_db.ingest.row_checks import (
+    DUPLICATE_ID,
+    CheckedBatch,
+    false_if_null,
+    split_by_rules,
+)
 
 PHASH_PATTERN = "^[0-9a-f]{16}$"
-DUPLICATE_ID = "duplicate id"
-_EMPTY_INDEX = pa.array([], pa.int64())
-_EMPTY_REASONS = pa.array([], pa.string())
-_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # JSON has no such numbers
-
-
-@dataclass(frozen=True)
-class CheckedBatch:
-    """One batch split into the rows kept and the rows quarantined."""
-
-    good: pa.RecordBatch
-    bad_index: pa.Array  # positions of the quarantined rows within the batch (int64)
-    bad_reasons: pa.Array  # string, parallel to bad_index
-    bad_ids: pa.Array  # int64, parallel to bad_index
-    bad: pa.RecordBatch  # the quarantined rows as read from the file (before casts)
-
-
-def repeated_ids(ids: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
-    """True at each row whose id occurs at an earlier row; None when no id repeats.
-
-    One sort of a file's id column (5.8M ids in about 0.2 s); the stable argsort that finds
-    which copy comes first only runs when some id repeats. Null ids are never repeats.
-    """
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-    present = pc.indices_nonzero(pc.is_valid(ids)).to_numpy() if ids.null_count else None
-    values = pc.drop_null(ids).to_numpy() if ids.null_count else ids.to_numpy()
-    ordered = np.sort(values)
-    if not (ordered[1:] == ordered[:-1]).any():
-        return None
-    order = np.argsort(values, kind="stable")  # equal ids stay in file order: the first leads
-    ordered = values[order]
-    repeat = np.zeros(len(values), dtype=bool)
-    repeat[order[1:]] = ordered[1:] == ordered[:-1]
-    if present is None:
-        return repeat
-    full = np.zeros(len(ids), dtype=bool)
-    full[present] = repeat
-    return full
-
-
-class SeenIds:
-    """The ids met so far in a stream, to flag later repeats without a per-row loop.
-
-    For readers that cannot sort a whole file's ids up front (:func:`repeated_ids` is faster
-    when they can). Kept as sorted NumPy runs merged like a binary counter: n ids cost
-    O(n log n) in all, and each batch is checked by a binary search per run.
-    """
-
-    def __init__(self) -> None:
-        self._runs: list[np.ndarray] = []
-
-    def first_seen(self, ids: np.ndarray) -> np.ndarray:
-        """Mask of the `ids` not met before (in earlier calls or earlier in `ids`); adds them."""
-        unique, first = np.unique(ids, return_index=True)
-        met = np.zeros(len(unique), dtype=bool)
-        for run in self._runs:
-            at = np.searchsorted(run, unique)
-            at[at == len(run)] = 0
-            met |= run[at] == unique
-        mask = np.zeros(len(ids), dtype=bool)
-        mask[first[~met]] = True
-        self._push(unique[~met])
-        return mask
-
-    def _push(self, run: np.ndarray) -> None:
-        if not len(run):
-            return
-        self._runs.append(run)
-        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
-            newer, older = self._runs.pop(), self._runs.pop()
-            merged = np.concatenate([older, newer])
-            merged.sort(kind="stable")  # two sorted runs: one linear merge
-            self._runs.append(merged)
-
-
-def _duplicates(ids: pa.Array, seen: SeenIds) -> pa.Array:
-    """Mask of the ids of this batch already met in the stream (nulls are never duplicates)."""
-    first = np.ones(len(ids), dtype=bool)
-    if ids.null_count:
-        present = pc.indices_nonzero(pc.is_valid(ids)).to_numpy()
-        first[present] = seen.first_seen(pc.take(ids, present).to_numpy())
-    else:
-        first = seen.first_seen(ids.to_numpy(zero_copy_only=False))
-    return pa.array(~first)
 
 
 def normalise_phash(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Array]:
     """`batch` with upper-case pHashes lower-cased, and the mask of rows whose pHash is bad."""
     index = batch.schema.get_field_index("image_phash")
     phash = batch.column(index)
-    fine = _false_if_null(pc.match_substring_regex(phash, PHASH_PATTERN))
+    fine = false_if_null(pc.match_substring_regex(phash, PHASH_PATTERN))
     if pc.all(fine).as_py():
         return batch, pc.invert(fine)
     lowered = pc.ascii_lower(phash)
     batch = batch.set_column(index, batch.schema.field(index), lowered)
-    fine = _false_if_null(pc.match_substring_regex(lowered, PHASH_PATTERN))
+    fine = false_if_null(pc.match_substring_regex(lowered, PHASH_PATTERN))
     return batch, pc.and_(pc.invert(fine), pc.is_valid(phash))
 
 
@@ -138,21 +55,7 @@ def check_pairs(
     `repeated` is this batch's slice of :func:`repeated_ids` for its file.
     """
     batch, bad_phash = normalise_phash(batch)
-    rules = _rule_masks(batch, bad_phash, repeated)
-    bad_mask = rules[0][1]
-    for _, mask in rules[1:]:
-        bad_mask = pc.or_(bad_mask, mask)
-    if not pc.any(bad_mask).as_py():
-        return CheckedBatch(batch, _EMPTY_INDEX, _EMPTY_REASONS, _EMPTY_INDEX, source[:0])
-    bad_index = pc.indices_nonzero(bad_mask)
-    reasons = _join_reasons([(label, pc.take(mask, bad_index)) for label, mask in rules])
-    return CheckedBatch(
-        good=batch.filter(pc.invert(bad_mask)),
-        bad_index=bad_index.cast(pa.int64()),
-        bad_reasons=reasons,
-        bad_ids=pc.take(batch.column("id"), bad_index),
-        bad=source.take(bad_index),
-    )
+    return split_by_rules(batch, source, _rule_masks(batch, bad_phash, repeated))
 
 
 def _rule_masks(
@@ -168,113 +71,9 @@ def _rule_masks(
     for name in ("width", "height"):
         column = batch.column(name)
         rules.append((f"null {name}", pc.is_null(column)))
-        rules.append((f"non-positive {name}", _false_if_null(pc.less_equal(column, 0))))
+        rules.append((f"non-positive {name}", false_if_null(pc.less_equal(column, 0))))
     for name in schemas.SCORE_COLUMNS:
-        rules.append((f"NaN {name}", _false_if_null(pc.is_nan(batch.column(name)))))
+        rules.append((f"NaN {name}", false_if_null(pc.is_nan(batch.column(name)))))
     if repeated is not None:
         rules.append((DUPLICATE_ID, pa.array(repeated)))
     return rules
-
-
-def _false_if_null(mask: pa.Array) -> pa.Array:
-    return pc.fill_null(mask, False) if mask.null_count else mask
-
-
-def _join_reasons(rules: list[tuple[str, pa.Array]]) -> pa.Array:
-    """The labels of the rules each row breaks, joined by "; " in rule order."""
-    # Built without nulls: binary_join_element_wise(null_handling="skip") mishandles rows
-    # where every input is null.
-    joined: pa.Array | None = None
-    for label, mask in rules:
-        if not pc.any(mask).as_py():
-            continue
-        if joined is None:
-            joined = pc.if_else(mask, label, "")
-            continue
-        appended = pc.if_else(
-            pc.equal(joined, ""), label, pc.binary_join_element_wise(joined, label, "; ")
-        )
-        joined = pc.if_else(mask, appended, joined)
-    assert joined is not None
-    return joined
-
-
-def records_json(rows: pa.RecordBatch) -> pa.Array:
-    """Each row as JSON text, its values as read, built column by column with pyarrow.compute.
-
-    The text reads back (``json.loads``) as the row did in Python, except that NaN and the
-    infinities are the strings "NaN", "Infinity", "-Infinity" (strict JSON has no such
-    numbers). Floats are written as their shortest decimal in their own width (a float32 0.1
-    is 0.1, not 0.10000000149011612; 2.0 is 2).
-    """
-    if not rows.num_rows:
-        return pa.array([], pa.string())
-    parts: list[pa.Array | str] = []
-    for index, (name, column) in enumerate(zip(rows.schema.names, rows.columns, strict=True)):
-        parts.append(("{" if index == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": ")
-        parts.append(_json_values(column))
-    parts.append("}")
-    return pc.binary_join_element_wise(*parts, "")
-
-
-def _json_values(column: pa.Array) -> pa.Array:
-    """JSON text of each value of `column` ("null" for nulls)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    kind = column.type
-    if pa.types.is_integer(kind):
-        text = pc.cast(column, pa.string())
-    elif pa.types.is_floating(kind):
-        if pa.types.is_float16(kind):
-            column = pc.cast(column, pa.float32())
-        text = pc.cast(column, pa.string())
-        if not pc.all(pc.is_finite(column)).as_py():
-            for value, spelling in _NONFINITE.items():
-                hit = pc.is_nan(column) if value == "nan" else pc.equal(column, float(value))
-                text = pc.if_else(hit, f'"{spelling}"', text)
-    elif _is_text(kind):
-        try:
-            text = _json_strings(pc.cast(column, pa.string()))
-        except pa.ArrowInvalid:  # binary that is not UTF-8
-            text = _json_one_by_one(column)
-    else:  # types COYO's columns never have
-        text = _json_one_by_one(column)
-    return pc.fill_null(text, "null")
-
-
-def _json_one_by_one(column: pa.Array) -> pa.Array:
-    return pa.array(
-        [json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()], pa.string()
-    )
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return any(
-        check(kind)
-        for check in (
-            pa.types.is_string,
-            pa.types.is_large_string,
-            pa.types.is_string_view,
-            pa.types.is_binary,
-            pa.types.is_large_binary,
-        )
-    )
-
-
-def _json_strings(column: pa.Array) -> pa.Array:
-    escaped = pc.replace_substring(column, "\\", "\\\\")
-    escaped = pc.replace_substring(escaped, '"', '\\"')
-    if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
-        for code in range(0x20):
-            escaped = pc.replace_substring(escaped, chr(code), json.dumps(chr(code))[1:-1])
-    return pc.binary_join_element_wise('"', escaped, '"', "")
-
-
-def reason_counts(reasons: pa.Array) -> Counter[str]:
-    """How many rows have each (joined) reason."""
-    counts = pc.value_counts(reasons)
-    return Counter(
-        dict(
-            zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
-        )
-    )

@@ -7,11 +7,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import coyo_table
 
 from coyo_db import lance_tables, sqlfiles
 from coyo_db.catalog import Catalog, resolve_home
 from coyo_db.errors import CatalogError, CoyoDbError
-from tests.conftest import coyo_table
 
 
 def test_home_resolution_prefers_argument_then_environment(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from coyo_db.ingest.labels import (
     check_labels,
     ingest_labels,
 )
-from coyo_db.ingest.pair_checks import DUPLICATE_ID, SeenIds
+from coyo_db.ingest.row_checks import DUPLICATE_ID, SeenIds
 from coyo_db.ledger import SourceLedger
 from coyo_db.safe_pickle import UnsafePickleError
 from coyo_db.taxonomy import load_taxonomy

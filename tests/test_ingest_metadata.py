@@ -27,9 +27,9 @@ from coyo_db.catalog import Catalog
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, SchemaError, SourceFileError
 from coyo_db.ingest.metadata import ingest_metadata
-from coyo_db.ingest.pair_checks import records_json, repeated_ids
 from coyo_db.ingest.parquet_sources import resolve_paths
 from coyo_db.ingest.prefetch import prefetch
+from coyo_db.ingest.row_checks import records_json, repeated_ids
 
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -164,7 +164,7 @@ def test_castable_types_are_cast(catalog: Catalog, tmp_path: Path, coyo_rows, ca
     wide_table = table.cast(wide).append_column("extra_note", pa.array(["x"] * table.num_rows))
     path = write(wide_table, tmp_path / "wide.parquet")
 
-    with caplog.at_level(logging.WARNING, logger="coyo_db.ingest.metadata"):
+    with caplog.at_level(logging.WARNING, logger="coyo_db.ingest.parquet_job"):
         summary = ingest_metadata(catalog, [path])
 
     assert summary.rows_written == table.num_rows

@@ -8,12 +8,12 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import coyo_table
 from typer.testing import CliRunner
 
 from coyo_db.cli.app import app
 from coyo_db.errors import QueryError, ReadOnlyError
 from coyo_db.readonly import check_read_only, split_statements
-from tests.conftest import coyo_table
 
 runner = CliRunner()
 

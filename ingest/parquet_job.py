@@ -1,0 +1,292 @@
+"""The Parquet ingest every table shares: preflight, skip what is done, stream, quarantine,
+commit each file atomically.
+
+The job, file by file:
+
+1. every file is preflighted before anything is written (Parquet, not an LFS pointer or an
+   HTML page, not truncated; the columns the target needs present and castable);
+2. a file already in the ledger (same content fingerprint, whatever its name) is skipped;
+3. the file is streamed in batches (never whole in memory), a reading thread staying one batch
+   ahead of the writer; each batch is cast, checked by the target's rules, its good rows
+   staged as Lance fragments and its bad rows spilled to a temporary Arrow file;
+4. the bad rows are committed to `quarantine`, then the staged rows to the table in one atomic
+   commit, then the file is marked done (:class:`coyo_db.ledger.SourceLedger`).
+
+A file is therefore wholly in the table or not at all: corruption found mid-read raises
+:class:`SourceFileError` before that file's fragments are committed, and files committed before
+it stay. A killed job, run again, skips the finished files and redoes the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coyo_db import lance_tables, schemas
+from coyo_db.errors import SourceFileError
+from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
+from coyo_db.ingest.prefetch import prefetch
+from coyo_db.ingest.row_checks import CheckedBatch, reason_counts, records_json
+from coyo_db.ingest.summary import IngestSummary
+from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.progress import NullProgress, Progress
+from coyo_db.runs import Run
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64 * 1024
+
+# (batch as read, batch cast to the source columns, its first row's index in the file)
+Checker = Callable[[pa.RecordBatch, pa.RecordBatch, int], CheckedBatch]
+
+
+@dataclass(frozen=True)
+class ParquetTarget:
+    """What feeding one table from Parquet files needs to know."""
+
+    table: str
+    table_schema: pa.Schema
+    source_schema: pa.Schema  # the columns read from each file, cast to these types
+    command: str
+    new_checker: Callable[[ParquetSource], Checker]  # one per file: checks may keep state
+    to_table: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None  # good rows -> table
+    known_unused: frozenset[str] = frozenset()  # source columns deliberately not stored
+
+
+def ingest_parquet(
+    catalog: Catalog,
+    paths: Sequence[str | Path],
+    target: ParquetTarget,
+    *,
+    arguments: dict[str, Any] | None = None,
+    prepare: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> IngestSummary:
+    """Ingest Parquet `paths` (files, folders, globs) into `target.table`.
+
+    `prepare` runs after every file passed preflight and before the first one is written.
+    Raises :class:`InputError` for a path that matches nothing, :class:`SourceFileError` or
+    :class:`SchemaError` for a file that cannot be ingested.
+    """
+    started = time.perf_counter()
+    progress = progress or NullProgress()
+    sources = preflight_all(resolve_paths(paths), target)
+
+    catalog.ensure_table(target.table, target.table_schema)
+    ledger = SourceLedger(catalog, target.table)
+    run_arguments = {"paths": [str(p) for p in paths], "batch_size": batch_size}
+    run = Run(catalog, target.command, {**run_arguments, **(arguments or {})})
+    summary = IngestSummary(table=target.table, run_id=run.run_id, sources_seen=len(sources))
+    todo = _not_yet_ingested(sources, ledger, summary)
+
+    progress.start(f"ingest {target.table}", total=sum(source.num_rows for source in todo))
+    try:
+        if prepare is not None:
+            prepare()
+        for source in todo:
+            _ingest_source(
+                catalog, ledger, target, source, run.run_id, summary, progress, batch_size
+            )
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        _finish(run, summary, started, status)
+        raise
+    finally:
+        progress.finish()
+    _finish(run, summary, started, "ok")
+    log.info("%s", summary.line())
+    return summary
+
+
+def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetSource]:
+    """Preflight every file; raise for the first bad one (the others are logged)."""
+    sources: list[ParquetSource] = []
+    problems: list[SourceFileError] = []
+    for path in files:
+        try:
+            source = preflight(path, target.source_schema)
+        except SourceFileError as exc:
+            problems.append(exc)
+            continue
+        unexpected = [name for name in source.plan.extra if name not in target.known_unused]
+        if unexpected:
+            log.warning(
+                "%s: ignoring columns that `%s` does not take: %s",
+                path,
+                target.table,
+                ", ".join(unexpected),
+            )
+        sources.append(source)
+    if problems:
+        for problem in problems[1:]:
+            log.error("%s", problem)
+        first = problems[0]
+        if len(problems) > 1:
+            more = len(problems) - 1
+            raise type(first)(first.path, f"{first.problem} (and {more} more bad files, logged)")
+        raise first
+    return sources
+
+
+def _not_yet_ingested(
+    sources: list[ParquetSource], ledger: SourceLedger, summary: IngestSummary
+) -> list[ParquetSource]:
+    todo: list[ParquetSource] = []
+    queued: set[str] = set()
+    for source in sources:
+        done = ledger.done(source.fingerprint)
+        if done is None and source.fingerprint not in queued:
+            todo.append(source)
+            queued.add(source.fingerprint)
+            continue
+        same = done.source if done is not None else "another file of this run"
+        log.info("%s: skipped, already ingested (same content as %s)", source.path, same)
+        summary.sources_skipped += 1
+    return todo
+
+
+def _ingest_source(
+    catalog: Catalog,
+    ledger: SourceLedger,
+    target: ParquetTarget,
+    source: ParquetSource,
+    run_id: str,
+    summary: IngestSummary,
+    progress: Progress,
+    batch_size: int,
+) -> None:
+    """Stage, quarantine and commit one file; nothing of it is visible unless all of it is."""
+    ledger.discard_partial(source.fingerprint)
+    with tempfile.TemporaryDirectory(prefix="coyo-db-ingest-") as scratch:
+        job = _SourceJob(target, source, run_id, Path(scratch) / "quarantine.arrow", progress)
+        batches = prefetch(job.good_batches(batch_size))
+        try:
+            transaction = lance_tables.stage(
+                catalog.table_uri(target.table), batches, target.table_schema
+            )
+        except Exception:
+            # Lance reports an error raised while it pulls batches as its own OSError.
+            if job.failure is not None:
+                raise job.failure from None
+            raise
+        finally:
+            batches.close()  # stops the reading thread if the writer gave up early
+            job.close()
+        record = SourceRecord(
+            str(source.path), source.fingerprint, job.rows_read, job.rows_written, job.quarantined
+        )
+        ledger.quarantine(job.quarantine_table(), source.fingerprint, run_id)
+        ledger.commit_source(transaction, record, run_id)
+    log.info(
+        "%s: %d rows read, %d written, %d quarantined",
+        source.path,
+        job.rows_read,
+        job.rows_written,
+        job.quarantined,
+    )
+    summary.sources_ingested += 1
+    summary.rows_read += job.rows_read
+    summary.rows_written += job.rows_written
+    summary.rows_quarantined += job.quarantined
+    for reason, count in job.reasons.items():
+        summary.quarantine_reasons[reason] = summary.quarantine_reasons.get(reason, 0) + count
+
+
+class _SourceJob:
+    """One file's batches: good rows out to Lance, bad rows to a spill file, counts kept."""
+
+    def __init__(
+        self,
+        target: ParquetTarget,
+        source: ParquetSource,
+        run_id: str,
+        spill_path: Path,
+        progress: Progress,
+    ) -> None:
+        self.target = target
+        self.source = source
+        self.run_id = run_id
+        self.spill_path = spill_path
+        self.progress = progress
+        self.rows_read = 0
+        self.rows_written = 0
+        self.quarantined = 0
+        self.reasons: Counter[str] = Counter()
+        self.failure: Exception | None = None
+        self._spill: pa.ipc.RecordBatchFileWriter | None = None
+        self._closed = False
+
+    def good_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The file's good rows in the table's schema; bad rows are spilled on the way."""
+        try:
+            check = self.target.new_checker(self.source)
+            for raw in self.source.iter_batches(batch_size):
+                checked = check(raw, self.source.cast(raw), self.rows_read)
+                if checked.bad.num_rows:
+                    self._quarantine(checked)
+                self.rows_read += raw.num_rows
+                self.rows_written += checked.good.num_rows
+                self.progress.advance(raw.num_rows)
+                if checked.good.num_rows:
+                    good = checked.good
+                    yield good if self.target.to_table is None else self.target.to_table(good)
+        except Exception as exc:  # kept: the writer only passes on its own wrapper
+            self.failure = exc
+            raise
+
+    def _quarantine(self, checked: CheckedBatch) -> None:
+        rows = quarantine_rows(
+            table_name=self.target.table,
+            source=str(self.source.path),
+            fingerprint=self.source.fingerprint,
+            run_id=self.run_id,
+            row_index=pc.add(checked.bad_index, self.rows_read),
+            ids=checked.bad_ids,
+            reasons=checked.bad_reasons,
+            records=records_json(checked.bad),
+        )
+        if self._spill is None:
+            self._spill = pa.ipc.new_file(str(self.spill_path), schemas.QUARANTINE)
+        self._spill.write_table(rows)
+        self.quarantined += rows.num_rows
+        self.reasons.update(reason_counts(checked.bad_reasons))
+
+    def quarantine_table(self) -> pa.Table:
+        """The spilled bad rows (after :meth:`close`), memory-mapped, not read into memory."""
+        if self._spill is None:
+            return schemas.QUARANTINE.empty_table()
+        self.close()
+        return pa.ipc.open_file(pa.memory_map(str(self.spill_path))).read_all()
+
+    def close(self) -> None:
+        if self._spill is not None and not self._closed:
+            self._spill.close()
+            self._closed = True
+
+
+def _finish(run: Run, summary: IngestSummary, started: float, status: str) -> None:
+    summary.seconds = time.perf_counter() - started
+    try:
+        run.finish(
+            status,
+            rows_read=summary.rows_read,
+            rows_written=summary.rows_written,
+            rows_quarantined=summary.rows_quarantined,
+        )
+    except Exception:  # the job's own outcome matters more than its log row
+        if status == "ok":
+            raise
+        log.exception("could not record the run %s in `runs`", run.run_id)
