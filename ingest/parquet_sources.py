@@ -20,6 +20,7 @@ import glob
 import logging
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,30 +68,30 @@ class ParquetSource:
         Corruption met while reading (a bad page, a short column chunk) raises
         :class:`SourceFileError`. :meth:`cast` turns a batch into the target's types.
         """
-        try:
+        with self._reading():
             # pre_buffer (pyarrow's default) keeps every row group read so far in memory: a
             # 4M-row file grew to 650 MB. Buffered page reads stay near 50 MB at the same speed.
             parquet = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=_READ_BUFFER)
             yield from parquet.iter_batches(batch_size=batch_size, columns=self.plan.read)
-        except MemoryError:
-            raise
-        except (OSError, pa.ArrowException) as exc:
-            raise SourceFileError(
-                self.path, f"is corrupt ({_one_line(exc)}): {REDOWNLOAD}"
-            ) from exc
 
     def read_column(self, name: str) -> pa.ChunkedArray:
         """One whole column in the target's type (a small one, such as the ids)."""
-        try:
+        with self._reading():
             column = pq.ParquetFile(self.path).read(columns=[name]).column(0)
+        target = self.plan.casts.get(name)
+        return column if target is None else self._cast_column(name, column, target)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a read error of this file into one SourceFileError naming it."""
+        try:
+            yield
         except MemoryError:
             raise
         except (OSError, pa.ArrowException) as exc:
             raise SourceFileError(
                 self.path, f"is corrupt ({_one_line(exc)}): {REDOWNLOAD}"
             ) from exc
-        target = self.plan.casts.get(name)
-        return column if target is None else self._cast_column(name, column, target)
 
     def cast(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """`batch` in the target's types; a value that does not fit raises :class:`SchemaError`."""
@@ -249,17 +250,22 @@ def castable(source: pa.DataType, target: pa.DataType) -> bool:
         return pa.types.is_floating(source) or pa.types.is_integer(source)
     if pa.types.is_string(target) or pa.types.is_large_string(target):
         # Binary too: some writers store text without the UTF-8 annotation; the cast checks it.
-        return any(
-            check(source)
-            for check in (
-                pa.types.is_string,
-                pa.types.is_large_string,
-                pa.types.is_string_view,
-                pa.types.is_binary,
-                pa.types.is_large_binary,
-            )
-        )
+        return is_text_type(source)
     return False
+
+
+def is_text_type(kind: pa.DataType) -> bool:
+    """String or binary in any of Arrow's layouts (binary: text without the UTF-8 annotation)."""
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_string_view,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
 
 
 def _one_line(exc: BaseException) -> str:

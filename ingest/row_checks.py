@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coyo_db.ingest.parquet_sources import is_text_type
+
 DUPLICATE_ID = "duplicate id"
 _EMPTY_INDEX = pa.array([], pa.int64())
 _EMPTY_REASONS = pa.array([], pa.string())
@@ -187,7 +189,7 @@ def _json_values(column: pa.Array) -> pa.Array:
             for value, spelling in _NONFINITE.items():
                 hit = pc.is_nan(column) if value == "nan" else pc.equal(column, float(value))
                 text = pc.if_else(hit, f'"{spelling}"', text)
-    elif _is_text(kind):
+    elif is_text_type(kind):
         try:
             text = _json_strings(pc.cast(column, pa.string()))
         except pa.ArrowInvalid:  # binary that is not UTF-8
@@ -200,19 +202,6 @@ def _json_values(column: pa.Array) -> pa.Array:
 def _json_one_by_one(column: pa.Array) -> pa.Array:
     return pa.array(
         [json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()], pa.string()
-    )
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return any(
-        check(kind)
-        for check in (
-            pa.types.is_string,
-            pa.types.is_large_string,
-            pa.types.is_string_view,
-            pa.types.is_binary,
-            pa.types.is_large_binary,
-        )
     )
 
 
