@@ -248,10 +248,17 @@ def castable(source: pa.DataType, target: pa.DataType) -> bool:
         return pa.types.is_integer(source)
     if pa.types.is_floating(target):
         return pa.types.is_floating(source) or pa.types.is_integer(source)
+    if _is_list(target):
+        # Element types may differ (list<int64> labels, non-nullable items, large lists).
+        return _is_list(source) and castable(source.value_type, target.value_type)
     if pa.types.is_string(target) or pa.types.is_large_string(target):
         # Binary too: some writers store text without the UTF-8 annotation; the cast checks it.
         return is_text_type(source)
     return False
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind)
 
 
 def is_text_type(kind: pa.DataType) -> bool:

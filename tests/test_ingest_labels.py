@@ -527,3 +527,24 @@ def test_cli_refuses_an_unsafe_tree_in_one_line(tmp_path, labeled_rows):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error:")
     assert str(tree) in result.stderr and "refused" in result.stderr
+
+
+def test_label_lists_of_other_integer_and_float_widths_are_cast(catalog, tmp_path):
+    wide = pa.schema(
+        [
+            pa.field("id", pa.int64()),
+            pa.field("labels", pa.large_list(pa.field("item", pa.int64(), nullable=False))),
+            pa.field("label_probs", pa.list_(pa.float64())),
+        ]
+    )
+    table = pa.table(
+        {"id": [1, 2], "labels": [[5, 3], [7]], "label_probs": [[0.9, 0.2], [0.5]]}, schema=wide
+    )
+    path = tmp_path / "wide-labels.parquet"
+    pq.write_table(table, path)
+    summary = ingest_labels(catalog, [path])
+    assert summary.rows_written == 2
+    stored = catalog.sql("SELECT id, labels, label_probs FROM labels ORDER BY id")
+    assert stored.schema.field("labels").type == pa.list_(pa.int32())
+    assert stored["labels"].to_pylist() == [[5, 3], [7]]
+    assert stored["label_probs"].to_pylist()[1] == [0.5]
