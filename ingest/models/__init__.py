@@ -1,0 +1,1 @@
+"""Embedding models: image and text towers registered by family name."""

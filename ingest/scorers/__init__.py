@@ -1,0 +1,1 @@
+"""Scorers: NSFW, faces, language, profanity and heads over embeddings, by name."""
