@@ -127,8 +127,10 @@ class Catalog:
         con.execute("SET enable_progress_bar = false")
         con.execute("SET temp_directory = ?", [str(self.home / ".duckdb-tmp")])
         registered = set()
+        from coyo_db.duckdb_scan import scannable
+
         for name in self.table_names():
-            con.register(name, self.dataset(name))
+            con.register(name, scannable(self.dataset(name)))
             registered.add(name)
         for family in sqlfiles.creatable(registered):
             try:

@@ -118,3 +118,47 @@ RUNS = pa.schema(
         pa.field("tool_version", pa.string()),
     ]
 )
+
+# Per-image facts computed by `ingest images`, keyed by id; `shard` and `member` find the image
+# again for exports. `phash` is `image_phash` as an unsigned 64-bit integer for Hamming work.
+IMAGES = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("id_source", pa.string()),  # json | url | key | hash: how the id was found
+        pa.field("key", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("shard", pa.string()),
+        pa.field("member", pa.string()),
+        pa.field("image_phash", pa.string()),
+        pa.field("phash", pa.uint64()),
+        pa.field("bytes", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+    ]
+)
+
+# Scores in long form: one row per (id, score); `value` for numbers, `label` for text results
+# (a language code). The view `image_scores` pivots the known scores into columns.
+SCORES = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("score", pa.string()),
+        pa.field("value", pa.float32()),
+        pa.field("label", pa.string()),
+        pa.field("scorer", pa.string()),
+    ]
+)
+
+
+def embeddings_schema(image_dim: int | None, text_dim: int | None) -> pa.Schema:
+    """`embeddings__<model>`: float16 vectors per id, image and/or text, and CLIP similarity."""
+    fields = [pa.field("id", pa.int64())]
+    if image_dim:
+        fields.append(pa.field("image_embedding", pa.list_(pa.float16(), image_dim)))
+    if text_dim:
+        fields.append(pa.field("text_embedding", pa.list_(pa.float16(), text_dim)))
+    if image_dim and text_dim:
+        fields.append(pa.field("clip_similarity", pa.float32()))
+    return pa.schema(fields)

@@ -102,3 +102,28 @@ def test_catalog_home_layout(catalog: Catalog, coyo_rows):
     catalog.append("pairs", coyo_table(coyo_rows))
     assert (catalog.home / "catalog.duckdb").is_file()
     assert Path(catalog.table_uri("pairs")).is_dir()
+
+
+def test_float16_vectors_are_queryable_as_float32(catalog):
+    import numpy as np
+
+    from coyo_db.schemas import embeddings_schema
+
+    vectors = np.arange(12, dtype=np.float16).reshape(4, 3) / 8
+    table = pa.table(
+        {
+            "id": pa.array([10, 11, 12, 13], pa.int64()),
+            "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 3),
+        },
+        schema=embeddings_schema(3, None),
+    )
+    catalog.append("embeddings__toy", table)
+    result = catalog.sql(
+        "SELECT id, image_embedding AS v, list_sum(image_embedding::FLOAT[]) AS s "
+        "FROM embeddings__toy WHERE id >= 12 ORDER BY id"
+    )
+    assert result["id"].to_pylist() == [12, 13]
+    assert result["v"].to_pylist() == vectors[2:].astype(np.float32).tolist()
+    assert result["s"].to_pylist() == pytest.approx(vectors[2:].astype(np.float32).sum(1))
+    stored = catalog.dataset("embeddings__toy").schema.field("image_embedding").type
+    assert stored.value_type == pa.float16(), "storage keeps float16"
