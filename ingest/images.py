@@ -1,0 +1,607 @@
+"""`coyo-db ingest images`: pHash, embeddings and scores from img2dataset shards.
+
+reader -> decode in worker processes -> batches -> models on the device -> Arrow -> one Lance
+commit per shard and table. The same code runs on CUDA (autocast, pinned memory, uint8
+transfer) and on the CPU.
+
+Per shard, the ledgers of the output tables (:mod:`coyo_db.ingest.image_outputs`) say what
+is still missing; a shard nothing lacks is skipped, so a killed ingest, run again, finishes the
+rest with every row once. Records that cannot be read or decoded (corrupt image, truncated tar
+member, zero-byte file, decompression bomb) go to `quarantine` with the reason, and the job goes
+on: read = written + quarantined.
+
+Image ids, in order of preference: the COYO `id` in img2dataset's .json (keep it with
+``--save_additional_columns '["id"]'``); the id of the `pairs` row with the same url; the
+img2dataset key when it is a number; else a stable 63-bit hash of the shard name and member.
+`images.id_source` says which one each row got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coyo_db import lance_tables, schemas
+from coyo_db.errors import InputError
+from coyo_db.ingest.decode import decode_batch
+from coyo_db.ingest.image_outputs import (
+    IMAGES,
+    ModelOutput,
+    ScorerOutput,
+    attach_ledgers,
+    embedding_scorer_models,
+    model_output,
+    score_rows,
+)
+from coyo_db.ingest.image_sources import ImageShard, find_shards
+from coyo_db.ingest.image_types import (
+    DecodedImage,
+    EmbeddingScorer,
+    ImageRecord,
+    ImageScorer,
+    Preprocess,
+    TextScorer,
+)
+from coyo_db.ingest.registry import load_model, load_scorer
+from coyo_db.ingest.summary import IngestSummary
+from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.progress import NullProgress, Progress
+from coyo_db.runs import Run
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64
+_CHUNK = 16  # records per decode task: big enough to amortise the process hop
+
+
+@dataclass
+class ImageIngestSummary(IngestSummary):
+    """The usual counts plus rows per output table and where the time went."""
+
+    tables: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"read+decode": 0.0, "infer": 0.0, "write": 0.0}
+    )
+
+    def line(self) -> str:
+        text = super().line().replace("rows", "images")
+        busy = sum(self.timings.values())
+        if busy > 0:
+            shares = ", ".join(f"{k} {v / busy:.0%}" for k, v in self.timings.items())
+            text += f"; time in {shares}"
+        return text
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; anything else as given."""
+    if device != "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError(f"--device {device}: no CUDA device is visible")
+        return device
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def ingest_images(
+    catalog: Catalog,
+    paths: Sequence[str | Path],
+    *,
+    embed: Sequence[str] = (),
+    scores: Sequence[str] = (),
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    max_pixels: int | None = None,
+    progress: Progress | None = None,
+) -> ImageIngestSummary:
+    """Ingest img2dataset shards or image folders: `images`, embeddings, scores, quarantine.
+
+    `embed` names models (``effnet-lite0``, ``minilm``, ``open_clip:ViT-B-32:<tag or path>``),
+    `scores` scorers (``nsfw``, ``faces``, ``language``, ``profanity``,
+    ``aesthetic:<checkpoint>``...). `workers` decode processes (default: one per core; 0
+    decodes in this process).
+    """
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    started = time.perf_counter()
+    progress = progress or NullProgress()
+    shards = find_shards(paths)
+    device = resolve_device(device)
+
+    scorer_outputs = [ScorerOutput(spec, load_scorer(spec)) for spec in dict.fromkeys(scores)]
+    wanted = list(dict.fromkeys([*embed, *embedding_scorer_models(scorer_outputs)]))
+    model_outputs = [model_output(spec, load_model(spec)) for spec in wanted]
+    for output in model_outputs:
+        output.model.to(device)
+
+    catalog.ensure_table(IMAGES, schemas.IMAGES)
+    images_ledger = SourceLedger(catalog, IMAGES)
+    attach_ledgers(catalog, [*model_outputs, *scorer_outputs])
+
+    arguments = {
+        "paths": [str(p) for p in paths],
+        "embed": list(embed),
+        "scores": list(scores),
+        "device": device,
+        "batch_size": batch_size,
+    }
+    run = Run(catalog, "ingest images", arguments)
+    summary = ImageIngestSummary(table=IMAGES, run_id=run.run_id, sources_seen=len(shards))
+    counts = [shard.count() for shard in shards]
+    total = None if any(c is None for c in counts) else sum(counts)  # type: ignore[arg-type]
+    progress.start("ingest images", total=total)
+    job = _Job(
+        catalog,
+        images_ledger,
+        model_outputs,
+        scorer_outputs,
+        batch_size,
+        max_pixels,
+        run.run_id,
+        summary,
+        progress,
+    )
+    status = "failed"
+    try:
+        with _decoder(workers) as pool:
+            for shard in shards:
+                job.shard(shard, pool)
+        status = "ok"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        progress.finish()
+        summary.seconds = time.perf_counter() - started
+        run.finish(
+            status,
+            rows_read=summary.rows_read,
+            rows_written=summary.rows_written,
+            rows_quarantined=summary.rows_quarantined,
+        )
+    log.info("%s", summary.line())
+    return summary
+
+
+class _InlineExecutor(Executor):
+    """Decodes in this process (workers=0): for debugging and tiny inputs."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _decoder(workers: int | None) -> Executor:
+    count = (os.cpu_count() or 1) if workers is None else workers
+    if count <= 0:
+        return _InlineExecutor()
+    import multiprocessing
+
+    # spawn, not fork: the parent holds torch and its threads, which fork does not survive.
+    return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+
+
+@dataclass
+class _ShardResult:
+    """What one shard produced, gathered until its commits."""
+
+    images: list[pa.RecordBatch] = field(default_factory=list)
+    embeddings: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
+    scores: dict[str, list[pa.Table]] = field(default_factory=dict)
+    bad: list[tuple[ImageRecord, str]] = field(default_factory=list)
+    read: int = 0
+    written: int = 0
+
+
+class _Job:
+    def __init__(
+        self,
+        catalog: Catalog,
+        images_ledger: SourceLedger,
+        models: list[ModelOutput],
+        scorers: list[ScorerOutput],
+        batch_size: int,
+        max_pixels: int | None,
+        run_id: str,
+        summary: ImageIngestSummary,
+        progress: Progress,
+    ) -> None:
+        self.catalog = catalog
+        self.images_ledger = images_ledger
+        self.models = models
+        self.scorers = scorers
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.run_id = run_id
+        self.summary = summary
+        self.progress = progress
+        self.batch_number = 0
+
+    # ---- one shard ------------------------------------------------------------------------
+
+    def shard(self, shard: ImageShard, pool: Executor) -> None:
+        fingerprint = shard.fingerprint
+        need_images = self.images_ledger.done(fingerprint) is None
+        models = [m for m in self.models if m.ledger.done(m.fingerprint(fingerprint)) is None]
+        scorers = [s for s in self.scorers if s.ledger.done(s.fingerprint(fingerprint)) is None]
+        if not (need_images or models or scorers):
+            log.info("%s: skipped, already ingested", shard.path)
+            self.summary.sources_skipped += 1
+            return
+        known_ids = None if need_images else self._stored_ids(shard)
+        if need_images:
+            self.images_ledger.discard_partial(fingerprint)
+        specs = self._specs(models, scorers)
+        result = _ShardResult()
+        for decoded in self._batches(shard, pool, specs, result):
+            started = time.perf_counter()
+            self._infer(decoded, models, scorers, result, known_ids)
+            self.summary.timings["infer"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        self._commit(shard, result, need_images, models, scorers)
+        self.summary.timings["write"] += time.perf_counter() - started
+        self.summary.sources_ingested += 1
+        if need_images:
+            self.summary.rows_read += result.read
+            self.summary.rows_written += result.written
+            self.summary.rows_quarantined += len(result.bad)
+            for _, reason in result.bad:
+                self.summary.quarantine_reasons[reason] = (
+                    self.summary.quarantine_reasons.get(reason, 0) + 1
+                )
+
+    def _specs(self, models: list[ModelOutput], scorers: list[ScorerOutput]) -> list[Preprocess]:
+        specs = [m.model.preprocess for m in models if m.images]
+        specs += [s.scorer.preprocess for s in scorers if isinstance(s.scorer, ImageScorer)]
+        return list(dict.fromkeys(specs))
+
+    def _batches(
+        self, shard: ImageShard, pool: Executor, specs: list[Preprocess], result: _ShardResult
+    ) -> Iterator[list[DecodedImage]]:
+        """Decoded good images in batches; bad records are set aside in `result.bad`."""
+        in_flight: deque[Future] = deque()
+        depth = 2 * max(getattr(pool, "_max_workers", 1), 1)
+        chunks = _chunked(shard.records(), _CHUNK)
+        ready: list[DecodedImage] = []
+        started = time.perf_counter()
+        exhausted = False
+        while True:
+            while not exhausted and len(in_flight) < depth:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                in_flight.append(
+                    pool.submit(decode_batch, chunk, specs, max_pixels=self.max_pixels)
+                    if self.max_pixels is not None
+                    else pool.submit(decode_batch, chunk, specs)
+                )
+            if not in_flight:
+                break
+            for decoded in in_flight.popleft().result():
+                result.read += 1
+                reason = decoded.record.error or decoded.error
+                if reason is not None:
+                    result.bad.append((decoded.record, reason))
+                else:
+                    ready.append(decoded)
+                self.progress.advance(1)
+            while len(ready) >= self.batch_size:
+                batch, ready = ready[: self.batch_size], ready[self.batch_size :]
+                self.summary.timings["read+decode"] += time.perf_counter() - started
+                yield batch
+                started = time.perf_counter()
+        self.summary.timings["read+decode"] += time.perf_counter() - started
+        if ready:
+            yield ready
+
+    # ---- models and scorers on one batch --------------------------------------------------
+
+    def _infer(
+        self,
+        batch: list[DecodedImage],
+        models: list[ModelOutput],
+        scorers: list[ScorerOutput],
+        result: _ShardResult,
+        known_ids: dict[str, int] | None,
+    ) -> None:
+        self.batch_number += 1
+        records = [d.record for d in batch]
+        ids, id_sources = self._ids(records, known_ids)
+        keep = ids >= 0 if known_ids is not None else np.ones(len(ids), dtype=bool)
+        captions = [_caption(r) for r in records]
+        timings: dict[str, float] = {}
+
+        if known_ids is None:
+            result.images.append(_images_batch(batch, ids, id_sources))
+            result.written += len(batch)
+
+        pixels: dict[Preprocess, Any] = {}
+        image_vectors: dict[str, np.ndarray] = {}
+        for output in models:
+            tick = time.perf_counter()
+            columns: dict[str, pa.Array] = {"id": pa.array(ids[keep], pa.int64())}
+            image = text = None
+            if output.images:
+                tensor = self._pixels(output.model.preprocess, batch, pixels, output.model)
+                image = output.model.embed_images(tensor).float().cpu().numpy()
+                image_vectors[output.spec] = image
+                columns["image_embedding"] = _vectors(image[keep])
+            if output.texts:
+                text = output.model.embed_texts([c or "" for c in captions])
+                text = text.float().cpu().numpy()
+                columns["text_embedding"] = _vectors(text[keep])
+            if image is not None and text is not None:
+                similarity = np.einsum("nd,nd->n", image, text).astype(np.float32)
+                has_text = np.array([bool(c) for c in captions])
+                columns["clip_similarity"] = pa.array(similarity[keep], mask=~has_text[keep])
+            result.embeddings.setdefault(output.table, []).append(
+                pa.RecordBatch.from_pydict(columns, schema=output.schema)
+            )
+            timings[output.spec] = time.perf_counter() - tick
+
+        for output in scorers:
+            tick = time.perf_counter()
+            scorer = output.scorer
+            if isinstance(scorer, ImageScorer):
+                arrays = self._pixels(scorer.preprocess, batch, pixels, None)
+                values = scorer.score_images(arrays)
+            elif isinstance(scorer, TextScorer):
+                values = scorer.score_texts(captions)
+            elif isinstance(scorer, EmbeddingScorer):
+                values = scorer.score_embeddings(image_vectors[scorer.embedder])
+            else:  # pragma: no cover - the registry only builds the three kinds
+                raise TypeError(f"{output.spec}: not a scorer")
+            kept = {name: np.asarray(v)[keep] for name, v in values.items()}
+            result.scores.setdefault(output.spec, []).append(
+                score_rows(ids[keep], output.spec, kept)
+            )
+            timings[output.spec] = time.perf_counter() - tick
+        if timings:
+            log.debug(
+                "batch %d: %d images; %s",
+                self.batch_number,
+                len(batch),
+                ", ".join(f"{name} {seconds:.3f}s" for name, seconds in timings.items()),
+            )
+
+    def _pixels(
+        self,
+        spec: Preprocess,
+        batch: list[DecodedImage],
+        cache: dict[Preprocess, Any],
+        model: Any,
+    ) -> Any:
+        """The batch's uint8 (N, H, W, 3) pixels for `spec`: NumPy, or a tensor on the
+        model's device when a model wants it (pinned and copied asynchronously on CUDA)."""
+        if spec not in cache:
+            cache[spec] = np.stack([d.pixels[spec] for d in batch])
+        array = cache[spec]
+        if model is None:
+            return array
+        import torch
+
+        tensor = torch.from_numpy(array)
+        device = getattr(model, "device", "cpu")
+        if str(device).startswith("cuda"):
+            tensor = tensor.pin_memory().to(device, non_blocking=True)
+        return tensor
+
+    def _ids(
+        self, records: list[ImageRecord], known: dict[str, int] | None
+    ) -> tuple[np.ndarray, list[str]]:
+        if known is not None:  # the ids `images` already holds for this shard
+            return np.array([known.get(r.member, -1) for r in records], np.int64), []
+        ids = np.full(len(records), -1, np.int64)
+        sources = [""] * len(records)
+        missing_urls: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            value = record.meta.get("id")
+            if isinstance(value, (int, str)) and str(value).lstrip("-").isdigit():
+                ids[i], sources[i] = int(value), "json"
+            elif record.url:
+                missing_urls.setdefault(record.url, []).append(i)
+        for url, found in self._ids_by_url(list(missing_urls)).items():
+            for i in missing_urls[url]:
+                ids[i], sources[i] = found, "url"
+        for i, record in enumerate(records):
+            if sources[i]:
+                continue
+            if record.key.isdigit():
+                ids[i], sources[i] = int(record.key), "key"
+            else:
+                digest = hashlib.blake2b(
+                    f"{Path(record.shard).name}/{record.member}".encode(), digest_size=8
+                ).digest()
+                ids[i], sources[i] = int.from_bytes(digest, "big") >> 1, "hash"
+        return ids, sources
+
+    def _ids_by_url(self, urls: list[str]) -> dict[str, int]:
+        if not urls or not self.catalog.has_table("pairs"):
+            return {}
+        with self.catalog.connection() as con:
+            con.register("wanted_urls", pa.table({"url": pa.array(urls, pa.string())}))
+            rows = con.execute(
+                "SELECT w.url, min(p.id) FROM wanted_urls w JOIN pairs p ON p.url = w.url "
+                "GROUP BY w.url"
+            ).fetchall()
+        return dict(rows)
+
+    def _stored_ids(self, shard: ImageShard) -> dict[str, int]:
+        table = self.catalog.dataset(IMAGES).to_table(
+            columns=["member", "id"], filter=pc.field("shard") == str(shard.path)
+        )
+        return dict(zip(table["member"].to_pylist(), table["id"].to_pylist(), strict=True))
+
+    # ---- commits --------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        shard: ImageShard,
+        result: _ShardResult,
+        need_images: bool,
+        models: list[ModelOutput],
+        scorers: list[ScorerOutput],
+    ) -> None:
+        fingerprint = shard.fingerprint
+        for output in models:
+            batches = result.embeddings.get(output.table, [])
+            self._commit_table(
+                output.ledger,
+                output.table,
+                output.schema,
+                batches,
+                output.fingerprint(fingerprint),
+                shard,
+                result,
+            )
+            self.summary.tables[output.table] = self.summary.tables.get(output.table, 0) + sum(
+                b.num_rows for b in batches
+            )
+        for output in scorers:
+            tables = result.scores.get(output.spec, [])
+            batches = [b for t in tables for b in t.to_batches()]
+            self._commit_table(
+                output.ledger,
+                output.table,
+                output.schema,
+                batches,
+                output.fingerprint(fingerprint),
+                shard,
+                result,
+            )
+            self.summary.tables[output.table] = self.summary.tables.get(output.table, 0) + sum(
+                b.num_rows for b in batches
+            )
+        if need_images:
+            self.images_ledger.quarantine(self._quarantine(shard, result), fingerprint, self.run_id)
+            self._commit_table(
+                self.images_ledger,
+                IMAGES,
+                schemas.IMAGES,
+                result.images,
+                fingerprint,
+                shard,
+                result,
+            )
+            self.summary.tables[IMAGES] = self.summary.tables.get(IMAGES, 0) + result.written
+
+    def _commit_table(
+        self,
+        ledger: SourceLedger,
+        table: str,
+        schema: pa.Schema,
+        batches: list[pa.RecordBatch],
+        fingerprint: str,
+        shard: ImageShard,
+        result: _ShardResult,
+    ) -> None:
+        transaction = lance_tables.stage(self.catalog.table_uri(table), batches, schema)
+        record = SourceRecord(
+            str(shard.path),
+            fingerprint,
+            result.read,
+            sum(b.num_rows for b in batches),
+            len(result.bad),
+        )
+        ledger.commit_source(transaction, record, self.run_id)
+
+    def _quarantine(self, shard: ImageShard, result: _ShardResult) -> pa.Table:
+        if not result.bad:
+            return schemas.QUARANTINE.empty_table()
+        import json
+
+        records = [r for r, _ in result.bad]
+        return quarantine_rows(
+            table_name=IMAGES,
+            source=str(shard.path),
+            fingerprint=shard.fingerprint,
+            run_id=self.run_id,
+            row_index=pa.array(range(len(records)), pa.int64()),
+            ids=pa.nulls(len(records), pa.int64()),
+            reasons=pa.array([reason for _, reason in result.bad], pa.string()),
+            records=pa.array(
+                [
+                    json.dumps(
+                        {
+                            "member": r.member,
+                            "key": r.key,
+                            "url": r.url,
+                            "caption": r.caption,
+                            "meta": r.meta,
+                        },
+                        ensure_ascii=False,
+                        default=str,
+                    )
+                    for r in records
+                ],
+                pa.string(),
+            ),
+        )
+
+
+def _chunked(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    iterator = iter(records)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _caption(record: ImageRecord) -> str | None:
+    caption = record.caption if record.caption is not None else record.meta.get("caption")
+    return caption if isinstance(caption, str) and caption.strip() else None
+
+
+def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
+    flat = np.ascontiguousarray(values, dtype=np.float16).ravel()
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), values.shape[1])
+
+
+def _images_batch(batch: list[DecodedImage], ids: np.ndarray, sources: list[str]) -> pa.RecordBatch:
+    from coyo_db.phash import phash_hex_to_uint64
+
+    phashes = [d.phash for d in batch]
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "id_source": pa.array(sources, pa.string()),
+            "key": pa.array([d.record.key for d in batch], pa.string()),
+            "url": pa.array([d.record.url for d in batch], pa.string()),
+            "caption": pa.array([_caption(d.record) for d in batch], pa.string()),
+            "shard": pa.array([d.record.shard for d in batch], pa.string()),
+            "member": pa.array([d.record.member for d in batch], pa.string()),
+            "image_phash": pa.array(phashes, pa.string()),
+            "phash": pa.array(phash_hex_to_uint64(phashes), pa.uint64()),
+            "bytes": pa.array([d.nbytes for d in batch], pa.int64()),
+            "width": pa.array([d.width for d in batch], pa.int32()),
+            "height": pa.array([d.height for d in batch], pa.int32()),
+            "format": pa.array([d.format for d in batch], pa.string()),
+        },
+        schema=schemas.IMAGES,
+    )
