@@ -47,5 +47,60 @@ def labels(
     _report(ingest_labels(catalog, paths, tree=tree, progress=RichProgress("rows")))
 
 
+@ingest_app.command("images")
+def images(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="img2dataset output (webdataset .tar shards, parquet with images, files "
+            "folders) or plain folders of images; files, folders or globs."
+        ),
+    ],
+    embed: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--embed",
+            help="Embedding model, repeatable: effnet-lite0, minilm, "
+            "open_clip:ViT-B-32:<pretrained tag or checkpoint path>.",
+        ),
+    ] = None,
+    scores: Annotated[
+        str | None,
+        typer.Option(
+            "--scores",
+            help="Comma-separated scorers: nsfw, faces, language, profanity, "
+            "aesthetic:<checkpoint>, watermark:<checkpoint>, nsfw-clip:<checkpoint>.",
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch.")] = 64,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Decode processes (default: one per core; 0: inline)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Images into `images` (pHash, size, format), embeddings and `scores`; bad ones quarantined."""
+    from coyo_db.ingest.images import ingest_images
+
+    catalog = open_catalog(home)
+    score_list = [s.strip() for s in (scores or "").split(",") if s.strip()]
+    summary = ingest_images(
+        catalog,
+        paths,
+        embed=embed or [],
+        scores=score_list,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=RichProgress("images"),
+    )
+    _report(summary)
+    for table, rows in sorted(summary.tables.items()):
+        stdout.print(f"  {table}: {rows:,} rows")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ingest_app, name="ingest")
