@@ -2,9 +2,9 @@
 --
 -- `scores` is long (id, score, value, label, scorer) so that new scorers need no schema change;
 -- `image_scores` pivots the built-in ones into columns, one row per image id. A score that was
--- not computed for an image is NULL. When two scorers produced the same score for an id (a
--- re-run with another checkpoint), the latest value wins is not guaranteed: use `scores`
--- directly and filter on `scorer` in that case.
+-- not computed for an image is NULL. Where two scorers produced the same score for an id (say
+-- a head loaded from two checkpoints), the view shows the larger value: query `scores` and
+-- filter on `scorer` to choose one.
 -- requires: scores
 
 CREATE OR REPLACE TEMP VIEW image_scores AS
