@@ -55,6 +55,7 @@ from coyo_db.ingest.image_types import (
     Preprocess,
     TextScorer,
 )
+from coyo_db.ingest.models.common import resolve_device
 from coyo_db.ingest.registry import load_model, load_scorer
 from coyo_db.ingest.summary import IngestSummary
 from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
@@ -86,22 +87,6 @@ class ImageIngestSummary(IngestSummary):
             shares = ", ".join(f"{k} {v / busy:.0%}" for k, v in self.timings.items())
             text += f"; time in {shares}"
         return text
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; anything else as given."""
-    if device != "auto":
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise InputError(f"--device {device}: no CUDA device is visible")
-        return device
-    try:
-        import torch
-    except ModuleNotFoundError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def ingest_images(

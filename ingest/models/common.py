@@ -43,8 +43,17 @@ def torch_module() -> ModuleType:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    torch = torch_module()
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given.
+
+    Without torch installed (scorers need none) ``auto`` and ``cpu`` are ``cpu``.
+    """
+    if device in ("auto", "cpu"):
+        try:
+            import torch
+        except ModuleNotFoundError:
+            return "cpu"
+    else:
+        torch = torch_module()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
