@@ -44,6 +44,9 @@ def demo(
     rows: Annotated[
         int, typer.Option("--rows", help="Synthetic rows to run the pipeline on.", min=100)
     ] = 20_000,
+    images: Annotated[
+        int, typer.Option("--images", help="Synthetic images to ingest (0 skips).", min=0)
+    ] = 160,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the sample.")] = 0,
     home: Annotated[
         Path | None,
@@ -57,7 +60,13 @@ def demo(
 
     target = home if home is not None else Path(tempfile.mkdtemp(prefix="coyo-db-demo-"))
     stdout.print(f"coyo-db demo: a catalog at {target}")
-    run_demo(target, rows=rows, seed=seed, emit=lambda line: stdout.print(line, markup=False))
+    run_demo(
+        target,
+        rows=rows,
+        images=images,
+        seed=seed,
+        emit=lambda line: stdout.print(line, markup=False),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -50,11 +50,15 @@ class DemoResult:
     survivors: int = 0
     subset_rows: int = 0
     subset_path: Path | None = None
+    images: object | None = None  # ImagesDemoResult when the models extra is installed
     steps: list[str] = field(default_factory=list)
 
 
-def run_demo(home: Path, *, rows: int = 20_000, seed: int = 0, emit: Emit = print) -> DemoResult:
-    """Run the demo in catalog `home` (created if missing) on `rows` synthetic rows."""
+def run_demo(
+    home: Path, *, rows: int = 20_000, images: int = 160, seed: int = 0, emit: Emit = print
+) -> DemoResult:
+    """Run the demo in catalog `home` (created if missing) on `rows` synthetic rows and
+    `images` synthetic images (0 skips the image step)."""
     from coyo_db.funnel import funnel
     from coyo_db.ingest.labels import ingest_labels
     from coyo_db.ingest.metadata import ingest_metadata
@@ -137,10 +141,28 @@ def run_demo(home: Path, *, rows: int = 20_000, seed: int = 0, emit: Emit = prin
     result.subset_rows = subset.num_rows
     emit(f"{subset.num_rows:,} of {result.survivors:,} filtered rows -> {result.subset_path}")
 
+    step("ingest images: pHash, embeddings and scores, with the offline models")
+    if images <= 0:
+        emit("skipped (--images 0)")
+    else:
+        result.images = _images_step(catalog, data, images, seed, emit)
+
     emit(f"\ndone in {time.perf_counter() - started:.1f} s. Explore the catalog:")
     emit(f"  coyo-db tables --home {home}")
     emit(f'  coyo-db query --home {home} "SELECT * FROM quarantine"')
+    emit(f'  coyo-db query --home {home} "SELECT * FROM image_scores LIMIT 5"')
     return result
+
+
+def _images_step(catalog: Catalog, data: Path, count: int, seed: int, emit: Emit) -> object:
+    try:
+        import torch  # noqa: F401  (the models extra)
+    except ModuleNotFoundError:
+        emit("skipped: install the models extra (pip install 'coyo-db[all]') for this step")
+        return None
+    from coyo_db.demo_images import run_images_demo
+
+    return run_images_demo(catalog, data, count=count, seed=seed, emit=emit)
 
 
 def _write_bad_rows(template: Path, out: Path) -> Path:
