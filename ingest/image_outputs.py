@@ -99,7 +99,8 @@ def score_rows(ids: np.ndarray, spec: str, columns: dict[str, np.ndarray]) -> pa
             value = pa.nulls(n, pa.float32())
             label = pa.array(values.tolist(), pa.string())
         else:
-            value = pa.array(values.astype(np.float32), pa.float32())
+            # NaN means "no value" (e.g. no caption to detect a language in): store NULL.
+            value = pa.array(values.astype(np.float32), pa.float32(), from_pandas=True)
             label = pa.nulls(n, pa.string())
         parts.append(
             pa.table(

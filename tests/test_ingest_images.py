@@ -218,3 +218,17 @@ def test_unknown_model_and_bad_batch_size_are_user_errors(tmp_path, shards):
         ingest_images(catalog, shards, embed=["no-such-model"])
     with pytest.raises(InputError, match="batch"):
         ingest_images(catalog, shards, batch_size=0)
+
+
+def test_missing_score_values_are_null_not_nan():
+    from coyo_db.ingest.image_outputs import score_rows
+
+    rows = score_rows(
+        np.array([1, 2]),
+        "language",
+        {"language": np.array(["en", None], object), "language_prob": np.array([0.9, np.nan])},
+    )
+    probs = rows.filter(pa.compute.equal(rows["score"], "language_prob"))
+    assert probs["value"].to_pylist()[1] is None
+    labels = rows.filter(pa.compute.equal(rows["score"], "language"))
+    assert labels["label"].to_pylist() == ["en", None]
