@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.image_types import ImageRecord
-from coyo_db.ingest.parquet_sources import describe_non_parquet
+from coyo_db.ingest.parquet_sources import parquet_metadata
 from coyo_db.ledger import file_fingerprint
 
 log = logging.getLogger(__name__)
@@ -319,24 +319,9 @@ def _directory_shards(folder: Path, images: list[str], files: set[str]) -> list[
 
 def _parquet_shard(path: Path) -> ParquetShard | None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            head = fh.read(1024)
-            fh.seek(max(0, size - 4))
-            tail = fh.read(4)
-    except OSError as exc:
-        raise SourceFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    problem = describe_non_parquet(head, tail, size)
-    if problem:
-        raise SourceFileError(path, problem)
-    try:
-        metadata = pq.ParquetFile(path).metadata
-        schema = metadata.schema.to_arrow_schema()
-    except (OSError, pa.ArrowException) as exc:
-        raise SourceFileError(path, f"has a corrupt Parquet footer ({_one_line(exc)})") from None
+    metadata = parquet_metadata(path)
+    schema = metadata.schema.to_arrow_schema()
     for name in IMAGE_COLUMNS:
         if name not in schema.names:
             continue

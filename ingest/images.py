@@ -456,23 +456,13 @@ class _Job:
         scorers: list[ScorerOutput],
     ) -> None:
         fingerprint = shard.fingerprint
-        for output in models:
-            batches = result.embeddings.get(output.table, [])
-            self._commit_table(
-                output.ledger,
-                output.table,
-                output.schema,
-                batches,
-                output.fingerprint(fingerprint),
-                shard,
-                result,
-            )
-            self.summary.tables[output.table] = self.summary.tables.get(output.table, 0) + sum(
-                b.num_rows for b in batches
-            )
+        outputs: list[tuple[ModelOutput | ScorerOutput, list[pa.RecordBatch]]] = [
+            (output, result.embeddings.get(output.table, [])) for output in models
+        ]
         for output in scorers:
             tables = result.scores.get(output.spec, [])
-            batches = [b for t in tables for b in t.to_batches()]
+            outputs.append((output, [b for t in tables for b in t.to_batches()]))
+        for output, batches in outputs:
             self._commit_table(
                 output.ledger,
                 output.table,
@@ -481,9 +471,6 @@ class _Job:
                 output.fingerprint(fingerprint),
                 shard,
                 result,
-            )
-            self.summary.tables[output.table] = self.summary.tables.get(output.table, 0) + sum(
-                b.num_rows for b in batches
             )
         if need_images:
             self.images_ledger.quarantine(self._quarantine(shard, result), fingerprint, self.run_id)
@@ -496,7 +483,6 @@ class _Job:
                 shard,
                 result,
             )
-            self.summary.tables[IMAGES] = self.summary.tables.get(IMAGES, 0) + result.written
 
     def _commit_table(
         self,
@@ -517,6 +503,7 @@ class _Job:
             len(result.bad),
         )
         ledger.commit_source(transaction, record, self.run_id)
+        self.summary.tables[table] = self.summary.tables.get(table, 0) + record.rows_written
 
     def _quarantine(self, shard: ImageShard, result: _ShardResult) -> pa.Table:
         if not result.bad:

@@ -155,6 +155,15 @@ def preflight(path: Path, target: pa.Schema) -> ParquetSource:
 
     Raises :class:`SourceFileError` (what is wrong and what to do) or :class:`SchemaError`.
     """
+    metadata = parquet_metadata(path)
+    schema = metadata.schema.to_arrow_schema()
+    plan = plan_columns(path, schema, target)
+    return ParquetSource(path, file_fingerprint(path), metadata.num_rows, plan)
+
+
+def parquet_metadata(path: Path) -> pq.FileMetaData:
+    """The footer of a Parquet file, or a SourceFileError saying what the file really is
+    (an HTML page, a Git-LFS pointer, a truncated download...)."""
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -167,14 +176,11 @@ def preflight(path: Path, target: pa.Schema) -> ParquetSource:
     if problem:
         raise SourceFileError(path, problem)
     try:
-        metadata = pq.ParquetFile(path).metadata
-        schema = metadata.schema.to_arrow_schema()
+        return pq.ParquetFile(path).metadata
     except (OSError, pa.ArrowException) as exc:
         raise SourceFileError(
             path, f"has a corrupt Parquet footer ({_one_line(exc)}): {REDOWNLOAD}"
         ) from None
-    plan = plan_columns(path, schema, target)
-    return ParquetSource(path, file_fingerprint(path), metadata.num_rows, plan)
 
 
 def describe_non_parquet(head: bytes, tail: bytes, size: int) -> str | None:
