@@ -6,7 +6,12 @@ Contenders, on the same encoded images in the same process, one core:
 - coyo-db exact, batched: ``phash_bytes_many(datas, "exact")`` (the DCTs as two matrix
   products for the whole batch); must equal imagehash on every image;
 - coyo-db exact, one image at a time: ``phash_bytes(data)``;
-- coyo-db fast: ``phash_bytes_many(datas, "fast")`` (JPEG draft decoding).
+- coyo-db fast: ``phash_bytes_many(datas, "fast")`` (JPEG draft decoding, progressive JPEGs
+  from their DC scans alone).
+
+Then the same images in N worker processes (N = the machine's cores, a warm
+``ProcessPoolExecutor``, chunks of 50 images a task) for imagehash, exact and fast: ingest
+decodes in worker processes, so equal parallelism is the comparison that counts there.
 
 The images (cached in bench/out/) are seeded variations of scikit-image's photos and of
 procedural pictures: random crops, flips, resizes to 400-1200 pixels on the long side (a few
@@ -20,10 +25,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import statistics
 import sys
 import tarfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # One core for every contender: the batched DCT must not borrow BLAS threads.
@@ -36,6 +43,8 @@ from common import OUT, machine, median_times, save
 
 CONTENDERS = ("imagehash", "exact", "exact_per_image", "fast")
 CHUNK = 200
+TASK = 50  # images per task in the worker processes
+GROUPS = ("jpeg_baseline", "jpeg_progressive", "other")
 FORMATS = (
     ("jpeg", 0.80, "jpg"),
     ("png", 0.12, "png"),
@@ -192,6 +201,63 @@ def reencode_noise(datas: list[bytes], quality: int) -> np.ndarray:
     return hamming(phash_bytes_many(datas), phash_bytes_many(again))
 
 
+def report(
+    title: str, timings: dict[str, dict[str, float]], counts: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """Print images/s and the ratio to imagehash per group; return both, rounded."""
+    names = list(next(iter(timings.values())))
+    print(f"\n{title}\n{'images/s':>24} " + " ".join(f"{n[:10]:>10}" for n in names))
+    rates = {}
+    for group, times in timings.items():
+        rates[group] = {name: round(counts[group] / s, 1) for name, s in times.items()}
+        ratios = {name: times["imagehash"] / s for name, s in times.items()}
+        rates[group].update({f"{name}_ratio": round(r, 3) for name, r in ratios.items()})
+        print(
+            f"{group + f' ({counts[group]})':>24} "
+            + " ".join(f"{rates[group][n]:>10,.0f}" for n in names)
+            + f"\n{'ratio vs imagehash':>24} "
+            + " ".join(f"{ratios[n]:>10.2f}" for n in names)
+        )
+    return rates
+
+
+def imagehash_hex(batch: list[bytes]) -> list[str]:
+    """The baseline: imagehash's pHash of each encoded image."""
+    import imagehash
+    from PIL import Image
+
+    return [str(imagehash.phash(Image.open(io.BytesIO(data)))) for data in batch]
+
+
+def coyo_hex(batch: list[bytes], mode: str) -> list[str]:
+    """coyo-db's pHashes of a batch as hex strings, the same output as the baseline's."""
+    from coyo_db.phash import phash_bytes_many, uint64_to_phash_hex
+
+    return uint64_to_phash_hex(phash_bytes_many(batch, mode)).to_pylist()  # type: ignore[arg-type]
+
+
+def _quiet_worker() -> None:
+    warnings.simplefilter("ignore")
+
+
+def parallel_times(pool: ProcessPoolExecutor, batch: list[bytes], repeats: int) -> dict[str, float]:
+    """Wall time of each contender hashing `batch` in the pool; medians of interleaved runs."""
+    tasks = [batch[i : i + TASK] for i in range(0, len(batch), TASK)]
+    contenders = {
+        "imagehash": lambda: list(pool.map(imagehash_hex, tasks)),
+        "exact": lambda: list(pool.map(coyo_hex, tasks, ["exact"] * len(tasks))),
+        "fast": lambda: list(pool.map(coyo_hex, tasks, ["fast"] * len(tasks))),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for run in range(repeats + 1):  # the first run warms the workers up
+        for name, fn in contenders.items():
+            started = time.perf_counter()
+            fn()
+            if run:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
@@ -199,7 +265,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    import imagehash
     from PIL import Image
 
     from coyo_db.phash import phash_bytes, phash_bytes_many, uint64_to_phash_hex
@@ -209,14 +274,20 @@ def main() -> None:
     started = time.perf_counter()
     corpus = load_corpus(args.images, args.seed)
     print(f"corpus: {len(corpus)} images ready in {time.perf_counter() - started:.1f} s")
-    groups = {
-        "jpeg": [data for kind, data in corpus if kind == "jpeg"],
-        "other": [data for kind, data in corpus if kind != "jpeg"],
-    }
-    datas = [data for _, data in corpus]
 
-    def imagehash_hex(batch: list[bytes]) -> list[str]:
-        return [str(imagehash.phash(Image.open(io.BytesIO(data)))) for data in batch]
+    def group_of(kind: str, data: bytes) -> str:
+        if kind != "jpeg":
+            return "other"
+        progressive = Image.open(io.BytesIO(data)).info.get("progressive")
+        return "jpeg_progressive" if progressive else "jpeg_baseline"
+
+    labels = [group_of(kind, data) for kind, data in corpus]
+    pairs = list(zip(labels, (data for _, data in corpus), strict=True))
+    groups = {g: [data for label, data in pairs if label == g] for g in GROUPS}
+    datas = [data for _, data in corpus]
+    summed = {"jpeg": ("jpeg_baseline", "jpeg_progressive"), "all": GROUPS}
+    counts = {g: len(groups[g]) for g in GROUPS}
+    counts.update({g: sum(counts[p] for p in parts) for g, parts in summed.items()})
 
     baseline = imagehash_hex(datas)
     exact = phash_bytes_many(datas, "exact")
@@ -229,42 +300,45 @@ def main() -> None:
     # Interleaved in chunks of CHUNK images, so that a slow minute of the machine weighs on
     # every contender alike; a group's time is the sum of its chunks' medians.
     timings: dict[str, dict[str, float]] = {}
-    for group, batch in groups.items():
+    for group in GROUPS:
+        batch = groups[group]
         timings[group] = dict.fromkeys(CONTENDERS, 0.0)
         for start in range(0, len(batch), CHUNK):
             chunk = batch[start : start + CHUNK]
             medians = median_times(
                 {
                     "imagehash": lambda b=chunk: imagehash_hex(b),
-                    "exact": lambda b=chunk: uint64_to_phash_hex(phash_bytes_many(b, "exact")),
+                    "exact": lambda b=chunk: coyo_hex(b, "exact"),
                     "exact_per_image": lambda b=chunk: [phash_bytes(d) for d in b],
-                    "fast": lambda b=chunk: uint64_to_phash_hex(phash_bytes_many(b, "fast")),
+                    "fast": lambda b=chunk: coyo_hex(b, "fast"),
                 },
                 args.repeats,
             )
             for name, seconds in medians.items():
                 timings[group][name] += seconds
-    timings["all"] = {name: sum(timings[g][name] for g in groups) for name in CONTENDERS}
+    for group, parts in summed.items():
+        timings[group] = {name: sum(timings[p][name] for p in parts) for name in CONTENDERS}
+    rates = report("one process", timings, counts)
 
-    rates = {}
-    print(f"\n{'images/s':>22} {'imagehash':>10} {'exact':>10} {'per image':>10} {'fast':>10}")
-    for group, times in timings.items():
-        count = len(datas) if group == "all" else len(groups[group])
-        rates[group] = {name: round(count / seconds, 1) for name, seconds in times.items()}
-        ratios = {name: times["imagehash"] / seconds for name, seconds in times.items()}
-        rates[group].update({f"{name}_ratio": round(r, 3) for name, r in ratios.items()})
-        print(
-            f"{group + f' ({count})':>22} "
-            + " ".join(f"{rates[group][n]:>10,.0f}" for n in times)
-            + "\n"
-            + f"{'ratio vs imagehash':>22} "
-            + " ".join(f"{ratios[n]:>10.2f}" for n in times)
-        )
+    workers = os.cpu_count() or 1
+    parallel: dict[str, dict[str, float]] = {}
+    with ProcessPoolExecutor(workers, initializer=_quiet_worker) as pool:
+        for group in ("jpeg", "other"):
+            parts = summed.get(group, (group,))
+            batch = [data for part in parts for data in groups[part]]
+            parallel[group] = parallel_times(pool, batch, args.repeats)
+    parallel["all"] = {n: parallel["jpeg"][n] + parallel["other"][n] for n in parallel["jpeg"]}
+    parallel_rates = report(f"{workers} worker processes", parallel, counts)
 
     kinds = np.array([kind for kind, _ in corpus])
+    label = np.array(labels)
     distance = hamming(exact, fast)
-    agree = {"all": agreement(distance), "jpeg": agreement(distance[kinds == "jpeg"])}
-    jpegs = groups["jpeg"][: min(500, len(groups["jpeg"]))]
+    agree = {
+        "all": agreement(distance),
+        "jpeg": agreement(distance[kinds == "jpeg"]),
+        **{g: agreement(distance[label == g]) for g in ("jpeg_baseline", "jpeg_progressive")},
+    }
+    jpegs = [data for kind, data in corpus if kind == "jpeg"][:500]
     noise = {f"jpeg_q{q}": agreement(reencode_noise(jpegs, q)) for q in (95, 75)}
     print("\nfast vs exact pHash (Hamming distance):")
     for name, stats in {**agree, **{f"exact, re-encoded {k}": v for k, v in noise.items()}}.items():
@@ -283,8 +357,14 @@ def main() -> None:
             "repeats": args.repeats,
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
             "exact_equal_imagehash": exact_equal,
+            "groups": counts,
             "seconds": {g: {n: round(s, 3) for n, s in t.items()} for g, t in timings.items()},
             "images_per_s": rates,
+            "workers": workers,
+            "parallel_seconds": {
+                g: {n: round(s, 3) for n, s in t.items()} for g, t in parallel.items()
+            },
+            "parallel_images_per_s": parallel_rates,
             "fast_agreement": agree,
             "reencode_noise_exact": noise,
         },

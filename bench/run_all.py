@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["bench_startup.py", "bench_query.py", "bench_ingest.py"]
+BENCHES = ["bench_startup.py", "bench_query.py", "bench_ingest.py", "bench_phash.py"]
 
 if __name__ == "__main__":
     for name in BENCHES:

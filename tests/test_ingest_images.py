@@ -136,7 +136,7 @@ def _drop_json_ids(tar_path: Path) -> None:
 
 
 def test_broken_records_are_quarantined_and_the_job_goes_on(tmp_path, shards):
-    from imagedata import bomb_png, corrupt_jpeg
+    from imagedata import bomb_png, corrupt_jpeg, truncate_tar
 
     bad = tmp_path / "bad.tar"
     good = Image.new("RGB", (300, 200), (10, 200, 30))
@@ -153,16 +153,21 @@ def test_broken_records_are_quarantined_and_the_job_goes_on(tmp_path, shards):
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
+    # A shard cut short in the middle of its third image.
+    cut, _ = write_image_shards(tmp_path / "cut", [9_001, 9_002, 9_003, 9_004], seed=11)
+    truncate_tar(cut[0], "000000002.jpg")
     catalog = Catalog(tmp_path / "home")
-    summary = ingest_images(catalog, [*shards, bad], workers=0)
-    assert summary.rows_read == len(IDS) + 4
-    assert summary.rows_written == len(IDS) + 1
-    assert summary.rows_quarantined == 3
+    summary = ingest_images(catalog, [*shards, bad, cut[0]], workers=0)
+    assert summary.rows_read == len(IDS) + 4 + 3
+    assert summary.rows_written == len(IDS) + 1 + 2
+    assert summary.rows_quarantined == 4
+    assert summary.rows_read == summary.rows_written + summary.rows_quarantined
     reasons = catalog.sql(
         "SELECT reason FROM quarantine WHERE table_name = 'images' ORDER BY reason"
     )["reason"].to_pylist()
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert any("bomb" in r for r in reasons) and any("zero-byte" in r for r in reasons)
+    assert any("truncated tar member" in r for r in reasons)
 
 
 KILLER = textwrap.dedent(
