@@ -237,3 +237,18 @@ def test_missing_score_values_are_null_not_nan():
     assert probs["value"].to_pylist()[1] is None
     labels = rows.filter(pa.compute.equal(rows["score"], "language"))
     assert labels["label"].to_pylist() == ["en", None]
+
+
+def test_ingest_images_command(tmp_path, shards):
+    from typer.testing import CliRunner
+
+    from coyo_db.cli.app import app
+
+    home = str(tmp_path / "home")
+    args = ["ingest", "images", *map(str, shards), "--scores", "language,profanity"]
+    result = CliRunner().invoke(app, [*args, "--workers", "0", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert f"{len(IDS)} images read = {len(IDS)} written + 0 quarantined" in result.stdout
+    assert "scores:" in result.stdout
+    bad = CliRunner().invoke(app, ["ingest", "images", str(tmp_path / "nowhere"), "--home", home])
+    assert bad.exit_code != 0
