@@ -80,6 +80,13 @@ def images(
         int | None,
         typer.Option("--workers", help="Decode processes (default: one per core; 0: inline)."),
     ] = None,
+    phash: Annotated[
+        str,
+        typer.Option(
+            "--phash",
+            help="exact (identical to imagehash, COYO's format) or fast (about 5x faster).",
+        ),
+    ] = "exact",
     home: HomeOption = None,
 ) -> None:
     """Images into `images` (pHash, size, format), embeddings and `scores`; bad ones quarantined."""
@@ -95,6 +102,7 @@ def images(
         device=device,
         batch_size=batch_size,
         workers=workers,
+        phash=phash,
         progress=RichProgress("images"),
     )
     _report(summary)

@@ -43,6 +43,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -50,6 +51,8 @@ from PIL import Image
 from coyo_db.ingest.image_types import DecodedImage, ImageRecord, Preprocess
 
 # Pillow's error threshold: 2 * Image.MAX_IMAGE_PIXELS as Pillow ships it.
+PhashMode = Literal["exact", "fast"]
+
 DEFAULT_MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
 # Raster formats decoded; Pillow identifies more (EPS runs Ghostscript, for one).
 FORMATS = frozenset(
@@ -84,14 +87,17 @@ def decode_record(
     record: ImageRecord,
     specs: Sequence[Preprocess],
     *,
-    phash: bool = True,
+    phash: PhashMode | bool = "exact",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """Decode one record: size, format, pHash and a pixel array per spec; never raises.
 
     A record the reader already failed comes back with its own error. `max_pixels` caps
-    width x height (None: no cap).
+    width x height (None: no cap). `phash` is "exact" (identical to imagehash, on the image as
+    opened), "fast" (:mod:`coyo_db.phash`'s reduced-scale JPEG decode; the model pixels may
+    then come from a draft decode too) or False (no pHash).
     """
+    phash = "exact" if phash is True else phash
     data = record.data
     result = DecodedImage(record=record, nbytes=len(data) if data else 0)
     if record.error is not None:
@@ -122,7 +128,7 @@ def decode_batch(
     records: Sequence[ImageRecord],
     specs: Sequence[Preprocess],
     *,
-    phash: bool = True,
+    phash: PhashMode | bool = "exact",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[DecodedImage]:
     """:func:`decode_record` for each record, the results without the encoded bytes.
@@ -141,7 +147,7 @@ def decode_batch(
 def _decode(
     data: bytes,
     specs: Sequence[Preprocess],
-    phash: bool,
+    phash: PhashMode | bool,
     max_pixels: int | None,
     result: DecodedImage,
 ) -> None:
@@ -157,13 +163,17 @@ def _decode(
             raise _Refused(
                 f"decompression bomb: {width} x {height} pixels, over the limit of {max_pixels}"
             )
-        if not phash and specs and fmt in ("JPEG", "MPO"):
+        if phash != "exact" and specs and fmt in ("JPEG", "MPO"):
             img.draft(None, _draft_size(width, height, specs))
         img.load()
-        if phash:
+        if phash == "exact":
             from coyo_db.phash import phash_image
 
             result.phash = phash_image(img)
+        elif phash == "fast":
+            from coyo_db.phash import phash_bytes
+
+            result.phash = phash_bytes(data, "fast", max_pixels)
         if specs:
             orientation = _orientation(img)
             rgb = _to_rgb(img)

@@ -252,3 +252,14 @@ def test_ingest_images_command(tmp_path, shards):
     assert "scores:" in result.stdout
     bad = CliRunner().invoke(app, ["ingest", "images", str(tmp_path / "nowhere"), "--home", home])
     assert bad.exit_code != 0
+
+
+def test_fast_phash_mode_stays_close_to_exact(tmp_path, shards):
+    exact = Catalog(tmp_path / "exact")
+    fast = Catalog(tmp_path / "fast")
+    ingest_images(exact, shards, workers=0)
+    ingest_images(fast, shards, workers=0, phash="fast")
+    a = exact.sql("SELECT id, phash FROM images ORDER BY id")["phash"].to_numpy()
+    b = fast.sql("SELECT id, phash FROM images ORDER BY id")["phash"].to_numpy()
+    distance = np.array([bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b, strict=True)])
+    assert np.mean(distance <= 4) >= 0.9, distance
