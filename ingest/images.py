@@ -151,13 +151,14 @@ def ingest_images(
         batch_size,
         max_pixels,
         phash,
+        _decode_workers(workers),
         run.run_id,
         summary,
         progress,
     )
     status = "failed"
     try:
-        with _decoder(workers) as pool:
+        with _decoder(job.workers) as pool:
             for shard in shards:
                 job.shard(shard, pool)
         status = "ok"
@@ -189,9 +190,12 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _decoder(workers: int | None) -> Executor:
-    count = (os.cpu_count() or 1) if workers is None else workers
-    if count <= 0:
+def _decode_workers(workers: int | None) -> int:
+    return (os.cpu_count() or 1) if workers is None else max(0, workers)
+
+
+def _decoder(count: int) -> Executor:
+    if count == 0:
         return _InlineExecutor()
     import multiprocessing
 
@@ -221,6 +225,7 @@ class _Job:
         batch_size: int,
         max_pixels: int | None,
         phash: str,
+        workers: int,
         run_id: str,
         summary: ImageIngestSummary,
         progress: Progress,
@@ -230,7 +235,7 @@ class _Job:
         self.models = models
         self.scorers = scorers
         self.batch_size = batch_size
-        self.max_pixels = max_pixels
+        self.workers = workers
         self.decode_options: dict = {"phash": phash}
         if max_pixels is not None:
             self.decode_options["max_pixels"] = max_pixels
@@ -283,7 +288,7 @@ class _Job:
     ) -> Iterator[list[DecodedImage]]:
         """Decoded good images in batches; bad records are set aside in `result.bad`."""
         in_flight: deque[Future] = deque()
-        depth = 2 * max(getattr(pool, "_max_workers", 1), 1)
+        depth = 2 * max(self.workers, 1)  # chunks in flight: every worker busy, one more each
         chunks = _chunked(shard.records(), _CHUNK)
         ready: list[DecodedImage] = []
         started = time.perf_counter()
