@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from coyo_db.cli import catalog_cmds, ingest_cmds, report_cmds, sample_cmds
+from coyo_db.cli import catalog_cmds, dedup_cmds, ingest_cmds, report_cmds, sample_cmds
 
 app = typer.Typer(
     name="coyo-db",
@@ -21,7 +21,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (catalog_cmds, ingest_cmds, report_cmds, sample_cmds):
+for module in (catalog_cmds, dedup_cmds, ingest_cmds, report_cmds, sample_cmds):
     module.register(app)
 
 
