@@ -220,3 +220,17 @@ def test_dedup_commands(synth_catalog):
     assert "phash_pairs_r2" in report.stdout and "4-5" in report.stdout
     bad = CliRunner().invoke(app, ["dedup", "phash", "--keep", "newest", "--home", home])
     assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize(("radius", "blocks"), [(1, 2), (1, 8), (2, 12), (4, 5), (4, 9)])
+def test_any_block_count_equals_brute_force(monkeypatch, radius, blocks):
+    """Every block split is exact, including keys wider than the bits beside the index."""
+    import coyo_db.dedup_phash as dedup_phash_module
+
+    monkeypatch.setattr(dedup_phash_module, "choose_blocks", lambda n, r: blocks)
+    rng = np.random.default_rng(blocks)
+    hashes = random_hashes(rng, 1500)
+    for i in range(1000, 1500):
+        hashes[i] = flip(hashes[rng.integers(0, i)], rng, int(rng.integers(0, radius + 2)))
+    ids = np.arange(len(hashes), dtype=np.int64)
+    assert phash_groups(ids, hashes, radius).equals(brute_force_groups(ids, hashes, radius))
