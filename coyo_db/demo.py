@@ -48,6 +48,7 @@ class DemoResult:
     rows_quarantined: int = 0
     labels_ingested: int = 0
     survivors: int = 0
+    dedup_removed: int = 0
     subset_rows: int = 0
     subset_path: Path | None = None
     images: object | None = None  # ImagesDemoResult when the models extra is installed
@@ -59,6 +60,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo in catalog `home` (created if missing) on `rows` synthetic rows and
     `images` synthetic images (0 skips the image step)."""
+    from coyo_db.dedup import dedup_phash
     from coyo_db.funnel import funnel
     from coyo_db.ingest.labels import ingest_labels
     from coyo_db.ingest.metadata import ingest_metadata
@@ -130,6 +132,15 @@ def run_demo(
         emit(
             f"  {name:<26} mean {_fmt(column.mean)}  min {_fmt(column.min)}  max {_fmt(column.max)}"
         )
+
+    step("near-duplicate pHash groups (Hamming radius 4), one keeper each")
+    dedup = dedup_phash(catalog, radius=4)
+    unique = catalog.sql("SELECT count(*) AS n FROM pairs_unique")["n"][0].as_py()
+    emit(
+        f"{dedup.groups:,} groups hold {dedup.rows_in_groups:,} rows; {dedup.removed:,} "
+        f"non-keepers removed, {unique:,} rows in pairs_unique ({dedup.seconds:.1f} s)"
+    )
+    result.dedup_removed = dedup.removed
 
     step("the most frequent top-1 labels (prob >= 0.5), by name")
     emit(render_table(catalog.sql(TOP_LABELS_SQL)).rstrip())

@@ -30,6 +30,9 @@ def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):
     assert subset.num_rows == result.subset_rows == catalog.sql(SUBSET_SQL).num_rows
     assert subset.column_names[:3] == ["url", "text", "id"]
 
+    unique = catalog.sql("SELECT count(*) AS n FROM pairs_unique")["n"][0].as_py()
+    assert result.dedup_removed > 0 and unique == 3_000 - result.dedup_removed
+
     labeled = catalog.sql("SELECT count(*) AS n FROM labels")["n"][0].as_py()
     assert labeled == result.labels_ingested > 0
     text = "\n".join(lines)
