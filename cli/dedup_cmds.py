@@ -44,6 +44,70 @@ def phash(
     )
 
 
+@dedup_app.command("text")
+def text_rule(
+    rule: Annotated[
+        str,
+        typer.Option(
+            "--rule",
+            help="COYO's rule: phash_text (same image_phash and text), url (same url) or text "
+            "(a text seen more than --min-count times).",
+        ),
+    ],
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="The text rule's threshold (COYO: 10).")
+    ] = 10,
+    keep: Annotated[
+        str, typer.Option("--keep", help="Keeper of each group: highest-clip or lowest-id.")
+    ] = "highest-clip",
+    home: HomeOption = None,
+) -> None:
+    """COYO's exact dedup rules over pairs; replaces this method's groups."""
+    from coyo_db.dedup_rules import dedup_rule
+
+    catalog = open_catalog(home, create=False)
+    summary = dedup_rule(catalog, rule, min_count=min_count, keep=keep)
+    stdout.print(
+        f"{summary.method}: {summary.groups:,} groups holding {summary.rows_in_groups:,} of "
+        f"{summary.rows_scanned:,} rows; {summary.removed:,} rows are not keepers "
+        f"({summary.seconds:.1f}s)"
+    )
+
+
+@dedup_app.command("semantic")
+def semantic(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Embedding model spec, as given to ingest --embed.")
+    ],
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            "-t",
+            help="Cosine similarity at or above which two images are duplicates.",
+        ),
+    ] = 0.95,
+    clusters: Annotated[
+        int | None,
+        typer.Option("--clusters", help="k-means clusters (default: from the data size)."),
+    ] = None,
+    keep: Annotated[
+        str, typer.Option("--keep", help="Keeper of each group: highest-clip or lowest-id.")
+    ] = "highest-clip",
+    home: HomeOption = None,
+) -> None:
+    """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
+    from coyo_db.dedup_semantic import dedup_semantic
+
+    catalog = open_catalog(home, create=False)
+    summary = dedup_semantic(catalog, model, threshold, clusters=clusters, keep=keep)
+    stdout.print(
+        f"{summary.method}: {summary.groups:,} groups holding {summary.rows_in_groups:,} of "
+        f"{summary.rows_scanned:,} rows; {summary.removed:,} rows are not keepers "
+        f"({summary.seconds:.1f}s)"
+    )
+
+
 @dedup_app.command("report")
 def report(home: HomeOption = None) -> None:
     """Groups, rows and group sizes per dedup method."""
