@@ -37,11 +37,7 @@ def phash(
     from coyo_db.dedup import dedup_phash
 
     summary = dedup_phash(open_catalog(home, create=False), radius, source=source, keep=keep)
-    stdout.print(
-        f"{summary.method}: {summary.groups:,} groups holding {summary.rows_in_groups:,} of "
-        f"{summary.rows_scanned:,} rows; {summary.removed:,} rows are not keepers "
-        f"({summary.seconds:.1f}s)"
-    )
+    stdout.print(summary.line())
 
 
 @dedup_app.command("text")
@@ -67,11 +63,7 @@ def text_rule(
 
     catalog = open_catalog(home, create=False)
     summary = dedup_rule(catalog, rule, min_count=min_count, keep=keep)
-    stdout.print(
-        f"{summary.method}: {summary.groups:,} groups holding {summary.rows_in_groups:,} of "
-        f"{summary.rows_scanned:,} rows; {summary.removed:,} rows are not keepers "
-        f"({summary.seconds:.1f}s)"
-    )
+    stdout.print(summary.line())
 
 
 @dedup_app.command("semantic")
@@ -101,11 +93,7 @@ def semantic(
 
     catalog = open_catalog(home, create=False)
     summary = dedup_semantic(catalog, model, threshold, clusters=clusters, keep=keep)
-    stdout.print(
-        f"{summary.method}: {summary.groups:,} groups holding {summary.rows_in_groups:,} of "
-        f"{summary.rows_scanned:,} rows; {summary.removed:,} rows are not keepers "
-        f"({summary.seconds:.1f}s)"
-    )
+    stdout.print(summary.line())
 
 
 @dedup_app.command("report")

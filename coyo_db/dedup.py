@@ -25,6 +25,7 @@ the same table. The view `pairs_unique` (sql/dedup.sql) is `pairs` without the n
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -68,6 +69,13 @@ class DedupSummary:
     rows_in_groups: int
     removed: int  # members that are not keepers
     seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.method}: {self.groups:,} groups holding {self.rows_in_groups:,} of "
+            f"{self.rows_scanned:,} rows; {self.removed:,} rows are not keepers "
+            f"({self.seconds:.1f}s)"
+        )
 
 
 def phash_method(source: str, radius: int) -> str:
@@ -152,6 +160,53 @@ def write_groups(catalog: Catalog, method: str, groups: pa.Table) -> None:
         catalog.append(TABLE, groups.cast(DUP_GROUPS), {"method": method})
 
 
+def group_spans(gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For members sorted by group: each group's size, and each member's group index."""
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(gid)])
+    return sizes, np.repeat(np.arange(len(starts)), sizes)
+
+
+def store_groups(
+    catalog: Catalog,
+    method: str,
+    keep: str,
+    *,
+    gid: np.ndarray,
+    ids: np.ndarray,
+    keeper: np.ndarray,
+    distance: np.ndarray,
+    rows_scanned: int,
+    started: float,
+) -> DedupSummary:
+    """Write one method's groups (members in any order) to `dup_groups`; its summary."""
+    _, member_group, sizes = np.unique(gid, return_inverse=True, return_counts=True)
+    n = len(ids)
+    table = pa.table(
+        {
+            "method": pa.array([method] * n, pa.string()),
+            "group_id": gid,
+            "id": ids,
+            "keeper": keeper,
+            "distance": np.asarray(distance, dtype=np.int32),
+            "group_size": sizes[member_group].astype(np.int32),
+            "keep_rule": pa.array([keep] * n, pa.string()),
+        },
+        schema=DUP_GROUPS,
+    )
+    write_groups(catalog, method, table)
+    summary = DedupSummary(
+        method=method,
+        rows_scanned=rows_scanned,
+        groups=len(sizes),
+        rows_in_groups=n,
+        removed=n - len(sizes),
+        seconds=time.perf_counter() - started,
+    )
+    log.info("dedup %s: %s", method, summary)
+    return summary
+
+
 def dedup_phash(
     catalog: Catalog,
     radius: int = DEFAULT_RADIUS,
@@ -160,7 +215,6 @@ def dedup_phash(
 ) -> DedupSummary:
     """Near-duplicate pHash groups of `source` (pairs or images) within `radius`, written to
     `dup_groups` under method ``phash_<source>_r<radius>`` with one keeper per group."""
-    import time
 
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
@@ -178,35 +232,21 @@ def dedup_phash(
     # Hamming distance to the keeper's hash: groups are sorted by group_id.
     sorter = np.argsort(ids, kind="stable")
     member_hash = hashes[sorter[np.searchsorted(ids[sorter], member)]]
-    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
-    sizes = np.diff(np.r_[starts, len(gid)])
-    group_index = np.repeat(np.arange(len(starts)), sizes)
-    keeper_hash = np.zeros(len(starts), dtype=np.uint64)
+    sizes, group_index = group_spans(gid)
+    keeper_hash = np.zeros(len(sizes), dtype=np.uint64)
     keeper_hash[group_index[keeper]] = member_hash[keeper]
-    distance = np.bitwise_count(member_hash ^ keeper_hash[group_index]).astype(np.int32)
-    table = pa.table(
-        {
-            "method": pa.array([method] * len(member), pa.string()),
-            "group_id": gid,
-            "id": member,
-            "keeper": keeper,
-            "distance": distance,
-            "group_size": np.repeat(sizes, sizes).astype(np.int32),
-            "keep_rule": pa.array([keep] * len(member), pa.string()),
-        },
-        schema=DUP_GROUPS,
-    )
-    write_groups(catalog, method, table)
-    summary = DedupSummary(
-        method=method,
+    distance = np.bitwise_count(member_hash ^ keeper_hash[group_index])
+    return store_groups(
+        catalog,
+        method,
+        keep,
+        gid=gid,
+        ids=member,
+        keeper=keeper,
+        distance=distance,
         rows_scanned=len(ids),
-        groups=len(starts),
-        rows_in_groups=len(member),
-        removed=len(member) - len(starts),
-        seconds=time.perf_counter() - started,
+        started=started,
     )
-    log.info("dedup %s: %s", method, summary)
-    return summary
 
 
 def dedup_report(catalog: Catalog) -> tuple[pa.Table, pa.Table]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from coyo_db.dedup import DUP_GROUPS, KEEP_RULES, DedupSummary, choose_keepers, write_groups
+from coyo_db.dedup import KEEP_RULES, DedupSummary, choose_keepers, store_groups
 from coyo_db.errors import CatalogError, InputError
 
 if TYPE_CHECKING:
@@ -85,28 +85,14 @@ def dedup_rule(
     vitl14 = members["vitl14"].to_numpy(zero_copy_only=False).astype(np.float64)
     vitb32 = members["vitb32"].to_numpy(zero_copy_only=False).astype(np.float64)
     keeper = choose_keepers(gid, ids, vitl14, vitb32, keep)
-    n = members.num_rows
-    table = pa.table(
-        {
-            "method": pa.array([method] * n, pa.string()),
-            "group_id": gid,
-            "id": ids,
-            "keeper": keeper,
-            "distance": np.zeros(n, dtype=np.int32),
-            "group_size": members["group_size"],
-            "keep_rule": pa.array([keep] * n, pa.string()),
-        },
-        schema=DUP_GROUPS,
-    )
-    write_groups(catalog, method, table)
-    groups = int(keeper.sum())
-    summary = DedupSummary(
-        method=method,
+    return store_groups(
+        catalog,
+        method,
+        keep,
+        gid=gid,
+        ids=ids,
+        keeper=keeper,
+        distance=np.zeros(len(ids), dtype=np.int32),
         rows_scanned=scanned,
-        groups=groups,
-        rows_in_groups=n,
-        removed=n - groups,
-        seconds=time.perf_counter() - started,
+        started=started,
     )
-    log.info("dedup %s: %s", method, summary)
-    return summary

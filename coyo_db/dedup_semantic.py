@@ -29,9 +29,8 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
-from coyo_db.dedup import DUP_GROUPS, KEEP_RULES, DedupSummary, choose_keepers, write_groups
+from coyo_db.dedup import KEEP_RULES, DedupSummary, choose_keepers, group_spans, store_groups
 from coyo_db.errors import InputError
 
 if TYPE_CHECKING:
@@ -214,10 +213,8 @@ def dedup_semantic(
     else:
         vitl14 = vitb32 = None
     keeper = choose_keepers(gid, member, vitl14, vitb32, keep)
-    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, int)
-    sizes = np.diff(np.r_[starts, len(gid)])
-    group_index = np.repeat(np.arange(len(starts)), sizes)
-    keeper_row = np.zeros(len(starts), dtype=np.int64)
+    sizes, group_index = group_spans(gid)
+    keeper_row = np.zeros(len(sizes), dtype=np.int64)
     keeper_row[group_index[keeper]] = rows[keeper]
     cosine = np.empty(len(rows), dtype=np.float32)
     for i in range(0, len(rows), 65_536):
@@ -226,26 +223,14 @@ def dedup_semantic(
         cosine[part] = pair.sum(axis=1)
     distance = np.rint(np.clip(1.0 - cosine, 0.0, 2.0) * DISTANCE_SCALE).astype(np.int32)
     distance[keeper] = 0
-    table = pa.table(
-        {
-            "method": pa.array([method] * len(member), pa.string()),
-            "group_id": gid,
-            "id": member,
-            "keeper": keeper,
-            "distance": distance,
-            "group_size": np.repeat(sizes, sizes).astype(np.int32),
-            "keep_rule": pa.array([keep] * len(member), pa.string()),
-        },
-        schema=DUP_GROUPS,
-    )
-    write_groups(catalog, method, table)
-    summary = DedupSummary(
-        method=method,
+    return store_groups(
+        catalog,
+        method,
+        keep,
+        gid=gid,
+        ids=member,
+        keeper=keeper,
+        distance=distance,
         rows_scanned=len(ids),
-        groups=len(starts),
-        rows_in_groups=len(member),
-        removed=len(member) - len(starts),
-        seconds=time.perf_counter() - started,
+        started=started,
     )
-    log.info("dedup %s: %s", method, summary)
-    return summary
