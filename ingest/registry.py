@@ -71,24 +71,23 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return family.strip(), (argument.strip() or None)
 
 
+def _build(registry: dict[str, Callable[[str | None], Any]], spec: str, what: str) -> Any:
+    name, argument = split_spec(spec)
+    if name not in registry:
+        _load_builtins()
+    if name not in registry:
+        raise InputError(f"unknown {what} {spec!r}; known: {', '.join(sorted(registry))}")
+    return registry[name](argument)
+
+
 def load_model(spec: str) -> Any:
     """The model for `spec` (an ImageEmbedder, a TextEmbedder, or both), on the CPU."""
-    family, argument = split_spec(spec)
-    if family not in _MODELS:
-        _load_builtins()
-    if family not in _MODELS:
-        raise InputError(f"unknown model {spec!r}; known: {', '.join(model_families())}")
-    return _MODELS[family](argument)
+    return _build(_MODELS, spec, "model")
 
 
 def load_scorer(spec: str) -> Any:
     """The scorer for `spec` (an ImageScorer, TextScorer or EmbeddingScorer)."""
-    name, checkpoint = split_spec(spec)
-    if name not in _SCORERS:
-        _load_builtins()
-    if name not in _SCORERS:
-        raise InputError(f"unknown score {spec!r}; known: {', '.join(scorer_names())}")
-    return _SCORERS[name](checkpoint)
+    return _build(_SCORERS, spec, "score")
 
 
 def model_families() -> list[str]:
