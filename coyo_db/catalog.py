@@ -13,7 +13,7 @@ Arrow dataset interface, with projection and filter push-down) and then creates 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,12 +110,19 @@ class Catalog:
 
     # ---- SQL --------------------------------------------------------------------------------
 
-    def connect(self, *, write: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(
+        self, *, write: bool = False, versions: Mapping[str, int] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every table registered and every view created.
 
         Read-only unless `write`: the catalog's DuckDB file is opened read-only, so user objects
-        can be read but not changed.
+        can be read but not changed. `versions` pins tables to earlier Lance versions (time
+        travel: what a query read then, it reads again); other tables are at their latest.
         """
+        versions = dict(versions or {})
+        unknown = sorted(set(versions) - set(self.table_names()))
+        if unknown:
+            raise CatalogError(f"the catalog at {self.home} has no table {unknown[0]!r}")
         try:
             con = duckdb.connect(str(self.duckdb_path), read_only=not write)
         except duckdb.IOException as exc:
@@ -130,7 +137,7 @@ class Catalog:
         from coyo_db.duckdb_scan import scannable
 
         for name in self.table_names():
-            con.register(name, scannable(self.dataset(name)))
+            con.register(name, scannable(self._dataset_at(name, versions.get(name))))
             registered.add(name)
         for family in sqlfiles.creatable(registered):
             try:
@@ -140,23 +147,39 @@ class Catalog:
                 raise RuntimeError(f"sql/{family.name}.sql failed: {exc}") from exc
         return con
 
+    def _dataset_at(self, name: str, version: int | None) -> lance.LanceDataset:
+        try:
+            return self.dataset(name, version)
+        except (ValueError, OSError) as exc:
+            if version is None:
+                raise
+            raise CatalogError(
+                f"table {name!r} has no version {version} (was it cleaned up?): "
+                f"{' '.join(str(exc).split())}"
+            ) from None
+
     @contextmanager
-    def connection(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self.connect(write=write)
+    def connection(
+        self, *, write: bool = False, versions: Mapping[str, int] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.connect(write=write, versions=versions)
         try:
             yield con
         finally:
             con.close()
 
-    def sql(self, query: str, *, write: bool = False) -> pa.Table:
+    def sql(
+        self, query: str, *, write: bool = False, versions: Mapping[str, int] | None = None
+    ) -> pa.Table:
         """Run `query` (one or more statements) and return the last result as Arrow.
 
         Statements that write, attach, install or copy out are refused unless `write`.
+        `versions` pins tables to earlier Lance versions (see :meth:`connect`).
         """
         statements = split_statements(query)
         if not write:
             check_read_only(statements)
-        with self.connection(write=write) as con:
+        with self.connection(write=write, versions=versions) as con:
             return run_statements(con, statements)
 
     def pl(self, query: str, *, write: bool = False) -> polars.DataFrame:

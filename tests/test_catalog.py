@@ -127,3 +127,15 @@ def test_float16_vectors_are_queryable_as_float32(catalog):
     assert result["s"].to_pylist() == pytest.approx(vectors[2:].astype(np.float32).sum(1))
     stored = catalog.dataset("embeddings__toy").schema.field("image_embedding").type
     assert stored.value_type == pa.float16(), "storage keeps float16"
+
+
+def test_queries_can_read_tables_at_an_earlier_version(catalog):
+    first = catalog.append("numbers", pa.table({"n": [1, 2]})).version
+    catalog.append("numbers", pa.table({"n": [3]}))
+    assert catalog.sql("SELECT sum(n) AS s FROM numbers")["s"][0].as_py() == 6
+    pinned = catalog.sql("SELECT sum(n) AS s FROM numbers", versions={"numbers": first})
+    assert pinned["s"][0].as_py() == 3
+    with pytest.raises(CatalogError, match="no version 99"):
+        catalog.sql("SELECT 1", versions={"numbers": 99})
+    with pytest.raises(CatalogError, match="no table 'nope'"):
+        catalog.sql("SELECT 1", versions={"nope": 1})
