@@ -87,6 +87,22 @@ def images(
             help="exact (identical to imagehash, COYO's format) or fast (about 5x faster).",
         ),
     ] = "exact",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
+            "cluster's CPUs, models in GPU or CPU actors; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --engine ray: join this Ray cluster (auto, host:6379, "
+            "ray://host:10001); without it a local Ray instance starts.",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Images into `images` (pHash, size, format), embeddings and `scores`; bad ones quarantined."""
@@ -103,6 +119,8 @@ def images(
         batch_size=batch_size,
         workers=workers,
         phash=phash,
+        engine=engine,
+        address=address,
         progress=RichProgress("images"),
     )
     _report(summary)

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
+ENGINES = ("local", "ray")
 _CHUNK = 16  # records per decode task: big enough to amortise the process hop
 
 
@@ -100,6 +101,8 @@ def ingest_images(
     workers: int | None = None,
     max_pixels: int | None = None,
     phash: str = "exact",
+    engine: str = "local",
+    address: str | None = None,
     progress: Progress | None = None,
 ) -> ImageIngestSummary:
     """Ingest img2dataset shards or image folders: `images`, embeddings, scores, quarantine.
@@ -110,21 +113,84 @@ def ingest_images(
     decodes in this process). `phash` is "exact" (bit-identical to imagehash, COYO's format)
     or "fast" (reduced-scale JPEG decode, about 5x faster, ~81% identical and ~98% within 2
     bits of exact; see docs/benchmarks.md).
+
+    `engine` is "local" (decode processes on this machine) or "ray": Ray Data decodes on the
+    cluster's CPUs and runs the models in an actor pool (one GPU each where the cluster has
+    GPUs), and this process commits each shard as it completes, through the same ledgers, so
+    the tables hold the same rows and resume works alike (see docs/scaling.md). `address`
+    joins a running Ray cluster; without it a local Ray instance starts. `workers` is ignored
+    by the Ray engine.
     """
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if phash not in ("exact", "fast"):
         raise InputError(f"--phash must be exact or fast, not {phash!r}")
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise InputError("--address joins a Ray cluster: it needs --engine ray")
     started = time.perf_counter()
     progress = progress or NullProgress()
     shards = find_shards(paths)
-    device = resolve_device(device)
+    if engine == "ray":
+        from coyo_db.ingest import images_ray
 
+        with images_ray.session(address):
+            device = images_ray.cluster_device(device)
+            return _ingest(
+                catalog,
+                shards,
+                paths,
+                embed,
+                scores,
+                device,
+                batch_size,
+                workers,
+                max_pixels,
+                phash,
+                engine,
+                progress,
+                started,
+            )
+    device = resolve_device(device)
+    return _ingest(
+        catalog,
+        shards,
+        paths,
+        embed,
+        scores,
+        device,
+        batch_size,
+        workers,
+        max_pixels,
+        phash,
+        engine,
+        progress,
+        started,
+    )
+
+
+def _ingest(
+    catalog: Catalog,
+    shards: list[ImageShard],
+    paths: Sequence[str | Path],
+    embed: Sequence[str],
+    scores: Sequence[str],
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    max_pixels: int | None,
+    phash: str,
+    engine: str,
+    progress: Progress,
+    started: float,
+) -> ImageIngestSummary:
     scorer_outputs = [ScorerOutput(spec, load_scorer(spec)) for spec in dict.fromkeys(scores)]
     wanted = list(dict.fromkeys([*embed, *embedding_scorer_models(scorer_outputs)]))
     model_outputs = [model_output(spec, load_model(spec)) for spec in wanted]
-    for output in model_outputs:
-        output.model.to(device)
+    if engine == "local":  # with Ray, the actors load their own copies on their devices
+        for output in model_outputs:
+            output.model.to(device)
 
     catalog.ensure_table(IMAGES, schemas.IMAGES)
     images_ledger = SourceLedger(catalog, IMAGES)
@@ -137,6 +203,7 @@ def ingest_images(
         "device": device,
         "batch_size": batch_size,
         "phash": phash,
+        "engine": engine,
     }
     run = Run(catalog, "ingest images", arguments)
     summary = ImageIngestSummary(table=IMAGES, run_id=run.run_id, sources_seen=len(shards))
@@ -158,9 +225,14 @@ def ingest_images(
     )
     status = "failed"
     try:
-        with _decoder(job.workers) as pool:
-            for shard in shards:
-                job.shard(shard, pool)
+        if engine == "ray":
+            from coyo_db.ingest import images_ray
+
+            images_ray.run(job, shards, device)
+        else:
+            with _decoder(job.workers) as pool:
+                for shard in shards:
+                    job.shard(shard, pool)
         status = "ok"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -204,7 +276,7 @@ def _decoder(count: int) -> Executor:
 
 
 @dataclass
-class _ShardResult:
+class ShardResult:
     """What one shard produced, gathered until its commits."""
 
     images: list[pa.RecordBatch] = field(default_factory=list)
@@ -213,6 +285,97 @@ class _ShardResult:
     bad: list[tuple[ImageRecord, str]] = field(default_factory=list)
     read: int = 0
     written: int = 0
+
+
+@dataclass
+class ShardPlan:
+    """What one shard still lacks: its images, some models, some scorers."""
+
+    need_images: bool
+    models: list[ModelOutput]
+    scorers: list[ScorerOutput]
+    known_ids: dict[str, int] | None  # member -> id when `images` holds the shard already
+
+    @property
+    def specs(self) -> list[Preprocess]:
+        """The pixel arrays the decoders must make for these models and scorers."""
+        return preprocess_specs(self.models, self.scorers)
+
+
+def preprocess_specs(models: list[ModelOutput], scorers: list[ScorerOutput]) -> list[Preprocess]:
+    specs = [m.model.preprocess for m in models if m.images]
+    specs += [s.scorer.preprocess for s in scorers if isinstance(s.scorer, ImageScorer)]
+    return list(dict.fromkeys(specs))
+
+
+def image_key(spec: str) -> str:
+    return f"image:{spec}"
+
+
+def text_key(spec: str) -> str:
+    return f"text:{spec}"
+
+
+def score_prefix(spec: str) -> str:
+    return f"score:{spec}:"
+
+
+def run_models(
+    models: list[ModelOutput],
+    scorers: list[ScorerOutput],
+    pixels: dict[Preprocess, np.ndarray],
+    captions: list[str | None],
+) -> dict[str, np.ndarray]:
+    """The models and scorers on one batch of good images; no ids, no Arrow.
+
+    `pixels` holds a (N, H, W, 3) uint8 array per :class:`Preprocess`. Returns
+    ``image:<spec>`` / ``text:<spec>`` (N, dim) float32 vectors and ``score:<spec>:<column>``
+    arrays of N values. What runs in a model actor of the Ray engine is exactly this.
+    """
+    outputs: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for output in models:
+        tick = time.perf_counter()
+        if output.images:
+            tensor = _tensor(pixels[output.model.preprocess], output.model)
+            image = output.model.embed_images(tensor).float().cpu().numpy()
+            outputs[image_key(output.spec)] = image
+        if output.texts:
+            text = output.model.embed_texts([c or "" for c in captions])
+            outputs[text_key(output.spec)] = text.float().cpu().numpy()
+        timings[output.spec] = time.perf_counter() - tick
+    for output in scorers:
+        tick = time.perf_counter()
+        scorer = output.scorer
+        if isinstance(scorer, ImageScorer):
+            values = scorer.score_images(pixels[scorer.preprocess])
+        elif isinstance(scorer, TextScorer):
+            values = scorer.score_texts(captions)
+        elif isinstance(scorer, EmbeddingScorer):
+            values = scorer.score_embeddings(outputs[image_key(scorer.embedder)])
+        else:  # pragma: no cover - the registry only builds the three kinds
+            raise TypeError(f"{output.spec}: not a scorer")
+        for name, value in values.items():
+            outputs[score_prefix(output.spec) + name] = np.asarray(value)
+        timings[output.spec] = time.perf_counter() - tick
+    if timings:
+        log.debug(
+            "batch of %d: %s",
+            len(captions),
+            ", ".join(f"{name} {seconds:.3f}s" for name, seconds in timings.items()),
+        )
+    return outputs
+
+
+def _tensor(array: np.ndarray, model: Any) -> Any:
+    """uint8 pixels as a tensor on the model's device (pinned, copied asynchronously on CUDA)."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    device = getattr(model, "device", "cpu")
+    if str(device).startswith("cuda"):
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 class _Job:
@@ -246,7 +409,8 @@ class _Job:
 
     # ---- one shard ------------------------------------------------------------------------
 
-    def shard(self, shard: ImageShard, pool: Executor) -> None:
+    def plan(self, shard: ImageShard) -> ShardPlan | None:
+        """What `shard` still lacks (None: nothing, it is skipped); clears partial quarantine."""
         fingerprint = shard.fingerprint
         need_images = self.images_ledger.done(fingerprint) is None
         models = [m for m in self.models if m.ledger.done(m.fingerprint(fingerprint)) is None]
@@ -254,22 +418,33 @@ class _Job:
         if not (need_images or models or scorers):
             log.info("%s: skipped, already ingested", shard.path)
             self.summary.sources_skipped += 1
-            return
+            return None
         known_ids = None if need_images else self._stored_ids(shard)
         if need_images:
             self.images_ledger.discard_partial(fingerprint)
-        specs = self._specs(models, scorers)
-        result = _ShardResult()
-        for decoded in self._batches(shard, pool, specs, result):
-            started = time.perf_counter()
-            self._infer(decoded, models, scorers, result, known_ids)
-            self.summary.timings["infer"] += time.perf_counter() - started
+        return ShardPlan(need_images, models, scorers, known_ids)
 
+    def shard(self, shard: ImageShard, pool: Executor) -> None:
+        plan = self.plan(shard)
+        if plan is None:
+            return
+        result = ShardResult()
+        for decoded in self._batches(shard, pool, plan.specs, result):
+            started = time.perf_counter()
+            pixels = {spec: np.stack([d.pixels[spec] for d in decoded]) for spec in plan.specs}
+            captions = [_caption(d.record) for d in decoded]
+            outputs = run_models(plan.models, plan.scorers, pixels, captions)
+            self.collect(decoded, outputs, plan, result)
+            self.summary.timings["infer"] += time.perf_counter() - started
+        self.finish(shard, plan, result)
+
+    def finish(self, shard: ImageShard, plan: ShardPlan, result: ShardResult) -> None:
+        """Commit what one shard produced and count it."""
         started = time.perf_counter()
-        self._commit(shard, result, need_images, models, scorers)
+        self._commit(shard, result, plan.need_images, plan.models, plan.scorers)
         self.summary.timings["write"] += time.perf_counter() - started
         self.summary.sources_ingested += 1
-        if need_images:
+        if plan.need_images:
             self.summary.rows_read += result.read
             self.summary.rows_written += result.written
             self.summary.rows_quarantined += len(result.bad)
@@ -278,13 +453,8 @@ class _Job:
                     self.summary.quarantine_reasons.get(reason, 0) + 1
                 )
 
-    def _specs(self, models: list[ModelOutput], scorers: list[ScorerOutput]) -> list[Preprocess]:
-        specs = [m.model.preprocess for m in models if m.images]
-        specs += [s.scorer.preprocess for s in scorers if isinstance(s.scorer, ImageScorer)]
-        return list(dict.fromkeys(specs))
-
     def _batches(
-        self, shard: ImageShard, pool: Executor, specs: list[Preprocess], result: _ShardResult
+        self, shard: ImageShard, pool: Executor, specs: list[Preprocess], result: ShardResult
     ) -> Iterator[list[DecodedImage]]:
         """Decoded good images in batches; bad records are set aside in `result.bad`."""
         in_flight: deque[Future] = deque()
@@ -319,41 +489,34 @@ class _Job:
         if ready:
             yield ready
 
-    # ---- models and scorers on one batch --------------------------------------------------
+    # ---- Arrow rows from one batch's model outputs ----------------------------------------
 
-    def _infer(
+    def collect(
         self,
         batch: list[DecodedImage],
-        models: list[ModelOutput],
-        scorers: list[ScorerOutput],
-        result: _ShardResult,
-        known_ids: dict[str, int] | None,
+        outputs: dict[str, np.ndarray],
+        plan: ShardPlan,
+        result: ShardResult,
     ) -> None:
+        """Add one batch of good images and their :func:`run_models` outputs to `result`."""
         self.batch_number += 1
         records = [d.record for d in batch]
+        known_ids = plan.known_ids
         ids, id_sources = self._ids(records, known_ids)
         keep = ids >= 0 if known_ids is not None else np.ones(len(ids), dtype=bool)
         captions = [_caption(r) for r in records]
-        timings: dict[str, float] = {}
 
         if known_ids is None:
             result.images.append(_images_batch(batch, ids, id_sources))
             result.written += len(batch)
 
-        pixels: dict[Preprocess, Any] = {}
-        image_vectors: dict[str, np.ndarray] = {}
-        for output in models:
-            tick = time.perf_counter()
+        for output in plan.models:
             columns: dict[str, pa.Array] = {"id": pa.array(ids[keep], pa.int64())}
-            image = text = None
-            if output.images:
-                tensor = self._pixels(output.model.preprocess, batch, pixels, output.model)
-                image = output.model.embed_images(tensor).float().cpu().numpy()
-                image_vectors[output.spec] = image
+            image = outputs.get(image_key(output.spec))
+            text = outputs.get(text_key(output.spec))
+            if image is not None:
                 columns["image_embedding"] = _vectors(image[keep])
-            if output.texts:
-                text = output.model.embed_texts([c or "" for c in captions])
-                text = text.float().cpu().numpy()
+            if text is not None:
                 columns["text_embedding"] = _vectors(text[keep])
             if image is not None and text is not None:
                 similarity = np.einsum("nd,nd->n", image, text).astype(np.float32)
@@ -362,54 +525,17 @@ class _Job:
             result.embeddings.setdefault(output.table, []).append(
                 pa.RecordBatch.from_pydict(columns, schema=output.schema)
             )
-            timings[output.spec] = time.perf_counter() - tick
 
-        for output in scorers:
-            tick = time.perf_counter()
-            scorer = output.scorer
-            if isinstance(scorer, ImageScorer):
-                arrays = self._pixels(scorer.preprocess, batch, pixels, None)
-                values = scorer.score_images(arrays)
-            elif isinstance(scorer, TextScorer):
-                values = scorer.score_texts(captions)
-            elif isinstance(scorer, EmbeddingScorer):
-                values = scorer.score_embeddings(image_vectors[scorer.embedder])
-            else:  # pragma: no cover - the registry only builds the three kinds
-                raise TypeError(f"{output.spec}: not a scorer")
-            kept = {name: np.asarray(v)[keep] for name, v in values.items()}
+        for output in plan.scorers:
+            prefix = score_prefix(output.spec)
+            kept = {
+                key.removeprefix(prefix): np.asarray(values)[keep]
+                for key, values in outputs.items()
+                if key.startswith(prefix)
+            }
             result.scores.setdefault(output.spec, []).append(
                 score_rows(ids[keep], output.spec, kept)
             )
-            timings[output.spec] = time.perf_counter() - tick
-        if timings:
-            log.debug(
-                "batch %d: %d images; %s",
-                self.batch_number,
-                len(batch),
-                ", ".join(f"{name} {seconds:.3f}s" for name, seconds in timings.items()),
-            )
-
-    def _pixels(
-        self,
-        spec: Preprocess,
-        batch: list[DecodedImage],
-        cache: dict[Preprocess, Any],
-        model: Any,
-    ) -> Any:
-        """The batch's uint8 (N, H, W, 3) pixels for `spec`: NumPy, or a tensor on the
-        model's device when a model wants it (pinned and copied asynchronously on CUDA)."""
-        if spec not in cache:
-            cache[spec] = np.stack([d.pixels[spec] for d in batch])
-        array = cache[spec]
-        if model is None:
-            return array
-        import torch
-
-        tensor = torch.from_numpy(array)
-        device = getattr(model, "device", "cpu")
-        if str(device).startswith("cuda"):
-            tensor = tensor.pin_memory().to(device, non_blocking=True)
-        return tensor
 
     def _ids(
         self, records: list[ImageRecord], known: dict[str, int] | None
@@ -462,7 +588,7 @@ class _Job:
     def _commit(
         self,
         shard: ImageShard,
-        result: _ShardResult,
+        result: ShardResult,
         need_images: bool,
         models: list[ModelOutput],
         scorers: list[ScorerOutput],
@@ -504,7 +630,7 @@ class _Job:
         batches: list[pa.RecordBatch],
         fingerprint: str,
         shard: ImageShard,
-        result: _ShardResult,
+        result: ShardResult,
     ) -> None:
         transaction = lance_tables.stage(self.catalog.table_uri(table), batches, schema)
         record = SourceRecord(
@@ -517,7 +643,7 @@ class _Job:
         ledger.commit_source(transaction, record, self.run_id)
         self.summary.tables[table] = self.summary.tables.get(table, 0) + record.rows_written
 
-    def _quarantine(self, shard: ImageShard, result: _ShardResult) -> pa.Table:
+    def _quarantine(self, shard: ImageShard, result: ShardResult) -> pa.Table:
         if not result.bad:
             return schemas.QUARANTINE.empty_table()
         import json

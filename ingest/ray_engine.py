@@ -1,0 +1,250 @@
+"""Scale-out on Ray Data: shards in, one finished table of rows per shard back to the driver.
+
+The engine is generic; a job plugs in three pieces::
+
+    shards --read (CPU tasks)--> Arrow tables --stage (actor pool, GPUs)--> Arrow tables
+           --driver--> on_shard(index, rows of that shard)   # commit through the ledgers
+
+- ``read(shard)`` runs in Ray tasks (one CPU each): it reads one shard and yields Arrow tables
+  (records decoded, pixels as fixed-size binary columns). The engine numbers the rows.
+- ``stage``: a callable class, built once per actor (load the models there) and called on
+  Arrow batches of :attr:`ModelStage.batch_size` rows; it returns one output row per input row.
+  Actors take :attr:`ModelStage.num_gpus` GPUs each.
+- ``on_shard(index, table)`` runs in the driver as soon as every row of a shard has come back
+  (in any order), with the rows sorted by their position in the shard, each position once.
+  Committing there, per shard, through the job's ledgers keeps resume and "each row once"
+  exactly as in the local engine: a killed driver leaves whole shards committed or not at all.
+
+Failures: a read task that dies is retried (``max_retries``), an actor that dies is restarted
+and its batch retried (``max_restarts`` / ``max_task_retries``); rows a retry sends twice are
+dropped by position, so a shard is never committed with a row twice nor with one missing.
+
+Ray is imported here only, and this module only when a job asks for ``engine="ray"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coyo_db.errors import InputError
+from coyo_db.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+SHARD = "_shard"  # the shard's index in the job's list
+POSITION = "_pos"  # the row's position within its shard
+TOTAL = "_total"  # rows in the shard, on the shard's last table only (-1 elsewhere)
+_BOOKKEEPING = (SHARD, POSITION, TOTAL)
+
+# A crash that repeats (a decoder that segfaults on one image) must fail the job, not loop.
+MAX_RETRIES = 3
+
+Read = Callable[[Any], Iterator[pa.Table]]
+OnShard = Callable[[int, pa.Table | None], None]
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """The actor-pool stage: ``cls(**kwargs)`` per actor, then ``instance(table) -> table``."""
+
+    cls: type
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    actors: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ModuleNotFoundError:
+        raise InputError("the Ray engine needs Ray Data: pip install 'coyo-db[ray]'") from None
+    return ray
+
+
+@contextmanager
+def session(address: str | None = None) -> Iterator[Any]:
+    """Ray, connected: joins `address` (``auto``, ``ray://host:10001``, ``host:6379``), or the
+    instance this process already holds, or starts a local one (shut down at the end)."""
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        except (ConnectionError, ValueError) as exc:
+            where = address or "a local instance"
+            raise InputError(f"cannot start or join Ray at {where}: {exc}") from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def cluster_resources() -> dict[str, float]:
+    """CPUs, GPUs and memory of the connected cluster."""
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def map_shards(
+    shards: Sequence[Any],
+    read: Read,
+    stage: ModelStage,
+    on_shard: OnShard,
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Run `read` and `stage` over `shards` on Ray Data; `on_shard` each shard once, in the
+    driver, as soon as all its rows are back (``None`` for a shard that yielded no rows)."""
+    import ray.data
+
+    progress = progress or NullProgress()
+    if not shards:
+        return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    items = ray.data.from_items(
+        [{SHARD: i} for i in range(len(shards))], override_num_blocks=len(shards)
+    )
+    with warnings.catch_warnings():
+        # Retries have no named parameter in Ray Data 2.60 and pass as remote args, which it
+        # flags as deprecated; without them a crash that repeats would be retried forever.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dataset = items.map_batches(
+            functools.partial(_read_task, shards=list(shards), read=read),
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=1,
+            max_retries=MAX_RETRIES,
+        ).map_batches(
+            _StageActor,
+            fn_constructor_kwargs={"cls": stage.cls, "kwargs": stage.kwargs},
+            batch_size=stage.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=stage.actors),
+            num_gpus=stage.num_gpus or None,
+            num_cpus=stage.num_cpus,
+            max_restarts=MAX_RETRIES,
+            max_task_retries=MAX_RETRIES,
+        )
+    gather = _Gather(on_shard, progress)
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        gather.add(batch)
+    gather.close(len(shards))
+
+
+def _read_task(
+    batch: dict[str, np.ndarray], *, shards: list[Any], read: Read
+) -> Iterator[pa.Table]:
+    """One shard: its tables with the row positions, the total on the last one."""
+    for index in batch[SHARD].tolist():
+        position = 0
+        previous: pa.Table | None = None
+        for table in read(shards[index]):
+            if table.num_rows == 0:
+                continue
+            if previous is not None:
+                yield _number(previous, index, position - previous.num_rows, -1)
+            previous = table
+            position += table.num_rows
+        if previous is not None:
+            yield _number(previous, index, position - previous.num_rows, position)
+
+
+def _number(table: pa.Table, shard: int, first: int, total: int) -> pa.Table:
+    n = table.num_rows
+    return (
+        table.append_column(SHARD, pa.array(np.full(n, shard, np.int64)))
+        .append_column(POSITION, pa.array(np.arange(first, first + n, dtype=np.int64)))
+        .append_column(TOTAL, pa.array(np.full(n, total, np.int64)))
+    )
+
+
+class _StageActor:
+    """Wraps a job's stage: the bookkeeping columns pass by it untouched."""
+
+    def __init__(self, cls: type, kwargs: dict[str, Any]) -> None:
+        self.inner = cls(**kwargs)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        kept = table.select(list(_BOOKKEEPING))
+        out = self.inner(table.drop_columns(list(_BOOKKEEPING)))
+        if out.num_rows != table.num_rows:
+            raise RuntimeError(f"{type(self.inner).__name__} must return one row per input row")
+        for name in _BOOKKEEPING:
+            out = out.append_column(name, kept[name])
+        return out
+
+
+class _Gather:
+    """Rows by shard until a shard is whole; then `on_shard` once."""
+
+    def __init__(self, on_shard: OnShard, progress: Progress) -> None:
+        self.on_shard = on_shard
+        self.progress = progress
+        self.parts: dict[int, list[pa.Table]] = {}
+        self.received: dict[int, int] = {}
+        self.totals: dict[int, int] = {}
+        self.done: set[int] = set()
+
+    def add(self, batch: pa.Table) -> None:
+        shard_column = batch[SHARD].to_numpy()
+        for index in np.unique(shard_column).tolist():
+            if index in self.done:  # a retry sent rows of a shard already committed
+                continue
+            part = batch.filter(pa.array(shard_column == index))
+            self.parts.setdefault(index, []).append(part)
+            self.received[index] = self.received.get(index, 0) + part.num_rows
+            total = pc.max(part[TOTAL]).as_py()
+            if total is not None and total >= 0:
+                self.totals[index] = total
+            if index in self.totals and self.received[index] >= self.totals[index]:
+                self._finish(index)
+
+    def _finish(self, index: int) -> None:
+        table = _unique_rows(pa.concat_tables(self.parts[index]))
+        if table.num_rows < self.totals[index]:
+            return  # duplicates from a retry counted twice: more rows are still to come
+        del self.parts[index]
+        self.done.add(index)
+        self.progress.advance(table.num_rows)
+        self.on_shard(index, table.drop_columns(list(_BOOKKEEPING)))
+
+    def close(self, count: int) -> None:
+        incomplete = sorted(self.parts)
+        if incomplete:
+            raise RuntimeError(f"Ray returned shard(s) {incomplete} incomplete")
+        for index in range(count):
+            if index not in self.done:  # a shard with no records at all
+                self.done.add(index)
+                self.on_shard(index, None)
+
+
+def _unique_rows(table: pa.Table) -> pa.Table:
+    """Rows sorted by position, each position once (a retried task may send some twice)."""
+    positions = table[POSITION].to_numpy()
+    _, first = np.unique(positions, return_index=True)
+    return table.take(pa.array(first))

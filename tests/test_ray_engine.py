@@ -1,0 +1,233 @@
+"""`ingest images --engine ray`: the same rows as the local engine, on a local Ray cluster.
+
+One small Ray instance serves the module. Workers that die mid-job (a read task, a model
+actor) are retried by Ray and the shards still hold each row once; a driver killed after its
+first commit, run again, finishes the rest through the ledgers, as the local engine does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from coyo_db.catalog import Catalog  # noqa: E402
+from coyo_db.errors import InputError  # noqa: E402
+from coyo_db.ingest import images_ray  # noqa: E402
+from coyo_db.ingest.images import ingest_images  # noqa: E402
+from coyo_db.synth_images import write_image_shards  # noqa: E402
+
+IDS = list(range(7_000, 7_018))
+OPTIONS = {"embed": ["effnet-lite0"], "scores": ["language"], "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[Path]:
+    from imagedata import corrupt_jpeg
+
+    out = tmp_path_factory.mktemp("shards")
+    paths, _ = write_image_shards(out, IDS, per_shard=6, seed=7)
+    bad = out / "bad.tar"
+    good = io.BytesIO()
+    Image.new("RGB", (120, 90), (200, 40, 40)).save(good, "JPEG")
+    with tarfile.open(bad, "w") as tar:
+        for name, payload in {
+            "000000001.jpg": good.getvalue(),
+            "000000002.jpg": corrupt_jpeg(),
+            "000000003.jpg": b"",
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return [*paths, bad]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, shards) -> Catalog:
+    catalog = Catalog(tmp_path_factory.mktemp("local") / "home")
+    ingest_images(catalog, shards, workers=0, **OPTIONS)
+    return catalog
+
+
+def _snapshot(catalog: Catalog) -> dict[str, pa.Table]:
+    return {
+        "images": catalog.sql("SELECT * FROM images ORDER BY shard, member"),
+        "scores": catalog.sql("SELECT * FROM scores ORDER BY id, score"),
+        "quarantine": catalog.sql(
+            "SELECT table_name, source, fingerprint, row_index, reason, record "
+            "FROM quarantine ORDER BY source, row_index"
+        ),
+        "sources": catalog.sql(
+            "SELECT table_name, source, fingerprint, rows_read, rows_written, rows_quarantined "
+            "FROM sources ORDER BY table_name, fingerprint"
+        ),
+        "vectors": catalog.dataset("embeddings__effnet_lite0").to_table().sort_by("id"),
+    }
+
+
+def _assert_same(ray_catalog: Catalog, local_catalog: Catalog) -> None:
+    got, want = _snapshot(ray_catalog), _snapshot(local_catalog)
+    for name in ("images", "scores", "quarantine", "sources"):
+        assert got[name].equals(want[name]), name
+    assert got["vectors"]["id"].equals(want["vectors"]["id"])
+    a = np.stack(got["vectors"]["image_embedding"].to_numpy(zero_copy_only=False))
+    b = np.stack(want["vectors"]["image_embedding"].to_numpy(zero_copy_only=False))
+    # Same pixels, same model; a different batch split may move float16 by one step.
+    assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= 2e-3
+
+
+def _counts(catalog: Catalog) -> dict[str, int]:
+    return catalog.sql(
+        "SELECT (SELECT count(*) FROM images) AS images, "
+        "(SELECT count(DISTINCT (shard, member)) FROM images) AS distinct_images, "
+        "(SELECT count(*) FROM embeddings__effnet_lite0) AS vectors, "
+        "(SELECT count(DISTINCT id) FROM embeddings__effnet_lite0) AS distinct_vectors, "
+        "(SELECT count(*) FROM quarantine) AS quarantined"
+    ).to_pylist()[0]
+
+
+def test_ray_engine_writes_the_same_rows_as_the_local_engine(tmp_path, ray_cluster, shards, local):
+    catalog = Catalog(tmp_path / "home")
+    summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
+    assert summary.rows_read == len(IDS) + 3
+    assert summary.rows_written == len(IDS) + 1 and summary.rows_quarantined == 2
+    assert summary.tables["embeddings__effnet_lite0"] == len(IDS) + 1
+    _assert_same(catalog, local)
+    run = catalog.sql("SELECT arguments FROM runs")["arguments"][0].as_py()
+    assert '"engine": "ray"' in run
+
+    again = ingest_images(catalog, shards, engine="ray", **OPTIONS)
+    assert again.sources_skipped == len(shards) and again.rows_read == 0
+
+
+def _dying_read(marker: Path):
+    """images_ray.read_shard, except that the first attempt at one shard dies after one table."""
+    real = images_ray.read_shard
+
+    def read(shard, **kwargs):
+        for index, table in enumerate(real(shard, **kwargs)):
+            yield table
+            if index == 0 and shard.path.endswith("00001.tar") and not marker.exists():
+                marker.touch()
+                os._exit(1)
+
+    return read
+
+
+def _dying_stage(marker: Path):
+    """The model actor, except that the first one to see a batch dies."""
+
+    class DyingStage(images_ray.ModelStage):
+        def __call__(self, table):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().__call__(table)
+
+    return DyingStage
+
+
+def test_workers_killed_mid_job_are_retried_and_each_row_lands_once(
+    tmp_path, monkeypatch, ray_cluster, shards, local
+):
+    read_marker, actor_marker = tmp_path / "read-died", tmp_path / "actor-died"
+    monkeypatch.setattr(images_ray, "read_shard", _dying_read(read_marker))
+    monkeypatch.setattr(images_ray, "ModelStage", _dying_stage(actor_marker))
+    catalog = Catalog(tmp_path / "home")
+    summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
+    assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"
+    assert summary.rows_read == len(IDS) + 3
+    counts = _counts(catalog)
+    assert counts["images"] == counts["distinct_images"] == len(IDS) + 1
+    assert counts["vectors"] == counts["distinct_vectors"] == len(IDS) + 1
+    assert counts["quarantined"] == 2
+    _assert_same(catalog, local)
+
+
+KILLED_DRIVER = textwrap.dedent(
+    """
+    import os, sys
+    from coyo_db.catalog import Catalog
+    from coyo_db.ingest.images import ingest_images
+    from coyo_db.ledger import SourceLedger
+
+    real = SourceLedger.commit_source
+
+    def commit_then_die(self, transaction, record, run_id):
+        version = real(self, transaction, record, run_id)
+        if self.table_name == "images":
+            os._exit(9)
+        return version
+
+    SourceLedger.commit_source = commit_then_die
+    ingest_images(
+        Catalog(sys.argv[1]), sys.argv[3:], engine="ray", address=sys.argv[2],
+        embed=["effnet-lite0"], scores=["language"], batch_size=4,
+    )
+    """
+)
+
+
+def test_a_killed_driver_resumes_with_each_row_once(tmp_path, ray_cluster, shards, local):
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_DRIVER, str(home), ray_cluster, *map(str, shards)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        timeout=120,
+    )
+    assert result.returncode == 9, result.stderr[-2000:]
+    catalog = Catalog(home)
+    first = catalog.sql("SELECT count(DISTINCT shard) AS n FROM images")["n"][0].as_py()
+    assert first == 1, "the driver died after committing one shard"
+    summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
+    assert summary.sources_skipped == 1 and summary.sources_ingested == len(shards) - 1
+    counts = _counts(catalog)
+    assert counts["images"] == counts["distinct_images"] == len(IDS) + 1
+    _assert_same(catalog, local)
+
+
+def test_engine_options_are_checked(tmp_path, shards):
+    catalog = Catalog(tmp_path / "home")
+    with pytest.raises(InputError, match="--engine"):
+        ingest_images(catalog, shards, engine="spark")
+    with pytest.raises(InputError, match="--address"):
+        ingest_images(catalog, shards, address="auto")
+
+
+def test_ingest_images_command_with_the_ray_engine(tmp_path, ray_cluster, shards):
+    from typer.testing import CliRunner
+
+    from coyo_db.cli.app import app
+
+    home = str(tmp_path / "home")
+    args = ["ingest", "images", *map(str, shards[:1]), "--scores", "profanity"]
+    result = CliRunner().invoke(app, [*args, "--engine", "ray", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert "6 images read = 6 written" in result.output
+    result = CliRunner().invoke(app, [*args, "--engine", "dask", "--home", home])
+    assert result.exit_code != 0 and isinstance(result.exception, InputError)
