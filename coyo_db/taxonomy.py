@@ -3,9 +3,13 @@
 The catalog keeps them in two tables:
 
 - `taxonomies` (:data:`schemas.TAXONOMIES`): one row per class (taxonomy, index, wnid, name,
-  definition). ImageNet-21k ships in the package (`coyo_db/data/imagenet21k.tsv.gz`: the
-  21,841 fall11 synsets sorted by wnid, COYO-Labeled-300M's index order) and is written by
-  :func:`ensure_taxonomy`, which any job that writes labels calls first.
+  definition). Two taxonomies ship in the package: ``imagenet-21k``
+  (`coyo_db/data/imagenet21k.tsv.gz`: the 21,841 fall11 synsets sorted by wnid,
+  COYO-Labeled-300M's index order) and ``imagenet-1k`` (`imagenet1k.tsv.gz`: the ILSVRC-2012
+  classes in their usual order, named as open_clip's zero-shot names them, with their wnids,
+  which map them onto ImageNet-21k). :func:`ensure_taxonomy`, which any job that writes labels
+  calls first, writes them. A user's own class list (a text file, one class a line) becomes a
+  taxonomy with :func:`add_taxonomy`; :func:`resolve_taxonomy` finds any of them by name.
 - `taxonomy_tree` (:data:`TAXONOMY_TREE`): the hierarchy as (taxonomy, parent_wnid, child_wnid)
   edges, read from a pickle such as COYO's `imagenet21k_tree.pickle` by :func:`ingest_tree`.
   That file's layout is not documented, so :func:`tree_edges` accepts the shapes a synset tree
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from coyo_db import schemas
 from coyo_db.errors import InputError, SourceFileError
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IMAGENET21K = "imagenet-21k"
+IMAGENET1K = "imagenet-1k"
 TAXONOMIES = "taxonomies"
 TAXONOMY_TREE_TABLE = "taxonomy_tree"
 
@@ -48,9 +54,10 @@ TAXONOMY_TREE = pa.schema(
 )
 
 # Taxonomies shipped in coyo_db/data, by the name rows carry in their `taxonomy` column.
-_SHIPPED = {IMAGENET21K: "imagenet21k.tsv.gz"}
+_SHIPPED = {IMAGENET21K: "imagenet21k.tsv.gz", IMAGENET1K: "imagenet1k.tsv.gz"}
 
 WNID = re.compile(r"^n\d{8}$")
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def available_taxonomies() -> list[str]:
@@ -109,6 +116,136 @@ def ensure_taxonomy(catalog: Catalog, name: str = IMAGENET21K) -> int:
     catalog.append(TAXONOMIES, rows, {"taxonomy": name})
     log.info("wrote taxonomy %s (%d classes)", name, rows.num_rows)
     return rows.num_rows
+
+
+# ---- a user's own taxonomies ----------------------------------------------------------------
+
+
+def read_class_file(path: str | Path) -> list[tuple[str | None, str]]:
+    """(wnid or None, name) per class of a class-list file, in index order.
+
+    One class a line; blank lines and lines starting with ``#`` are skipped. A line may be
+    ``wnid<TAB>name`` (``n02084071\tdog``), which ties the class to a WordNet synset and so to
+    the ImageNet hierarchy; otherwise the whole line is the name.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceFileError(path, f"cannot read a class list ({type(exc).__name__})") from None
+    classes: list[tuple[str | None, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        wnid, tab, name = line.partition("\t")
+        if tab and WNID.match(wnid.strip()) and name.strip():
+            classes.append((wnid.strip(), name.strip()))
+        else:
+            classes.append((None, line))
+    if not classes:
+        raise SourceFileError(path, "holds no class names (one class a line)")
+    names = [name for _, name in classes]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SourceFileError(path, f"names a class more than once: {', '.join(repeated[:3])}")
+    return classes
+
+
+def user_taxonomy_rows(name: str, classes: Sequence[tuple[str | None, str]]) -> pa.Table:
+    """Rows of :data:`schemas.TAXONOMIES` for a user's class list (no definitions)."""
+    n = len(classes)
+    return pa.table(
+        {
+            "taxonomy": pa.array([name] * n, pa.string()),
+            "index": pa.array(range(n), pa.int32()),
+            "wnid": pa.array([w for w, _ in classes], pa.string()),
+            "name": pa.array([c for _, c in classes], pa.string()),
+            "definition": pa.nulls(n, pa.string()),
+        },
+        schema=schemas.TAXONOMIES,
+    )
+
+
+def add_taxonomy(catalog: Catalog, name: str, path: str | Path) -> int:
+    """Register the class-list file at `path` as taxonomy `name` (see :func:`read_class_file`).
+
+    Returns the number of classes written: 0 when the catalog holds the same list already. A
+    different list under a name already taken is refused (labels point into it by index).
+    """
+    if name in _SHIPPED:
+        raise InputError(f"{name!r} is a shipped taxonomy; choose another name")
+    if not _USER_NAME.match(name):
+        raise InputError(
+            f"taxonomy name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
+        )
+    rows = user_taxonomy_rows(name, read_class_file(path))
+    held = catalog_taxonomy(catalog, name)
+    if held is not None:
+        if held.select(["wnid", "name"]).equals(rows.select(["wnid", "name"])):
+            return 0
+        raise InputError(
+            f"taxonomy {name!r} already exists with other classes ({held.num_rows}); "
+            "labels point into it by index, so choose another name"
+        )
+    catalog.append(TAXONOMIES, rows, {"taxonomy": name, "source": str(path)})
+    log.info("wrote taxonomy %s (%d classes) from %s", name, rows.num_rows, path)
+    return rows.num_rows
+
+
+def catalog_taxonomy(catalog: Catalog, name: str) -> pa.Table | None:
+    """Taxonomy `name` as the catalog holds it, in index order; None when it holds none."""
+    if not catalog.has_table(TAXONOMIES):
+        return None
+    table = catalog.dataset(TAXONOMIES).to_table(filter=pc.field("taxonomy") == name)
+    if not table.num_rows:
+        return None
+    return table.sort_by("index").select(schemas.TAXONOMIES.names)
+
+
+def resolve_taxonomy(catalog: Catalog, spec: str) -> tuple[str, pa.Table]:
+    """(name, classes in index order) for a shipped taxonomy, one the catalog holds, or a
+    class-list file (registered under its file stem first)."""
+    if spec in _SHIPPED:
+        ensure_taxonomy(catalog, spec)
+        return spec, load_taxonomy(spec)
+    held = catalog_taxonomy(catalog, spec)
+    if held is not None:
+        return spec, held
+    path = Path(spec).expanduser()
+    if path.is_file():
+        name = path.stem
+        add_taxonomy(catalog, name, path)
+        table = catalog_taxonomy(catalog, name)
+        assert table is not None
+        return name, table
+    raise InputError(
+        f"unknown taxonomy {spec!r}: not one of {', '.join(available_taxonomies())}, not in the "
+        "catalog (coyo-db taxonomy add NAME FILE), and not a class-list file"
+    )
+
+
+def list_taxonomies(catalog: Catalog) -> pa.Table:
+    """Every taxonomy: shipped ones (held or not) and the catalog's own, with class counts."""
+    held: dict[str, int] = {}
+    if catalog.has_table(TAXONOMIES):
+        names = catalog.dataset(TAXONOMIES).to_table(columns=["taxonomy"]).column("taxonomy")
+        counts = pc.value_counts(names)
+        held = {
+            v.as_py(): c.as_py()
+            for v, c in zip(counts.field("values"), counts.field("counts"), strict=True)
+        }
+    names = sorted(set(_SHIPPED) | set(held))
+    return pa.table(
+        {
+            "taxonomy": pa.array(names, pa.string()),
+            "classes": pa.array(
+                [num_classes(n) if n in _SHIPPED else held[n] for n in names], pa.int64()
+            ),
+            "kind": pa.array(["shipped" if n in _SHIPPED else "user" for n in names], pa.string()),
+            "in_catalog": pa.array([n in held for n in names], pa.bool_()),
+        }
+    )
 
 
 # ---- the synset tree ------------------------------------------------------------------------
