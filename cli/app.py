@@ -10,7 +10,16 @@ import sys
 
 import typer
 
-from coyo_db.cli import catalog_cmds, dedup_cmds, ingest_cmds, report_cmds, sample_cmds
+from coyo_db.cli import (
+    catalog_cmds,
+    dedup_cmds,
+    export_cmds,
+    ingest_cmds,
+    label_cmds,
+    report_cmds,
+    sample_cmds,
+    search_cmds,
+)
 
 app = typer.Typer(
     name="coyo-db",
@@ -21,7 +30,16 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (catalog_cmds, dedup_cmds, ingest_cmds, report_cmds, sample_cmds):
+for module in (
+    catalog_cmds,
+    dedup_cmds,
+    export_cmds,
+    ingest_cmds,
+    label_cmds,
+    report_cmds,
+    sample_cmds,
+    search_cmds,
+):
     module.register(app)
 
 

@@ -1,0 +1,285 @@
+"""The three export formats, each fed Arrow record batches in export order.
+
+- :class:`ParquetShards`: ``part-00000.parquet``, ``part-00001.parquet``, ... of at most
+  `shard_rows` rows each (img2dataset reads the folder with ``--input_format parquet``);
+- :func:`write_lance`: one Lance dataset in the target folder;
+- :class:`WebDatasetShards`: ``00000.tar``, ``00001.tar``, ... of at most `samples_per_shard`
+  samples, each ``<key>.<ext>`` (the image bytes as ingested), ``<key>.txt`` (the caption) and
+  ``<key>.json`` (id, url, caption and every other exported column), as img2dataset writes
+  them; webdataset and open_clip's training loader read them as they are.
+
+Every writer counts rows per file and tallies the ids it wrote (:class:`IdTally`), which is what
+the manifest records and what a replay compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from coyo_db.progress import NullProgress, Progress
+
+PARQUET_PATTERN = "part-{:05d}.parquet"
+TAR_PATTERN = "{:05d}.tar"
+# Image formats as the `images` table names them -> the extension webdataset keys on.
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass
+class WrittenFile:
+    """One output file: its name inside the export folder, rows and bytes."""
+
+    path: str
+    rows: int
+    bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes}
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """A well-mixed 64-bit hash of each int64 (SplitMix64's finaliser), vectorised."""
+    z = values.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@dataclass
+class IdTally:
+    """Count and fingerprints of the ids written, fed one batch at a time.
+
+    ``set_hash``: the sum mod 2^64 of SplitMix64(id) over every row, as 16 hex digits. It does
+    not depend on row order, so two exports of the same ids in another order agree.
+    ``sha256``: SHA-256 of the ids as little-endian int64 in the order written.
+    """
+
+    count: int = 0
+    _sum: int = 0
+    _sha: Any = field(default_factory=hashlib.sha256)
+
+    def update(self, ids: pa.Array | pa.ChunkedArray | np.ndarray) -> None:
+        if not isinstance(ids, np.ndarray):
+            ids = ids.to_numpy()
+        values = np.ascontiguousarray(ids, dtype="<i8")
+        self.count += len(values)
+        if len(values):
+            with np.errstate(over="ignore"):
+                self._sum = (self._sum + int(_splitmix64(values).sum(dtype=np.uint64))) % 2**64
+            self._sha.update(values.tobytes())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "set_hash": f"{self._sum:016x}",
+            "sha256": self._sha.hexdigest(),
+        }
+
+
+class ParquetShards:
+    """Parquet files of at most `shard_rows` rows each, named ``part-NNNNN.parquet``."""
+
+    def __init__(self, folder: Path, shard_rows: int) -> None:
+        self.folder = folder
+        self.shard_rows = shard_rows
+        self.files: list[WrittenFile] = []
+        self._writer: Any = None
+        self._rows_in_file = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            if self._writer is None:
+                self._open(batch.schema)
+            room = self.shard_rows - self._rows_in_file
+            part, batch = batch.slice(0, room), batch.slice(room)
+            self._writer.write_batch(part)
+            self._rows_in_file += part.num_rows
+            if self._rows_in_file >= self.shard_rows:
+                self._close()
+
+    def _open(self, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq
+
+        name = PARQUET_PATTERN.format(len(self.files))
+        self._writer = pq.ParquetWriter(self.folder / name, schema)
+        self.files.append(WrittenFile(name, 0))
+        self._rows_in_file = 0
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._writer = None
+        last = self.files[-1]
+        last.rows = self._rows_in_file
+        last.bytes = (self.folder / last.path).stat().st_size
+
+    def finish(self, schema: pa.Schema) -> list[WrittenFile]:
+        """Close the last file; an empty export still gets one empty file with the schema."""
+        if self._writer is None and not self.files:
+            self._open(schema)
+        if self._writer is not None:
+            self._close()
+        return self.files
+
+
+def write_parquet(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, shard_rows: int
+) -> list[WrittenFile]:
+    shards = ParquetShards(folder, shard_rows)
+    for batch in batches:
+        shards.write(batch)
+    return shards.finish(schema)
+
+
+def write_lance(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path
+) -> list[WrittenFile]:
+    """One Lance dataset at `folder` (which may exist, empty)."""
+    import lance
+
+    rows = 0
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for batch in batches:
+            rows += batch.num_rows
+            yield batch
+
+    reader = pa.RecordBatchReader.from_batches(schema, counted())
+    lance.write_dataset(reader, str(folder), mode="create")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return [WrittenFile(".", rows, size)]
+
+
+@dataclass
+class WebDatasetStats:
+    files: list[WrittenFile]
+    written: int
+    missing: int
+    missing_reasons: dict[str, int]
+
+
+class WebDatasetShards:
+    """Tar shards of ``<key>.<ext>``, ``<key>.txt``, ``<key>.json`` samples.
+
+    Members get a fixed mtime and owner so that the same export gives the same bytes.
+    """
+
+    def __init__(self, folder: Path, samples_per_shard: int) -> None:
+        self.folder = folder
+        self.samples_per_shard = samples_per_shard
+        self.files: list[WrittenFile] = []
+        self._tar: tarfile.TarFile | None = None
+        self._in_shard = 0
+
+    def add(self, key: str, image: bytes, ext: str, text: str, meta: dict[str, Any]) -> None:
+        if self._tar is None:
+            name = TAR_PATTERN.format(len(self.files))
+            # closed by _close when the shard is full, or by finish
+            self._tar = tarfile.open(self.folder / name, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+            self.files.append(WrittenFile(name, 0))
+            self._in_shard = 0
+        payload = json.dumps(meta, ensure_ascii=False, default=_json_default).encode("utf-8")
+        for suffix, data in ((ext, image), ("txt", text.encode("utf-8")), ("json", payload)):
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            self._tar.addfile(info, io.BytesIO(data))
+        self._in_shard += 1
+        if self._in_shard >= self.samples_per_shard:
+            self._close()
+
+    def _close(self) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        self._tar = None
+        last = self.files[-1]
+        last.rows = self._in_shard
+        last.bytes = (self.folder / last.path).stat().st_size
+
+    def finish(self) -> list[WrittenFile]:
+        if self._tar is not None:
+            self._close()
+        return self.files
+
+
+def write_webdataset(
+    table: pa.Table,
+    locations: pa.Table,
+    folder: Path,
+    samples_per_shard: int,
+    tally: IdTally,
+    progress: Progress | None = None,
+) -> WebDatasetStats:
+    """Tar shards of the images of `table`'s rows.
+
+    `locations` is aligned with `table` (one row each): ``shard``, ``member``, ``format`` from
+    the `images` table (and its ``caption``, the ``.txt`` when the export has no ``text``), null
+    where the row has no image. Images are read one pass per shard
+    (:func:`coyo_db.ingest.image_fetch.fetch_images`), so samples come in shard order; each
+    sample's key is its row's position in the export, zero-padded to 9 digits.
+    """
+    from coyo_db.ingest.image_fetch import fetch_images
+
+    progress = progress or NullProgress()
+    has_location = np.asarray(
+        locations["shard"].is_valid().to_numpy(zero_copy_only=False), dtype=bool
+    )
+    rows = np.flatnonzero(has_location)
+    reasons: dict[str, int] = {}
+    if (absent := len(table) - len(rows)) > 0:
+        reasons["no row in the images table"] = absent
+    shards_col = locations["shard"].to_pylist()
+    members_col = locations["member"].to_pylist()
+    formats_col = locations["format"].to_pylist()
+    captions_col = locations["caption"].to_pylist()
+    text_name = "text" if "text" in table.column_names else None
+    records = table.to_pylist()  # per-sample work is tar I/O; one dict per row is small beside it
+    digits = max(9, len(str(len(table))))
+    writer = WebDatasetShards(folder, samples_per_shard)
+    written_ids: list[int] = []
+    progress.start("export webdataset", total=len(rows))
+    fetched = fetch_images((shards_col[r], members_col[r]) for r in rows.tolist())
+    for image in fetched:
+        row = int(rows[image.index])
+        if image.data is None:
+            reason = image.error or "no image bytes"
+            reasons[reason] = reasons.get(reason, 0) + 1
+            progress.advance(1)
+            continue
+        meta = records[row]
+        text = meta.get(text_name) if text_name else None
+        if text is None:
+            text = captions_col[row]
+        key = f"{row:0{digits}d}"
+        meta = {"key": key, **meta}
+        ext = EXTENSIONS.get(str(formats_col[row] or "").upper(), "jpg")
+        writer.add(key, image.data, ext, "" if text is None else str(text), meta)
+        written_ids.append(int(meta["id"]))
+        progress.advance(1)
+    progress.finish()
+    tally.update(np.asarray(written_ids, dtype=np.int64))
+    return WebDatasetStats(
+        writer.finish(), len(written_ids), len(table) - len(written_ids), reasons
+    )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

@@ -1,0 +1,283 @@
+"""FAISS indexes over an `embeddings__<model>` table, stored in the catalog for `coyo-db search`.
+
+Vectors are the table's image embeddings, L2-normalised float32 (one per id), searched by inner
+product (= cosine similarity). The kind is chosen by size (``kind="auto"``):
+
+- ``flat`` (exact, ``IndexFlatIP``) up to :data:`FLAT_MAX` vectors: a query scans them all in
+  a few milliseconds, and nothing is approximate;
+- ``ivf-flat`` (``IVF<nlist>,Flat``) above that while the raw vectors fit in
+  :data:`IVF_FLAT_MAX_BYTES`: exact distances inside the `nprobe` lists searched;
+- ``ivf-pq`` (``IVF<nlist>,PQ<m>``) above that: ``m`` bytes per vector (``m = dim / 8``
+  sub-quantizers of 8 bits), so 700M x 512-d fits in ~45 GB. Each query re-ranks its
+  ``k * rerank`` best PQ candidates with their stored vectors (read back from the table by
+  row), which restores most of the recall PQ loses.
+
+``nlist = clamp(round(sqrt(n)), 16, 65536)`` lists, trained by k-means (FAISS, fixed seed) on
+at most 64 vectors per list; ``nprobe`` defaults to ``max(8, nlist // 16)``. With GPUs (a
+faiss build that has them), training and adding run on all of them; the stored index is a
+CPU index either way.
+
+A built index lives in ``<home>/indexes/<model slug>/``: ``index.faiss``, ``ids.npy`` (the id
+of each vector position), ``rows.npy`` (its row in the table, for re-ranking) and
+``meta.json`` (model, table, table version, count, kind, parameters, time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from coyo_db.errors import InputError, MissingExtraError
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("auto", "flat", "ivf-flat", "ivf-pq")
+FLAT_MAX = 200_000
+IVF_FLAT_MAX_BYTES = 4 << 30
+MIN_LISTS, MAX_LISTS = 16, 65_536
+TRAIN_POINTS_PER_LIST = 64
+RERANK = 4
+INDEXES_DIR = "indexes"
+SEED = 1234
+
+
+def faiss_module() -> Any:
+    try:
+        import faiss
+    except ModuleNotFoundError:
+        raise MissingExtraError("faiss-cpu", "index") from None
+    return faiss
+
+
+@dataclass
+class IndexMeta:
+    """What `meta.json` records about a built index."""
+
+    model: str
+    table: str
+    table_version: int
+    count: int
+    dim: int
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    metric: str = "inner_product"
+    device: str = "cpu"
+    built_at: str = ""
+    seconds: float = 0.0
+    tool_version: str = ""
+
+    def line(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return (
+            f"built a {self.kind} index of {self.count:,} {self.dim}-d vectors from "
+            f"{self.table} (version {self.table_version}{', ' + params if params else ''}) "
+            f"on the {self.device} in {self.seconds:.1f} s"
+        )
+
+
+def index_dir(catalog: Catalog, model: str) -> Path:
+    from coyo_db.ingest.registry import table_slug
+
+    return catalog.home / INDEXES_DIR / table_slug(model)
+
+
+def choose_kind(n: int, dim: int) -> str:
+    """The index kind `auto` picks for `n` vectors of `dim` dimensions."""
+    if n <= FLAT_MAX:
+        return "flat"
+    if n * dim * 4 <= IVF_FLAT_MAX_BYTES:
+        return "ivf-flat"
+    return "ivf-pq"
+
+
+def list_count(n: int) -> int:
+    return int(min(MAX_LISTS, max(MIN_LISTS, round(np.sqrt(max(n, 1))))))
+
+
+def pq_subquantizers(dim: int) -> int:
+    """The largest divisor of `dim` not above dim / 8 (8 dimensions per byte of code)."""
+    target = max(1, dim // 8)
+    return max(m for m in range(1, target + 1) if dim % m == 0)
+
+
+def default_nprobe(nlist: int) -> int:
+    return min(nlist, max(8, nlist // 16))
+
+
+def build_index(
+    catalog: Catalog,
+    model: str,
+    *,
+    kind: str = "auto",
+    nlist: int | None = None,
+    pq_m: int | None = None,
+    nprobe: int | None = None,
+    gpu: bool | None = None,
+) -> IndexMeta:
+    """Build the index of `model`'s image vectors and store it in the catalog (replacing any
+    earlier one). `gpu` None uses GPUs when faiss has them."""
+    from coyo_db import __version__
+    from coyo_db.ingest.image_outputs import embeddings_table
+    from coyo_db.manifest import utc_now
+
+    if kind not in KINDS:
+        raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    faiss = faiss_module()
+    started = time.perf_counter()
+    table = embeddings_table(model)
+    if not catalog.has_table(table):
+        raise InputError(
+            f"the catalog has no embeddings table {table!r}; "
+            f"run coyo-db ingest images --embed {model} first"
+        )
+    ids, vectors, rows, version = load_table_vectors(catalog, table)
+    n, dim = vectors.shape
+    if n == 0:
+        raise InputError(f"{table} holds no image vectors to index")
+    chosen = choose_kind(n, dim) if kind == "auto" else kind
+    params: dict[str, Any] = {}
+    if chosen == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = min(nlist or list_count(n), n)
+        params["nlist"] = lists
+        if chosen == "ivf-pq":
+            m = pq_m or pq_subquantizers(dim)
+            if dim % m:
+                raise InputError(f"--pq-m {m} does not divide the dimension {dim}")
+            params["pq_m"] = m
+            params["rerank"] = RERANK
+            factory = f"IVF{lists},PQ{m}"
+        else:
+            factory = f"IVF{lists},Flat"
+        params["nprobe"] = min(lists, nprobe or default_nprobe(lists))
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
+        ivf.cp.seed = SEED
+        ivf.nprobe = params["nprobe"]
+    use_gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
+    device = "cpu"
+    if use_gpu and chosen != "flat" and faiss.get_num_gpus() > 0:
+        device = f"{faiss.get_num_gpus()} GPU(s)"
+        on_gpu = faiss.index_cpu_to_all_gpus(index)
+        on_gpu.train(vectors)
+        on_gpu.add(vectors)
+        index = faiss.index_gpu_to_cpu(on_gpu)
+    else:
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+    meta = IndexMeta(
+        model=model,
+        table=table,
+        table_version=version,
+        count=n,
+        dim=dim,
+        kind=chosen,
+        params=params,
+        device=device,
+        built_at=utc_now(),
+        seconds=round(time.perf_counter() - started, 3),
+        tool_version=__version__,
+    )
+    _store(index_dir(catalog, model), index, ids, rows, meta)
+    log.info(meta.line())
+    return meta
+
+
+def load_table_vectors(
+    catalog: Catalog, table: str, version: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Ids (unique, sorted), their L2-normalised float32 image vectors, the table row (offset in
+    scan order, for ``take``) of each, and the table version read."""
+    if not catalog.has_table(table):
+        raise InputError(f"the catalog has no embeddings table {table!r}")
+    dataset = catalog.dataset(table, version)
+    if "image_embedding" not in dataset.schema.names:
+        raise InputError(f"{table!r} holds no image_embedding column to index")
+    dim = dataset.schema.field("image_embedding").type.list_size
+    scanned = dataset.to_table(columns=["id", "image_embedding"])
+    column = scanned["image_embedding"]
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(valid)
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    at = 0
+    for chunk in column.drop_null().chunks:
+        part = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        vectors[at : at + len(part)] = part
+        at += len(part)
+    ids = scanned["id"].to_numpy()[rows]
+    ids, first = np.unique(ids, return_index=True)  # an image ingested twice: its first row
+    if len(first) != len(rows):
+        vectors, rows = vectors[first], rows[first]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors /= np.where(norms > 0, norms, 1.0)
+    return ids, vectors, rows.astype(np.int64), dataset.version
+
+
+def _store(folder: Path, index: Any, ids: np.ndarray, rows: np.ndarray, meta: IndexMeta) -> None:
+    import shutil
+    import uuid
+
+    faiss = faiss_module()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        faiss.write_index(index, str(staging / "index.faiss"))
+        np.save(staging / "ids.npy", ids.astype(np.int64))
+        np.save(staging / "rows.npy", rows.astype(np.int64))
+        (staging / "meta.json").write_text(json.dumps(asdict(meta), indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@dataclass
+class LoadedIndex:
+    """An index read back: the FAISS index, the id and table row of each position, its meta."""
+
+    index: Any
+    ids: np.ndarray
+    rows: np.ndarray
+    meta: IndexMeta
+
+
+def built_models(catalog: Catalog) -> list[str]:
+    """Models with a built index in the catalog."""
+    root = catalog.home / INDEXES_DIR
+    models = []
+    for meta in sorted(root.glob("*/meta.json")):
+        models.append(json.loads(meta.read_text())["model"])
+    return models
+
+
+def load_index(catalog: Catalog, model: str | None = None) -> LoadedIndex:
+    """The stored index of `model` (or of the only model indexed when None)."""
+    if model is None:
+        models = built_models(catalog)
+        if not models:
+            raise InputError("the catalog has no vector index; run coyo-db index build --model M")
+        if len(models) > 1:
+            raise InputError(f"several indexes ({', '.join(models)}); choose one with --model")
+        model = models[0]
+    folder = index_dir(catalog, model)
+    if not (folder / "meta.json").is_file():
+        raise InputError(f"no index for {model!r}; run coyo-db index build --model {model}")
+    faiss = faiss_module()
+    meta = IndexMeta(**json.loads((folder / "meta.json").read_text()))
+    index = faiss.read_index(str(folder / "index.faiss"))
+    return LoadedIndex(index, np.load(folder / "ids.npy"), np.load(folder / "rows.npy"), meta)
