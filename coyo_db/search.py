@@ -207,6 +207,8 @@ def search(
     started = time.perf_counter()
     loaded = load_index(catalog, model)
     meta = loaded.meta
+    if image is not None and not Path(image).is_file():
+        raise InputError(f"{image}: no such image file")
     if id is not None:
         query = stored_vector(catalog, meta.table, id)
     else:

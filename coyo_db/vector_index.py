@@ -165,6 +165,10 @@ def build_index(
         ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
         ivf.cp.seed = SEED
         ivf.nprobe = params["nprobe"]
+        if chosen == "ivf-pq":
+            # polysemous codes serve Hamming pre-filtering, which search does not use; their
+            # training is the slowest part of the build
+            faiss.downcast_index(ivf).do_polysemous_training = False
     use_gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
     device = "cpu"
     if use_gpu and chosen != "flat" and faiss.get_num_gpus() > 0:
@@ -218,7 +222,7 @@ def load_table_vectors(
         at += len(part)
     ids = scanned["id"].to_numpy()[rows]
     ids, first = np.unique(ids, return_index=True)  # an image ingested twice: its first row
-    if len(first) != len(rows):
+    if len(first) != len(rows) or np.any(np.diff(first) != 1):
         vectors, rows = vectors[first], rows[first]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors /= np.where(norms > 0, norms, 1.0)

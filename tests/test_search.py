@@ -1,0 +1,273 @@
+"""Vector index build and search: exact and IVF kinds, filters, metadata, the real model, CLI."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from coyo_db import schemas
+from coyo_db.cli.app import app
+from coyo_db.errors import InputError
+from coyo_db.ingest.image_outputs import embeddings_table
+from coyo_db.search import search
+from coyo_db.vector_index import (
+    build_index,
+    choose_kind,
+    load_index,
+    pq_subquantizers,
+)
+
+MODEL = "effnet-lite0"
+DIM = 32
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = DIM, centres: int = 20) -> np.ndarray:
+    """Unit vectors around a few centres (embeddings are clustered, not uniform)."""
+    centre = unit(rng.standard_normal((centres, dim)))
+    which = rng.integers(0, centres, n)
+    return unit(centre[which] + 0.35 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def write_embeddings(catalog, ids: np.ndarray, vectors: np.ndarray) -> None:
+    dim = vectors.shape[1]
+    name = embeddings_table(MODEL)
+    catalog.ensure_table(name, schemas.embeddings_schema(dim, None))
+    values = pa.array(vectors.astype(np.float16).ravel(), pa.float16())
+    catalog.append(
+        name,
+        pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "image_embedding": pa.FixedSizeListArray.from_arrays(values, dim),
+            }
+        ),
+    )
+
+
+def stored(vectors: np.ndarray) -> np.ndarray:
+    return unit(vectors.astype(np.float16).astype(np.float32))
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed=None) -> np.ndarray:
+    scores = vectors @ query
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+@pytest.fixture
+def vector_catalog(catalog):
+    """2,000 clustered vectors under shuffled ids, with 5 planted near-copies, and pairs rows."""
+    from coyo_db.synth import synth_table
+
+    rng = np.random.default_rng(0)
+    vectors = clustered(rng, 2000)
+    copies = unit(vectors[:5] + 0.02 * rng.standard_normal((5, DIM))).astype(np.float32)
+    vectors = np.concatenate([vectors, copies])
+    ids = rng.permutation(len(vectors)).astype(np.int64) * 5 + 11
+    write_embeddings(catalog, ids, vectors)
+    pairs = synth_table(len(ids), seed=1).set_column(0, "id", pa.array(ids))
+    catalog.ensure_table("pairs", schemas.PAIRS)
+    catalog.append("pairs", pairs.cast(schemas.PAIRS))
+    return catalog, ids, stored(vectors), pairs
+
+
+def test_kind_by_size_and_pq_shape():
+    assert choose_kind(10_000, 512) == "flat"
+    assert choose_kind(1_000_000, 512) == "ivf-flat"
+    assert choose_kind(50_000_000, 512) == "ivf-pq"
+    assert pq_subquantizers(512) == 64 and pq_subquantizers(1280) == 160
+    assert pq_subquantizers(42) == 3  # 42 // 8 = 5 does not divide 42; 3 does
+
+
+def test_flat_search_by_id_finds_the_near_copy_first_with_exact_scores(vector_catalog):
+    catalog, ids, vectors, pairs = vector_catalog
+    meta = build_index(catalog, MODEL)
+    assert meta.kind == "flat" and meta.count == len(ids)
+    loaded = load_index(catalog)
+    assert np.array_equal(loaded.ids, np.sort(ids))
+    for original in range(5):
+        copy = 2000 + original
+        result = search(catalog, id=int(ids[copy]), k=5)
+        assert result.ids[0] == ids[original]
+        assert int(ids[copy]) not in result.ids  # the query id is not its own neighbour
+        want = exact_top(vectors, vectors[copy], 6)[1:]
+        assert result.ids == ids[want].tolist()
+        np.testing.assert_allclose(
+            result.table["score"].to_numpy(), vectors[want] @ vectors[copy], atol=1e-3
+        )
+    # metadata comes from pairs
+    row = pairs.to_pylist()[int(np.flatnonzero(pairs["id"].to_numpy() == result.ids[0])[0])]
+    assert result.table["url"][0].as_py() == row["url"]
+    assert result.table["text"][0].as_py() == row["text"]
+    assert result.table.column_names[:3] == ["rank", "id", "score"]
+
+
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
+def test_ivf_kinds_reach_high_recall_against_exact_search(vector_catalog, kind):
+    catalog, ids, vectors, _ = vector_catalog
+    meta = build_index(catalog, MODEL, kind=kind, nlist=32, nprobe=12)
+    assert meta.kind == kind and meta.params["nlist"] == 32
+    if kind == "ivf-pq":
+        assert meta.params["pq_m"] == 4 and meta.params["rerank"] == 4
+    rng = np.random.default_rng(5)
+    order = np.argsort(ids)
+    recall = []
+    for q in rng.choice(len(ids), 30, replace=False):
+        result = search(catalog, id=int(ids[q]), k=10)
+        want = set(ids[exact_top(vectors, vectors[q], 11)[1:]].tolist())
+        recall.append(len(want & set(result.ids)) / 10)
+        assert result.table["score"].to_numpy()[0] <= 1.001
+    assert np.mean(recall) >= (0.9 if kind == "ivf-flat" else 0.8), np.mean(recall)
+    # a full probe of an IVF-flat index is exact
+    if kind == "ivf-flat":
+        q = int(order[0])
+        full = search(catalog, id=int(ids[q]), k=10, nprobe=32)
+        assert full.ids == ids[exact_top(vectors, vectors[q], 11)[1:]].tolist()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat"])
+def test_where_filter_is_applied_inside_the_search(vector_catalog, kind):
+    catalog, ids, vectors, _pairs = vector_catalog
+    build_index(catalog, MODEL, kind=kind, nlist=32, nprobe=4)
+    where = "width > 900 AND id % 3 = 0"
+    chosen = set(catalog.sql(f"SELECT id FROM pairs WHERE {where}")["id"].to_pylist())
+    assert 0 < len(chosen) < len(ids) // 5  # a narrow filter
+    allowed = np.isin(ids, list(chosen))
+    for q in (1, 7, 2001):
+        result = search(catalog, id=int(ids[q]), k=10, where=where)
+        assert len(result.ids) == 10 and set(result.ids) <= chosen
+        assert result.candidates == len(chosen - {int(ids[q])})
+        want = exact_top(vectors, vectors[q], 10, allowed & (ids != ids[q]))
+        if kind == "flat":
+            assert result.ids == ids[want].tolist()
+        else:  # nprobe grows with the filter's selectivity: close to exact
+            assert len(set(result.ids) & set(ids[want].tolist())) >= 8
+    nothing = search(catalog, id=int(ids[0]), k=5, where="false")
+    assert nothing.table.num_rows == 0
+
+
+def test_user_mistakes_are_clear(vector_catalog, tmp_path):
+    catalog, ids, _, _ = vector_catalog
+    with pytest.raises(InputError, match="index build"):
+        search(catalog, id=int(ids[0]))
+    build_index(catalog, MODEL)
+    with pytest.raises(InputError, match="exactly one"):
+        search(catalog, id=int(ids[0]), text="a dog")
+    with pytest.raises(InputError, match="no image vector for id"):
+        search(catalog, id=-5)
+    with pytest.raises(InputError, match="no such image file"):
+        search(catalog, image=tmp_path / "nope.jpg")
+    with pytest.raises(InputError, match="unknown index kind"):
+        build_index(catalog, MODEL, kind="hnsw")
+    with pytest.raises(InputError, match="no embeddings table"):
+        build_index(catalog, "open_clip:ViT-B-32:random")
+
+
+def test_stale_index_is_reported(vector_catalog):
+    catalog, ids, vectors, _ = vector_catalog
+    build_index(catalog, MODEL)
+    assert not search(catalog, id=int(ids[0]), k=3).stale
+    write_embeddings(catalog, np.array([10**9]), vectors[:1])
+    result = search(catalog, id=int(ids[0]), k=3)
+    assert result.stale and result.table_version > result.index_version
+
+
+def test_cli_builds_and_searches(vector_catalog):
+    catalog, ids, _vectors, _ = vector_catalog
+    runner = CliRunner()
+    home = ["--home", str(catalog.home)]
+    built = runner.invoke(app, ["index", "build", *home, "--model", MODEL])
+    assert built.exit_code == 0 and "flat index of 2,005" in built.output
+    copy = int(ids[2003])
+    found = runner.invoke(app, ["search", *home, "--id", str(copy), "-k", "3", "-f", "csv"])
+    assert found.exit_code == 0, found.output
+    lines = found.output.strip().splitlines()
+    assert lines[0].startswith('"rank","id","score","url","text"')
+    assert lines[1].split(",")[1] == str(ids[3]) and len(lines) == 4
+
+
+def test_help_and_query_never_import_faiss_or_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from coyo_db.cli.app import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0 and 'export' in r.output and 'search' in r.output\n"
+        f"r = CliRunner().invoke(app, ['query', '--home', {str(tmp_path)!r}, 'SELECT 1'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "bad = [m for m in ('faiss', 'torch', 'open_clip') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the real model: an image's near-copy is found first -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_home(tmp_path_factory):
+    """12 synthetic images (with planted near-copies) ingested with effnet-lite0, indexed."""
+    pytest.importorskip("torch")
+    from coyo_db.catalog import Catalog
+    from coyo_db.ingest.images import ingest_images
+    from coyo_db.synth_images import write_image_shards
+
+    root = tmp_path_factory.mktemp("search-images")
+    catalog = Catalog(root / "home")
+    ids = list(range(500, 512))
+    shards, planted = write_image_shards(
+        root / "images",
+        ids,
+        captions=[f"picture {i}" for i in ids],
+        urls=[f"https://example.com/{i}.jpg" for i in ids],
+        per_shard=12,
+        seed=4,
+    )
+    ingest_images(catalog, shards, embed=[MODEL], workers=0)
+    build_index(catalog, MODEL)
+    return catalog, shards, planted
+
+
+def test_search_by_image_and_by_id_finds_the_near_copy_first(image_home, tmp_path):
+    import tarfile
+
+    from PIL import Image
+
+    catalog, shards, planted = image_home
+    assert planted
+    key_to_id = dict(
+        zip(*catalog.sql("SELECT key, id FROM images").to_pydict().values(), strict=True)
+    )
+    family: dict[int, set[int]] = {}
+    for copy in planted:
+        original = key_to_id[copy.original_key]
+        family.setdefault(original, {original}).add(key_to_id[copy.copy_key])
+    for copy in planted:
+        duplicate = key_to_id[copy.copy_key]
+        by_id = search(catalog, id=duplicate, k=3)
+        # its original (or another copy of the same original) comes first
+        assert by_id.ids[0] in family[key_to_id[copy.original_key]] - {duplicate}, copy
+    # a file the catalog never saw: a half-size re-encode of an original
+    copy = planted[0]
+    with tarfile.open(shards[0]) as tar:
+        data = tar.extractfile(f"{copy.original_key}.jpg").read()
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = image.resize((image.width // 2, image.height // 2))
+    path = tmp_path / "query.png"
+    image.save(path)
+    result = search(catalog, image=path, k=3)
+    assert result.ids[0] in family[key_to_id[copy.original_key]]
+    assert result.table["score"][0].as_py() > 0.8
+    with pytest.raises(InputError, match="no text tower"):
+        search(catalog, text="a picture")
