@@ -5,6 +5,11 @@ Layout of a home directory::
     <home>/tables/<name>.lance   one Lance dataset per table (pairs, labels, quarantine, ...)
     <home>/catalog.duckdb        the user's own views, macros and tables (made with --write)
 
+A home may also be an object-store URI (``s3://bucket/prefix``): the Lance tables live there
+(credentials and endpoint from the AWS environment variables, see :mod:`coyo_db.object_store`)
+and the DuckDB file, spills and caches in a local folder, ``Catalog.home``
+(``$COYO_DB_CACHE/<hash>``, default ``~/.cache/coyo-db/<hash>``).
+
 A DuckDB connection registers every Lance table under its name (DuckDB scans it through the
 Arrow dataset interface, with projection and filter push-down) and then creates the views of
 `sql/*.sql` as temporary views, so the shipped views always match the installed version.
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from coyo_db import lance_tables, sqlfiles
+from coyo_db import lance_tables, object_store, sqlfiles
 from coyo_db.errors import CatalogError, QueryError
 from coyo_db.readonly import check_read_only, split_statements
 
@@ -33,12 +38,17 @@ HOME_ENV = "COYO_DB_HOME"
 DEFAULT_HOME = "coyo-db-home"
 _DUCKDB_FILE = "catalog.duckdb"
 _TABLES_DIR = "tables"
+_REMOTE_MARKER = "coyo-db.json"  # what `init` leaves in a remote home, which has no folders
 _RETURNS_ROWS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 
 
-def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """The catalog directory: the argument, else $COYO_DB_HOME, else ./coyo-db-home."""
+def resolve_home(home: str | os.PathLike[str] | None = None) -> str | Path:
+    """The catalog's location: the argument, else $COYO_DB_HOME, else ./coyo-db-home; an
+    object-store URI stays a string, a directory becomes an absolute Path."""
     chosen = home if home is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
+    uri = object_store.as_uri(chosen)
+    if uri is not None:
+        return uri
     return Path(chosen).expanduser().resolve()
 
 
@@ -50,40 +60,89 @@ class Catalog:
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
-        self.home = resolve_home(home)
+        location = resolve_home(home)
+        #: where the catalog is: its directory, or its object-store URI
+        self.location = str(location)
+        #: a local directory: the home itself, or a remote home's cache folder
+        self.home = location if isinstance(location, Path) else object_store.cache_dir(location)
+        self.remote = not isinstance(location, Path)
+        if self.remote:
+            self._open_remote(create)
+            return
         if not self.home.exists():
             if not create:
                 raise CatalogError(f"no catalog at {self.home}; run 'coyo-db init' or pass --home")
             self.home.mkdir(parents=True)
         elif not self.home.is_dir():
             raise CatalogError(f"{self.home} is a file, not a catalog directory")
-        self.tables_dir.mkdir(exist_ok=True)
+        (self.home / _TABLES_DIR).mkdir(exist_ok=True)
+        if not self.duckdb_path.exists():
+            duckdb.connect(str(self.duckdb_path)).close()
+
+    def _open_remote(self, create: bool) -> None:
+        import pyarrow.fs as pafs
+
+        fs, path = object_store.filesystem(self.location)
+        marker = f"{path}/{_REMOTE_MARKER}"
+        try:
+            found = fs.get_file_info(marker).type == pafs.FileType.File
+            if not found and not create:
+                raise CatalogError(
+                    f"no catalog at {self.location}; run 'coyo-db init' or pass --home"
+                )
+            if not found:
+                with fs.open_output_stream(marker) as out:
+                    out.write(b'{"coyo_db": 1}\n')
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot reach {self.location}: {' '.join(str(exc).split())}"
+            ) from None
+        self.home.mkdir(parents=True, exist_ok=True)
         if not self.duckdb_path.exists():
             duckdb.connect(str(self.duckdb_path)).close()
 
     def __repr__(self) -> str:
-        return f"Catalog({str(self.home)!r})"
+        return f"Catalog({self.location!r})"
 
     # ---- tables -----------------------------------------------------------------------------
 
     @property
-    def tables_dir(self) -> Path:
+    def tables_dir(self) -> str | Path:
+        """Where the Lance tables are: a directory, or a URI for a remote home."""
+        if self.remote:
+            return f"{self.location}/{_TABLES_DIR}"
         return self.home / _TABLES_DIR
 
     @property
     def duckdb_path(self) -> Path:
         return self.home / _DUCKDB_FILE
 
-    def table_uri(self, name: str) -> Path:
-        return self.tables_dir / f"{name}.lance"
+    def table_uri(self, name: str) -> str | Path:
+        if self.remote:
+            return f"{self.tables_dir}/{name}.lance"
+        return self.home / _TABLES_DIR / f"{name}.lance"
 
     def table_names(self) -> list[str]:
         """Names of the committed Lance tables, sorted."""
+        if self.remote:
+            return self._remote_table_names()
         return sorted(
             path.name.removesuffix(".lance")
-            for path in self.tables_dir.glob("*.lance")
+            for path in (self.home / _TABLES_DIR).glob("*.lance")
             if lance_tables.exists(path)
         )
+
+    def _remote_table_names(self) -> list[str]:
+        import pyarrow.fs as pafs
+
+        fs, path = object_store.filesystem(str(self.tables_dir))
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        names = [
+            info.base_name.removesuffix(".lance")
+            for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and info.base_name.endswith(".lance")
+        ]
+        return sorted(name for name in names if self.has_table(name))
 
     def has_table(self, name: str) -> bool:
         return lance_tables.exists(self.table_uri(name))
@@ -91,7 +150,7 @@ class Catalog:
     def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:
         """The Lance dataset behind table `name` (latest version unless one is given)."""
         if not self.has_table(name):
-            raise CatalogError(f"the catalog at {self.home} has no table {name!r}")
+            raise CatalogError(f"the catalog at {self.location} has no table {name!r}")
         return lance_tables.open_dataset(self.table_uri(name), version)
 
     def ensure_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
@@ -122,7 +181,7 @@ class Catalog:
         versions = dict(versions or {})
         unknown = sorted(set(versions) - set(self.table_names()))
         if unknown:
-            raise CatalogError(f"the catalog at {self.home} has no table {unknown[0]!r}")
+            raise CatalogError(f"the catalog at {self.location} has no table {unknown[0]!r}")
         try:
             con = duckdb.connect(str(self.duckdb_path), read_only=not write)
         except duckdb.IOException as exc:

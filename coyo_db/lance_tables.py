@@ -3,6 +3,10 @@
 Ingest jobs write fragments first (`stage`) and make them visible in one commit that carries
 the job's bookkeeping in its transaction properties (`commit`). A job killed between the two
 leaves only unreferenced files, never half a source.
+
+A `uri` is a local path or an object-store URI (``s3://bucket/prefix/tables/x.lance``); for the
+latter every call passes the storage options :mod:`coyo_db.object_store` reads from the
+environment.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+from coyo_db.object_store import as_uri, filesystem, storage_options
 
 if TYPE_CHECKING:
     import lance
@@ -26,13 +32,19 @@ PROPERTY_PREFIX = "coyo_db."
 
 def exists(uri: str | Path) -> bool:
     """Whether a Lance dataset has been committed at `uri`."""
-    return (Path(uri) / "_versions").is_dir()
+    remote = as_uri(uri)
+    if remote is None:
+        return (Path(uri) / "_versions").is_dir()
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(remote)
+    return fs.get_file_info(f"{path}/_versions").type == pafs.FileType.Directory
 
 
 def open_dataset(uri: str | Path, version: int | None = None) -> lance.LanceDataset:
     import lance
 
-    return lance.dataset(str(uri), version=version)
+    return lance.dataset(str(uri), version=version, storage_options=storage_options(uri))
 
 
 def create_empty(uri: str | Path, schema: pa.Schema) -> lance.LanceDataset:
@@ -40,9 +52,13 @@ def create_empty(uri: str | Path, schema: pa.Schema) -> lance.LanceDataset:
     import lance
 
     if exists(uri):
-        return lance.dataset(str(uri))
+        return open_dataset(uri)
     return lance.write_dataset(
-        schema.empty_table(), str(uri), mode="create", max_rows_per_group=MAX_ROWS_PER_GROUP
+        schema.empty_table(),
+        str(uri),
+        mode="create",
+        max_rows_per_group=MAX_ROWS_PER_GROUP,
+        storage_options=storage_options(uri),
     )
 
 
@@ -62,6 +78,7 @@ def stage(
         return_transaction=True,
         max_rows_per_file=MAX_ROWS_PER_FILE,
         max_rows_per_group=MAX_ROWS_PER_GROUP,
+        storage_options=storage_options(uri),
     )
 
 
@@ -73,7 +90,7 @@ def commit(uri: str | Path, transaction: Any, properties: dict[str, str]) -> lan
     transaction = dataclasses.replace(
         transaction, transaction_properties={**transaction.transaction_properties, **tagged}
     )
-    return lance.LanceDataset.commit(str(uri), transaction)
+    return lance.LanceDataset.commit(str(uri), transaction, storage_options=storage_options(uri))
 
 
 def append(
