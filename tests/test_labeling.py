@@ -400,3 +400,18 @@ def test_the_cli_module_does_not_import_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_demo_step_labels_the_images_and_selects_by_hierarchy(images, tmp_path):
+    from coyo_db.demo_labels import MIN_PROB, SYNSET, run_labels_demo
+
+    lines: list[str] = []
+    result = run_labels_demo(images, tmp_path, seed=0, emit=lines.append)
+    assert (result.labeled, result.quarantined) == (6, 0)
+    under = images.sql(
+        f"SELECT count(*) AS n FROM labels_under('{SYNSET}', {MIN_PROB}) "
+        "WHERE source = 'effnet-lite0'"
+    )
+    assert result.under_synset == under["n"][0].as_py()
+    assert result.coyo_labeled_under == 0  # this catalog holds no COYO-Labeled rows
+    assert any("labels_under" in line for line in lines)
