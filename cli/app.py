@@ -11,6 +11,7 @@ import sys
 import typer
 
 from coyo_db.cli import (
+    audit_cmds,
     catalog_cmds,
     dedup_cmds,
     export_cmds,
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 
 for module in (
+    audit_cmds,
     catalog_cmds,
     dedup_cmds,
     export_cmds,

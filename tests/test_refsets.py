@@ -1,0 +1,137 @@
+"""Reference sets: layouts, ref_path, pHash and descriptors as ingest computes them,
+low-information flags, replacing a set."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from coyo_db import refsets
+from coyo_db.catalog import Catalog
+from coyo_db.errors import InputError
+from tests.audit_helpers import write_references
+
+
+@pytest.fixture(scope="module")
+def descriptor():
+    from coyo_db.copy_descriptors import load_descriptor
+
+    return load_descriptor()
+
+
+def test_detect_layout() -> None:
+    assert refsets.detect_layout(["n01440764/ILSVRC2012_val_00000293.JPEG"]) == "imagenet-val"
+    assert refsets.detect_layout(["000000000139.jpg", "000000000285.jpg"]) == "coco-val2017"
+    assert refsets.detect_layout(["000000000139.jpg", "cat.jpg"]) == "folder"
+    assert refsets.detect_layout([]) == "folder"
+
+
+def test_low_information() -> None:
+    rng = np.random.default_rng(0)
+    blank = np.full((64, 64, 3), 200, dtype=np.uint8)
+    assert refsets.low_information(blank) == "near-uniform"
+    cutout = np.full((64, 64, 3), 255, dtype=np.uint8)
+    cutout[20:40, 20:40] = rng.integers(0, 256, (20, 20, 3))  # a small object on white
+    assert refsets.low_information(cutout) == "one colour over most of the image"
+    mask = np.zeros((64, 64, 3), dtype=np.uint8)
+    mask[:, :20] = (255, 0, 0)
+    mask[:, 20:45] = (0, 0, 255)
+    mask[:, 45:] = (0, 255, 0)
+    assert refsets.low_information(mask) == "3 colours"
+    import skimage.data
+
+    assert refsets.low_information(skimage.data.astronaut()[::4, ::4].copy()) is None
+
+
+def test_add_folder(tmp_path: Path, catalog: Catalog, descriptor) -> None:
+    photos = write_references(tmp_path / "refs" / "sub")
+    summary = refsets.add_refset(catalog, "mini", tmp_path / "refs", workers=0)
+    assert (summary.images, summary.failed, summary.low_info) == (5, 0, 1)
+    assert summary.layout == "folder"
+    images, both = refsets.load_refset(catalog, "mini", "effnet-lite0")
+    paths = images["ref_path"].to_pylist()
+    assert sorted(paths) == sorted([f"sub/{n}.jpg" for n in photos] + ["sub/blank.png"])
+    flagged = dict(zip(paths, images["low_info"].to_pylist(), strict=True))
+    assert flagged["sub/blank.png"] and not flagged["sub/astronaut.jpg"]
+    # pHash is imagehash's, as image ingest computes it
+    import imagehash
+
+    row = paths.index("sub/coffee.jpg")
+    expected = str(imagehash.phash(Image.open(tmp_path / "refs" / "sub" / "coffee.jpg")))
+    assert images["image_phash"][row].as_py() == expected
+    assert images["phash"][row].as_py() == int(expected, 16)
+    # descriptors: plain then mirrored, unit length, the mirror of the image's mirror
+    assert both.shape == (10, descriptor.dim)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=2e-3)
+    spec = descriptor.preprocess
+    img = Image.open(tmp_path / "refs" / "sub" / "coffee.jpg").convert("RGB")
+    mirrored = np.asarray(ImageOps.mirror(img).resize((spec.size, spec.size), Image.BICUBIC))
+    vector = descriptor.describe(mirrored[None])[0]
+    assert float(vector @ both[5 + row]) > 0.98
+    assert float(vector @ both[row]) < float(vector @ both[5 + row])
+    # listing
+    listed = refsets.list_refsets(catalog).to_pylist()
+    assert listed[0]["refset"] == "mini" and listed[0]["images"] == 5
+    assert listed[0]["low_info"] == 1
+
+
+def test_imagenet_layout_and_replace(tmp_path: Path, catalog: Catalog) -> None:
+    root = tmp_path / "val"
+    photos = write_references(tmp_path / "plain")
+    for i, img in enumerate(photos.values()):
+        folder = root / f"n0144076{i}"
+        folder.mkdir(parents=True)
+        img.save(folder / f"ILSVRC2012_val_{i + 1:08d}.JPEG", "JPEG")
+    summary = refsets.add_refset(catalog, "imagenet-val", root, workers=0)
+    assert summary.layout == "imagenet-val"
+    images, _ = refsets.load_refset(catalog, "imagenet-val", "effnet-lite0")
+    assert sorted(images["ref_path"].to_pylist()) == [
+        f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(4)
+    ]
+    with pytest.raises(InputError, match="exists"):
+        refsets.add_refset(catalog, "imagenet-val", root, workers=0)
+    refsets.add_refset(catalog, "imagenet-val", root, workers=0, replace=True)
+    images, both = refsets.load_refset(catalog, "imagenet-val", "effnet-lite0")
+    assert len(images) == 4 and len(both) == 8
+    assert len(refsets.list_refsets(catalog)) == 1
+
+
+def test_webdataset_shard_is_re_readable(tmp_path: Path, catalog: Catalog) -> None:
+    from coyo_db.ingest.image_fetch import fetch_images
+
+    photos = write_references(tmp_path / "plain")
+    shard = tmp_path / "shards" / "00000.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        for i, img in enumerate(photos.values()):
+            buffer = io.BytesIO()
+            img.save(buffer, "JPEG")
+            for suffix, payload in (
+                ("jpg", buffer.getvalue()),
+                ("json", json.dumps({"key": f"{i:09d}"}).encode()),
+            ):
+                info = tarfile.TarInfo(f"{i:09d}.{suffix}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    summary = refsets.add_refset(catalog, "shards", tmp_path / "shards", workers=0)
+    assert summary.layout == "shards" and summary.images == 4
+    images, _ = refsets.load_refset(catalog, "shards", "effnet-lite0")
+    assert images["ref_path"][0].as_py() == "00000.tar/000000000.jpg"
+    locations = list(zip(images["shard"].to_pylist(), images["member"].to_pylist(), strict=True))
+    fetched = list(fetch_images(locations))
+    assert all(f.data for f in fetched)
+
+
+def test_bad_input(tmp_path: Path, catalog: Catalog) -> None:
+    with pytest.raises(InputError, match="refset name"):
+        refsets.add_refset(catalog, "bad name!", tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        refsets.add_refset(catalog, "missing", tmp_path / "nowhere")
+    with pytest.raises(InputError, match="no refset"):
+        refsets.load_refset(catalog, "missing", "effnet-lite0")
