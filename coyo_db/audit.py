@@ -65,7 +65,7 @@ class OperatingPoint:
     dev split (see docs/audit.md)."""
 
     knn: int = 5
-    candidate_cosine: float = 0.45
+    candidate_cosine: float = 0.3
     candidate_radius: int = 12
     min_inliers: int = 12
     min_coverage: float = 0.1
@@ -143,10 +143,30 @@ class _References:
     member: list[str]
     phash: np.ndarray  # (N,) uint64
     low_info: np.ndarray  # (N,) bool
-    index: Any = None  # faiss IndexFlatIP over 2N vectors: plain then mirrored
+    index: Any = None  # faiss IndexFlatIP over 2N centred vectors: plain then mirrored
     binary: Any = None  # faiss IndexBinaryFlat over the N pHashes
     grey: dict[int, np.ndarray | None] = field(default_factory=dict)
     features: Any = None  # copy_verify.ReferenceFeatures
+    raw: Any = None  # (2N, D) descriptors as stored, before centring
+    center: Any = None  # (D,) the mean removed from every descriptor (see build_index)
+
+    def build_index(self, first_queries: np.ndarray) -> None:
+        """Centre on the mean of the references and the first dataset batch, then index.
+
+        CNN descriptors share a large common component (unrelated photos score cosine 0.6-0.9);
+        removing the mean of the images at hand spreads them out, so one threshold separates
+        copies from unrelated images far better."""
+        import faiss
+
+        self.center = np.concatenate([self.raw, first_queries]).mean(axis=0).astype(np.float32)
+        index = faiss.IndexFlatIP(self.raw.shape[1])
+        index.add(self.centre(self.raw))
+        self.index = index
+
+    def centre(self, vectors: np.ndarray) -> np.ndarray:
+        out = np.asarray(vectors, dtype=np.float32) - self.center
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.ref_id)
@@ -181,9 +201,7 @@ def _load_references(
         phash=table["phash"].to_numpy().astype(np.uint64),
         low_info=table["low_info"].to_numpy(zero_copy_only=False).astype(bool),
     )
-    index = faiss.IndexFlatIP(plain.shape[1])
-    index.add(np.ascontiguousarray(np.concatenate([plain, mirror]), dtype=np.float32))
-    refs.index = index
+    refs.raw = np.concatenate([plain, mirror])
     binary = faiss.IndexBinaryFlat(64)
     binary.add(_phash_bytes(refs.phash))
     refs.binary = binary
@@ -385,6 +403,9 @@ def _audit_batch(
     query_low = np.array([low_information(p) is not None for p in pixels], dtype=bool)
     t1 = time.perf_counter()
     vectors = model.describe(pixels)
+    if refs.index is None:
+        refs.build_index(vectors)
+    vectors = refs.centre(vectors)
     t2 = time.perf_counter()
 
     n = len(refs)
