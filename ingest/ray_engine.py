@@ -85,6 +85,9 @@ def session(address: str | None = None) -> Iterator[Any]:
             ray.init(
                 address=address,
                 include_dashboard=False,
+                # Workers' stdout would interleave with the progress bar; their errors still
+                # reach this process as exceptions, and their logs stay in Ray's session folder.
+                log_to_driver=False,
                 logging_level=logging.WARNING,
                 configure_logging=False,
             )

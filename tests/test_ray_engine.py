@@ -231,3 +231,37 @@ def test_ingest_images_command_with_the_ray_engine(tmp_path, ray_cluster, shards
     assert "6 images read = 6 written" in result.output
     result = CliRunner().invoke(app, [*args, "--engine", "dask", "--home", home])
     assert result.exit_code != 0 and isinstance(result.exception, InputError)
+
+
+def test_ray_engine_into_an_s3_home(tmp_path, monkeypatch, ray_cluster, shards, local):
+    """The driver commits to the object store; the workers never touch it."""
+    import socket
+
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "COYO_DB_CACHE": str(tmp_path / "cache"),
+        }.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket="coyo-ray"
+        )
+        catalog = Catalog("s3://coyo-ray/home")
+        summary = ingest_images(catalog, shards, engine="ray", scores=["profanity"], batch_size=4)
+        assert summary.rows_written == len(IDS) + 1
+        got = catalog.sql("SELECT * FROM images ORDER BY shard, member")
+        assert got.equals(local.sql("SELECT * FROM images ORDER BY shard, member"))
+    finally:
+        server.stop()
