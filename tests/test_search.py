@@ -236,6 +236,11 @@ def image_home(tmp_path_factory):
     )
     ingest_images(catalog, shards, embed=[MODEL], workers=0)
     build_index(catalog, MODEL)
+    from coyo_db.synth import synth_table
+
+    pairs = synth_table(len(ids), seed=3).set_column(0, "id", pa.array(ids, pa.int64()))
+    catalog.ensure_table("pairs", schemas.PAIRS)
+    catalog.append("pairs", pairs.cast(schemas.PAIRS))
     return catalog, shards, planted
 
 
@@ -271,3 +276,16 @@ def test_search_by_image_and_by_id_finds_the_near_copy_first(image_home, tmp_pat
     assert result.table["score"][0].as_py() > 0.8
     with pytest.raises(InputError, match="no text tower"):
         search(catalog, text="a picture")
+
+
+def test_demo_step_exports_replays_and_finds_the_planted_copy(image_home, tmp_path):
+    from coyo_db.demo_export import run_export_demo
+
+    catalog, _, _ = image_home
+    lines: list[str] = []
+    result = run_export_demo(catalog, tmp_path, seed=0, emit=lines.append)
+    assert result.replay_same_ids and result.exported == result.selected
+    assert result.webdataset_samples == 12
+    assert result.search_found_original, lines
+    assert any("the same" in line for line in lines)
+    assert (catalog.home / "exports" / "subset" / "_manifest.json").is_file()
