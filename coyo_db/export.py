@@ -49,6 +49,16 @@ DEFAULT_SOURCE = "pairs"
 DEFAULT_SHARD_ROWS = 1_000_000
 DEFAULT_SAMPLES_PER_SHARD = 10_000
 BATCH_ROWS = 1 << 17
+_INTEGER_TYPES = {
+    "BIGINT",
+    "INTEGER",
+    "SMALLINT",
+    "TINYINT",
+    "UBIGINT",
+    "UINTEGER",
+    "USMALLINT",
+    "UTINYINT",
+}
 
 
 @dataclass(frozen=True)
@@ -350,13 +360,17 @@ class ExportRows:
         self.plan = plan
         self.selected = 0
         try:
-            names = con.sql(plan.selection).columns
+            relation = con.sql(plan.selection)
+            names, types = relation.columns, [str(t) for t in relation.types]
         except duckdb.Error as exc:
             raise _query_error(exc) from None
         if "id" not in names:
             raise InputError(
                 f"an export needs an id column; the selection gives {', '.join(names) or 'none'}"
             )
+        id_type = types[names.index("id")]
+        if id_type not in _INTEGER_TYPES:
+            raise InputError(f"an export's id column must be an integer, not {id_type}")
         self.exclusions = [dict(e) for e in plan.exclusions]
         self.drop = np.zeros(0, dtype=np.int64)
         present = [e for e in self.exclusions if e["present"]]
@@ -414,6 +428,8 @@ class ExportRows:
         try:
             for batch in reader:
                 self.selected += batch.num_rows
+                if batch.column("id").null_count:
+                    raise InputError("the selection gives rows with a NULL id; filter them out")
                 if len(self.drop):
                     ids = batch.column("id").to_numpy(zero_copy_only=False)
                     at = np.searchsorted(self.drop, ids).clip(max=len(self.drop) - 1)

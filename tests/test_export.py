@@ -18,15 +18,6 @@ from coyo_db.export import export, selection_sql
 from coyo_db.synth import synth_table
 
 WHERE = "clip_similarity_vitb32 >= 0.3"
-CONTAMINATION = pa.schema(
-    [
-        pa.field("id", pa.int64()),
-        pa.field("refset", pa.string()),
-        pa.field("ref_path", pa.string()),
-        pa.field("method", pa.string()),
-        pa.field("score", pa.float32()),
-    ]
-)
 
 
 def add_pairs(catalog, rows: int = 4000, seed: int = 0) -> pa.Table:
@@ -61,19 +52,23 @@ def add_dup_groups(catalog, ids: np.ndarray) -> set[int]:
 
 
 def add_contamination(catalog, ids) -> set[int]:
-    n = len(ids)
-    table = pa.table(
+    """Hits in the audit's `contamination` table (the other evidence columns left null)."""
+    from coyo_db.audit import CONTAMINATION, CONTAMINATION_SCHEMA
+
+    rows = [
         {
-            "id": pa.array(ids, pa.int64()),
-            "refset": ["imagenet-val"] * n,
-            "ref_path": [f"val/{i}.jpg" for i in range(n)],
-            "method": ["phash"] * n,
-            "score": pa.array(np.ones(n), pa.float32()),
-        },
-        schema=CONTAMINATION,
-    )
-    catalog.ensure_table("contamination", CONTAMINATION)
-    catalog.append("contamination", table)
+            "id": int(i),
+            "refset": "imagenet-val",
+            "ref_id": n,
+            "ref_path": f"val/{n}.jpg",
+            "method": "phash_exact",
+            "score": 1.0,
+        }
+        for n, i in enumerate(ids)
+    ]
+    table = pa.Table.from_pylist(rows, schema=CONTAMINATION_SCHEMA)
+    catalog.ensure_table(CONTAMINATION, CONTAMINATION_SCHEMA)
+    catalog.append(CONTAMINATION, table)
     return set(int(i) for i in ids)
 
 
@@ -196,6 +191,13 @@ def test_bad_selections_are_user_errors(catalog, tmp_path):
         selection_sql(sql="DELETE FROM pairs")
     with pytest.raises(InputError, match="needs an id column"):
         export(catalog, tmp_path / "x", sql="SELECT url FROM pairs")
+    with pytest.raises(InputError, match="must be an integer"):
+        export(catalog, tmp_path / "x", sql="SELECT url AS id FROM pairs")
+    with pytest.raises(InputError, match="NULL id"):
+        export(
+            catalog, tmp_path / "x", sql="SELECT CASE WHEN id % 2 = 0 THEN id END AS id FROM pairs"
+        )
+    assert not (tmp_path / "x").exists()
     with pytest.raises(InputError, match="unknown export format"):
         export(catalog, tmp_path / "x", where="true", fmt="csv")
 
