@@ -21,7 +21,7 @@ OutputOption = Annotated[
 def init(home: HomeOption = None) -> None:
     """Create a catalog directory (or check an existing one)."""
     catalog = open_catalog(home)
-    stdout.print(f"catalog ready at {catalog.home}")
+    stdout.print(f"catalog ready at {catalog.location}")
 
 
 def query(

@@ -21,17 +21,17 @@ console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)
 
 HomeOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--home",
         envvar="COYO_DB_HOME",
-        help="Catalog directory (default: ./coyo-db-home).",
+        help="Catalog directory or s3://bucket/prefix (default: ./coyo-db-home).",
         show_default=False,
     ),
 ]
 
 
-def open_catalog(home: Path | None, *, create: bool = True) -> Catalog:
+def open_catalog(home: str | Path | None, *, create: bool = True) -> Catalog:
     from coyo_db.catalog import Catalog
 
     return Catalog(home, create=create)

@@ -117,7 +117,7 @@ def _load_hashes(catalog: Catalog, source: str) -> tuple[np.ndarray, np.ndarray]
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if not catalog.has_table(source):
-        raise CatalogError(f"the catalog at {catalog.home} has no table {source!r} to dedup")
+        raise CatalogError(f"the catalog at {catalog.location} has no table {source!r} to dedup")
     if source == "pairs":
         table = catalog.dataset("pairs").to_table(
             columns=["id", "image_phash"], filter="image_phash IS NOT NULL"
@@ -252,7 +252,7 @@ def dedup_phash(
 def dedup_report(catalog: Catalog) -> tuple[pa.Table, pa.Table]:
     """Per method: (groups, rows, removed, largest group), and the group size distribution."""
     if not catalog.has_table(TABLE):
-        raise CatalogError(f"the catalog at {catalog.home} has no {TABLE}; run 'coyo-db dedup'")
+        raise CatalogError(f"the catalog at {catalog.location} has no {TABLE}; run 'coyo-db dedup'")
     summary = catalog.sql("SELECT * FROM dup_summary ORDER BY method")
     sizes = catalog.sql("SELECT * FROM dup_group_sizes ORDER BY method, size_bucket_min")
     return summary, sizes

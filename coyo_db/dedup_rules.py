@@ -55,7 +55,7 @@ def _members(catalog: Catalog, rule: str, min_count: int) -> tuple[pa.Table, int
     if min_count < 1:
         raise InputError(f"--min-count must be at least 1, got {min_count}")
     if not catalog.has_table("pairs"):
-        raise CatalogError(f"the catalog at {catalog.home} has no table 'pairs' to dedup")
+        raise CatalogError(f"the catalog at {catalog.location} has no table 'pairs' to dedup")
     with catalog.connection() as con:
         if rule == "text":
             query = "SELECT * FROM dup_rule_text WHERE group_size > $1 ORDER BY id"

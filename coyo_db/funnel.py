@@ -50,7 +50,7 @@ def funnel(catalog: Catalog) -> list[FunnelStep]:
     """The filter funnel of the catalog's `pairs`, one step per rule in COYO's order."""
     if not catalog.has_table("pairs"):
         raise CatalogError(
-            f"the catalog at {catalog.home} has no table 'pairs'; "
+            f"the catalog at {catalog.location} has no table 'pairs'; "
             "load it with 'coyo-db ingest metadata'"
         )
     with catalog.connection() as con:

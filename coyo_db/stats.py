@@ -233,7 +233,7 @@ def stats(catalog: Catalog, *, approx: bool = False) -> Stats:
     specs = _specs(catalog)
     if not specs:
         raise CatalogError(
-            f"the catalog at {catalog.home} holds neither 'pairs' nor 'labels'; "
+            f"the catalog at {catalog.location} holds neither 'pairs' nor 'labels'; "
             "load data with 'coyo-db ingest metadata' first"
         )
     results = []
@@ -320,7 +320,7 @@ def histograms(
     if bins < 1:
         raise InputError(f"bins must be at least 1, not {bins}")
     if not catalog.has_table(table):
-        raise CatalogError(f"the catalog at {catalog.home} has no table {table!r}")
+        raise CatalogError(f"the catalog at {catalog.location} has no table {table!r}")
     wanted = _histogram_columns(catalog.dataset(table).schema, columns, table)
     if not wanted:
         return {}
