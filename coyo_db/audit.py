@@ -314,7 +314,7 @@ def audit(
     hits to `contamination` and every candidate to `contamination_candidates`, replacing
     these refsets' earlier rows. `where` filters `images` (a Lance/SQL predicate)."""
     from coyo_db.copy_descriptors import load_descriptor
-    from coyo_db.refsets import _workers
+    from coyo_db.refsets import _workers, decoder_pool
     from coyo_db.runs import Run
 
     if not refsets:
@@ -338,13 +338,17 @@ def audit(
     )
     parts = []
     status = "failed"
+    count = _workers(workers)
+    pool = decoder_pool(count)
     try:
         for batch in batches:
-            parts.append(_audit_batch(batch, refs, model, point, _workers(workers), summary))
+            parts.append(_audit_batch(batch, refs, model, point, count, pool, summary))
             summary.images += len(batch.ids)
             progress.advance(len(batch.ids))
         status = "ok"
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         progress.finish()
         if status != "ok":
             run.finish(status, rows_read=summary.images)
@@ -374,6 +378,7 @@ def _audit_batch(
     model: CopyDescriptor,
     point: OperatingPoint,
     workers: int,
+    pool: Any,
     summary: AuditSummary,
 ) -> pa.Table:
     from coyo_db.copy_verify import features, grey_image, verify
@@ -387,7 +392,7 @@ def _audit_batch(
         for s, m, d in zip(batch.shards, batch.members, batch.data, strict=True)
     ]
     need_phash = not bool(batch.has_phash.all())
-    decoded = list(decode_stream(records, [spec], workers=workers, phash=need_phash))
+    decoded = list(decode_stream(records, [spec], workers=workers, phash=need_phash, pool=pool))
     ok = np.array([d.error is None for d in decoded], dtype=bool)
     summary.unreadable += int((~ok).sum())
     rows = np.flatnonzero(ok)

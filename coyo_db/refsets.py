@@ -187,8 +187,15 @@ def low_information(pixels: np.ndarray) -> str | None:
 # --- decoding, shared with the audit --------------------------------------------------------
 
 
-def _decoder(workers: int) -> Executor | None:
-    return ProcessPoolExecutor(workers) if workers > 0 else None
+def decoder_pool(workers: int) -> Executor | None:
+    """A pool of `workers` decode processes (None: decode in this process).
+
+    spawn, not fork: the parent holds torch and its threads, which fork does not survive."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def decode_stream(
@@ -197,26 +204,31 @@ def decode_stream(
     *,
     workers: int = 0,
     phash: str | bool = "exact",
+    pool: Executor | None = None,
 ) -> Iterator[DecodedImage]:
-    """Decode records in order with image ingest's decode code (in `workers` processes)."""
+    """Decode records in order with image ingest's decode code, in `pool` (or a pool of
+    `workers` processes made for this call; in this process when both are empty)."""
     from coyo_db.ingest.decode import decode_batch
 
     iterator = iter(records)
-    pool = _decoder(workers)
+    own = pool is None
+    if own:
+        pool = decoder_pool(workers)
     try:
         if pool is None:
             while chunk := list(islice(iterator, _CHUNK)):
                 yield from decode_batch(chunk, specs, phash=phash)
             return
+        depth = 2 * max(workers, 2)
         pending = []
         while True:
-            while len(pending) < 2 * workers and (chunk := list(islice(iterator, _CHUNK))):
+            while len(pending) < depth and (chunk := list(islice(iterator, _CHUNK))):
                 pending.append(pool.submit(decode_batch, chunk, specs, phash=phash))
             if not pending:
                 break
             yield from pending.pop(0).result()
     finally:
-        if pool is not None:
+        if own and pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
