@@ -70,6 +70,22 @@ def label(
             "--activation", help="Classifier outputs to probabilities: softmax or sigmoid."
         ),
     ] = "softmax",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
+            "cluster's CPUs, the model in GPU or CPU actors; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --engine ray: join this Ray cluster (auto, host:6379, "
+            "ray://host:10001); without it a local Ray instance starts.",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Top-k labels for every ingested image into the table `labels` (COYO-Labeled format)."""
@@ -87,6 +103,8 @@ def label(
         classes=classes,
         templates=templates,
         activation=activation,
+        engine=engine,
+        address=address,
         progress=RichProgress("images"),
     )
     stdout.print(summary.line())

@@ -6,7 +6,9 @@ classes -> `labels` rows (id, taxonomy, source = the model spec, labels, label_p
 format COYO-Labeled-300M is ingested in, so every label view and macro works on both.
 
 Per-batch work is one function, :func:`label_decoded` (or :func:`label_batch` from encoded
-bytes): another engine (Ray Data) calls it on its own batches and gets the same rows.
+bytes). ``engine="ray"`` runs the read, decode and model on Ray Data instead
+(:mod:`coyo_db.labeling_ray`) and commits each shard with the same code, so both engines write
+the same rows.
 
 Resumable per shard of `images`: each shard's labels are one Lance commit whose fingerprint
 (model, taxonomy, shard, the shard's ids) goes to the ledger of `labels`; a re-run skips the
@@ -23,8 +25,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,7 @@ from coyo_db.runs import Run
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
+    from coyo_db.ingest.image_fetch import FetchedImage
     from coyo_db.ingest.image_types import DecodedImage, ImageRecord
     from coyo_db.ingest.models.classifiers import Labeler
 
@@ -50,6 +54,7 @@ LABELS = "labels"
 IMAGES = "images"
 DEFAULT_TOP_K = 50  # COYO-Labeled-300M keeps the top 50
 DEFAULT_BATCH_SIZE = 64
+ENGINES = ("local", "ray")
 _CHUNK = 16  # records per decode task
 
 
@@ -173,6 +178,8 @@ def label_images(
     classes: str | None = None,
     templates: str | None = None,
     activation: str = "softmax",
+    engine: str = "local",
+    address: str | None = None,
     progress: Progress | None = None,
 ) -> LabelSummary:
     """Label every image of the `images` table with `model` over `taxonomy` into `labels`.
@@ -182,16 +189,25 @@ def label_images(
     the class names with `templates`). `taxonomy`: ``imagenet-21k``, ``imagenet-1k``, a
     taxonomy added with ``coyo-db taxonomy add``, or a class-list file. `workers` decode
     processes (default: one per core; 0 decodes in this process).
+
+    `engine` is "local" or "ray": Ray Data reads and decodes on the cluster's CPUs and runs
+    the labeler in an actor pool (one GPU each where the cluster has GPUs); this process
+    commits each shard through the same ledger, so `labels` gets the same rows and resume
+    works alike. `address` joins a running Ray cluster; without it a local Ray instance
+    starts. The shards (and a --classes file) must be readable on every node.
     """
     from coyo_db.ingest.models.classifiers import load_labeler
     from coyo_db.ingest.models.common import resolve_device
     from coyo_db.taxonomy import resolve_taxonomy
-    from coyo_db.wordnet_hierarchy import ensure_hierarchy
 
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise InputError("--address joins a Ray cluster: it needs --engine ray")
     if not catalog.has_table(IMAGES):
         raise CatalogError(
             f"the catalog at {catalog.home} has no images to label; run 'coyo-db ingest images'"
@@ -199,37 +215,94 @@ def label_images(
     started = time.perf_counter()
     progress = progress or NullProgress()
     name, classes_table = resolve_taxonomy(catalog, taxonomy)
-    labeler = load_labeler(
-        model,
-        name,
-        classes_table,
-        classes=classes,
-        templates=templates,
-        activation=activation,  # type: ignore[arg-type]
-        cache_dir=catalog.home / "cache" / "zeroshot",
-    )
-    labeler.to(resolve_device(device))
+    ray_session: AbstractContextManager[Any] = nullcontext()
+    if engine == "ray":
+        from coyo_db import labeling_ray
+
+        ray_session = labeling_ray.session(address)
+    with ray_session:
+        labeler = load_labeler(
+            model,
+            name,
+            classes_table,
+            classes=classes,
+            templates=templates,
+            activation=activation,  # type: ignore[arg-type]
+            cache_dir=catalog.home / "cache" / "zeroshot",
+        )
+        if engine == "ray":  # the actors load their own copies on their devices
+            device = labeling_ray.cluster_device(device)
+            labeler_kwargs = {
+                "model": model,
+                "taxonomy_name": name,
+                "taxonomy": classes_table,
+                "classes": classes,
+                "templates": templates,
+                "activation": activation,
+                "class_embeddings": (
+                    labeler.class_embeddings() if hasattr(labeler, "class_embeddings") else None
+                ),
+            }
+        else:
+            labeler.to(resolve_device(device))
+            device, labeler_kwargs = labeler.device, {}
+        return _label(
+            catalog,
+            labeler,
+            name,
+            classes_table,
+            device,
+            labeler_kwargs,
+            top_k=top_k,
+            batch_size=batch_size,
+            workers=workers,
+            arguments={
+                "model": model,
+                "taxonomy": name,
+                "top_k": top_k,
+                "batch_size": batch_size,
+                "device": device,
+                "classes": classes,
+                "templates": templates,
+                "activation": activation,
+                "engine": engine,
+            },
+            progress=progress,
+            started=started,
+        )
+
+
+def _label(
+    catalog: Catalog,
+    labeler: Labeler,
+    name: str,
+    classes_table: pa.Table,
+    device: str,
+    labeler_kwargs: dict[str, Any],
+    *,
+    top_k: int,
+    batch_size: int,
+    workers: int | None,
+    arguments: dict[str, Any],
+    progress: Progress,
+    started: float,
+) -> LabelSummary:
+    from coyo_db.wordnet_hierarchy import ensure_hierarchy
+
     if classes_table.column("wnid").null_count < classes_table.num_rows:
         ensure_hierarchy(catalog)  # synsets: selection by hierarchy works at once
     catalog.ensure_table(LABELS, schemas.LABELS)
 
-    arguments = {
-        "model": model,
-        "taxonomy": name,
-        "top_k": top_k,
-        "batch_size": batch_size,
-        "device": labeler.device,
-        "classes": classes,
-        "templates": templates,
-        "activation": activation,
-    }
     run = Run(catalog, "label", arguments)
-    summary = LabelSummary(table=LABELS, run_id=run.run_id, model=model, taxonomy=name)
+    summary = LabelSummary(table=LABELS, run_id=run.run_id, model=labeler.name, taxonomy=name)
     summary.top_k = top_k
     job = _Job(catalog, labeler, name, top_k, batch_size, _workers(workers), summary, progress)
     status = "failed"
     try:
-        job.run()
+        if arguments["engine"] == "ray":
+            job.run_ray(device, labeler_kwargs)
+        else:
+            job.run()
         status = "ok"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -286,16 +359,27 @@ class _Job:
         self.ledger = SourceLedger(catalog, LABELS)
 
     def run(self) -> None:
-        shards = self._plan()
-        self.summary.sources_seen = len(shards)
+        shards = self._start()
         todo = [s for s in shards if s is not None and len(s.ids)]
-        self.progress.start("label images", total=sum(len(s.ids) for s in todo))
         with _decoder(self.workers if todo else 0) as pool:
             for shard in shards:
-                if shard is None:
-                    self.summary.sources_skipped += 1
-                else:
+                if shard is not None:
                     self._shard(shard, pool)
+
+    def run_ray(self, device: str, labeler_kwargs: dict[str, Any]) -> None:
+        """Read, decode and label on Ray; each shard committed here by :meth:`commit`."""
+        from coyo_db import labeling_ray
+
+        pending = [s for s in self._start() if s is not None]
+        labeling_ray.run(self, pending, device, labeler_kwargs)
+
+    def _start(self) -> list[_Shard | None]:
+        shards = self._plan()
+        self.summary.sources_seen = len(shards)
+        self.summary.sources_skipped = sum(s is None for s in shards)
+        todo = [s for s in shards if s is not None and len(s.ids)]
+        self.progress.start("label images", total=sum(len(s.ids) for s in todo))
+        return shards
 
     def _plan(self) -> list[_Shard | None]:
         """One entry per shard of `images` in shard order: None for a shard already done."""
@@ -343,7 +427,6 @@ class _Job:
         return plan
 
     def _shard(self, shard: _Shard, pool: Executor) -> None:
-        self.ledger.discard_partial(shard.fingerprint)
         batches: list[pa.RecordBatch] = []
         bad_ids: list[np.ndarray] = []
         bad_reasons: list[str] = []
@@ -363,9 +446,16 @@ class _Job:
             bad_ids.append(result.bad_ids)
             bad_reasons += result.bad_reasons
             self.progress.advance(len(decoded))
-
-        tick = time.perf_counter()
         bad = np.concatenate(bad_ids) if bad_ids else np.zeros(0, np.int64)
+        self.commit(shard, batches, bad, bad_reasons)
+
+    def commit(
+        self, shard: _Shard, batches: list[pa.RecordBatch], bad: np.ndarray, bad_reasons: list[str]
+    ) -> None:
+        """One shard's `labels` rows and quarantined images, one commit with its ledger entry
+        (both engines)."""
+        tick = time.perf_counter()
+        self.ledger.discard_partial(shard.fingerprint)
         written = sum(b.num_rows for b in batches)
         self.ledger.quarantine(
             self._quarantine(shard, bad, bad_reasons), shard.fingerprint, self.summary.run_id
@@ -391,7 +481,7 @@ class _Job:
 
         specs = [self.labeler.preprocess]
         fetched = fetch_images((shard.path, member) for member in shard.members)
-        chunks = _chunks(shard, fetched)
+        chunks = chunk_records(fetched, _CHUNK)
         in_flight: deque[Future] = deque()
         depth = 2 * max(self.workers, 1)
         ready: list[DecodedImage] = []
@@ -444,8 +534,9 @@ class _Job:
         )
 
 
-def _chunks(shard: _Shard, fetched: Iterator[Any]) -> Iterator[list[ImageRecord]]:
-    """Fetched images as decode chunks; a record's key is its position in `shard.ids`."""
+def chunk_records(fetched: Iterable[FetchedImage], size: int) -> Iterator[list[ImageRecord]]:
+    """Fetched images as decode chunks of `size`; a record's key is the image's position in
+    the locations asked for (the shard's ids to label)."""
     from coyo_db.ingest.image_types import ImageRecord
 
     chunk: list[ImageRecord] = []
@@ -453,7 +544,7 @@ def _chunks(shard: _Shard, fetched: Iterator[Any]) -> Iterator[list[ImageRecord]
         chunk.append(
             ImageRecord(image.shard, image.member, str(image.index), image.data, error=image.error)
         )
-        if len(chunk) == _CHUNK:
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
