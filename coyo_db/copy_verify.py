@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import cv2  # noqa: F401
 
 MAX_SIDE = 512
+MIN_SIDE = 384  # smaller images are upscaled to this long side before SIFT
 N_FEATURES = 1500
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 6.0  # reprojection error, at MAX_SIDE
@@ -80,6 +81,10 @@ def grey_image(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray | None:
                 img = canvas
             img = img.convert("L")
             img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            if max(img.size) < MIN_SIDE:  # small copies: too few keypoints at their own size
+                scale = MIN_SIDE / max(img.size)
+                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                img = img.resize(size, Image.Resampling.BICUBIC)
             return np.asarray(img)
     except Exception:  # an unreadable image verifies nothing
         return None

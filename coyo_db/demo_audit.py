@@ -106,8 +106,10 @@ def run_audit_demo(
     summary = add_refset(catalog, REFSET, refs_dir, workers=0)
     emit(summary.line())
     ingest = ingest_images(catalog, [shard], workers=0)
-    emit(f"planted {len(planted)} copies of reference images ({', '.join(KINDS)}) and "
-         f"{unrelated} unrelated images in an extra shard: {ingest.line()}")
+    emit(
+        f"planted {len(planted)} copies of reference images ({', '.join(KINDS)}) and "
+        f"{unrelated} unrelated images in an extra shard: {ingest.line()}"
+    )
     result = audit(catalog, [REFSET], workers=0)
     emit(result.line())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 REFERENCES = ("astronaut", "coffee", "chelsea", "rocket")
@@ -56,3 +57,22 @@ def write_dataset(folder: Path, photos: dict[str, Image.Image]) -> dict[str, str
     Image.fromarray(near_blank.astype(np.uint8)).save(folder / "near-blank.jpg", quality=90)
     truth["near-blank.jpg"] = ""
     return truth
+
+
+@pytest.fixture(scope="session")
+def audited(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """(catalog, truth): the tiny setup registered as refset `mini`, ingested and audited once
+    per test session (the audit and report tests share it)."""
+    from coyo_db.audit import audit
+    from coyo_db.catalog import Catalog
+    from coyo_db.ingest.images import ingest_images
+    from coyo_db.refsets import add_refset
+
+    root = tmp_path_factory.mktemp("audit")
+    photos = write_references(root / "refs")
+    truth = write_dataset(root / "data", photos)
+    catalog = Catalog(root / "home")
+    add_refset(catalog, "mini", root / "refs", workers=0)
+    ingest_images(catalog, [root / "data"], workers=0)
+    audit(catalog, ["mini"], workers=0)
+    return catalog, truth

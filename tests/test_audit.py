@@ -14,22 +14,9 @@ import pytest
 from coyo_db import audit as audit_mod
 from coyo_db.catalog import Catalog
 from coyo_db.errors import InputError
-from tests.audit_helpers import write_dataset, write_references
+from tests import audit_helpers
 
-
-@pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, dict[str, str]]:
-    from coyo_db.ingest.images import ingest_images
-    from coyo_db.refsets import add_refset
-
-    root = tmp_path_factory.mktemp("audit")
-    photos = write_references(root / "refs")
-    truth = write_dataset(root / "data", photos)
-    catalog = Catalog(root / "home")
-    add_refset(catalog, "mini", root / "refs", workers=0)
-    ingest_images(catalog, [root / "data"], workers=0)
-    audit_mod.audit(catalog, ["mini"], workers=0)
-    return catalog, truth
+audited = audit_helpers.audited  # the setup shared with the other audit tests, once a session
 
 
 def _hits(catalog: Catalog) -> dict[str, list[dict]]:

@@ -12,24 +12,17 @@ import numpy as np
 import pytest
 
 from coyo_db.catalog import Catalog
-from tests.audit_helpers import write_dataset, write_references
+from tests import audit_helpers
+
+audited = audit_helpers.audited  # the setup shared with the other audit tests, once a session
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, Path]:
-    from coyo_db.audit import audit
+def report(audited, tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, Path]:
     from coyo_db.audit_report import write_report
-    from coyo_db.ingest.images import ingest_images
-    from coyo_db.refsets import add_refset
 
-    root = tmp_path_factory.mktemp("report")
-    photos = write_references(root / "refs")
-    write_dataset(root / "data", photos)
-    catalog = Catalog(root / "home")
-    add_refset(catalog, "mini", root / "refs", workers=0)
-    ingest_images(catalog, [root / "data"], workers=0)
-    audit(catalog, ["mini"], workers=0)
-    index = write_report(catalog, root / "report", per_page=2)
+    catalog, _ = audited
+    index = write_report(catalog, tmp_path_factory.mktemp("report"), refsets=["mini"], per_page=2)
     return catalog, index
 
 
@@ -46,7 +39,8 @@ def _chromium() -> str:
 
 def test_report_pages_and_thumbnails(report) -> None:
     catalog, index = report
-    hits = catalog.sql("SELECT count(*) AS n FROM contamination")["n"][0].as_py()
+    hits = catalog.sql("SELECT count(*) AS n FROM contamination WHERE refset = 'mini'")
+    hits = hits["n"][0].as_py()
     assert hits == 3
     text = index.read_text()
     assert "Hits per reference set and method" in text and "<td>mini</td>" in text

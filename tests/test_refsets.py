@@ -36,9 +36,16 @@ def test_low_information() -> None:
     rng = np.random.default_rng(0)
     blank = np.full((64, 64, 3), 200, dtype=np.uint8)
     assert refsets.low_information(blank) == "near-uniform"
-    cutout = np.full((64, 64, 3), 255, dtype=np.uint8)
-    cutout[20:40, 20:40] = rng.integers(0, 256, (20, 20, 3))  # a small object on white
-    assert refsets.low_information(cutout) == "one colour over most of the image"
+    mark = np.full((64, 64, 3), 255, dtype=np.uint8)
+    mark[28:36, 28:36] = rng.integers(0, 256, (8, 8, 3))  # a small mark on white
+    assert refsets.low_information(mark) == "one colour over 98% of the image"
+    silhouette = np.full((64, 64, 3), 250, dtype=np.uint8)
+    silhouette[10:50, 20:44] = rng.integers(20, 26, (40, 24, 3))  # a flat shape, a little noise
+    silhouette[10:50, 20:30] += 40
+    assert refsets.low_information(silhouette) == "a flat shape on one colour (cut-out or mask)"
+    figure = np.full((64, 64, 3), 255, dtype=np.uint8)
+    figure[8:56, 16:48] = rng.integers(0, 256, (48, 32, 3))  # a detailed figure cut out on white
+    assert refsets.low_information(figure) is None
     mask = np.zeros((64, 64, 3), dtype=np.uint8)
     mask[:, :20] = (255, 0, 0)
     mask[:, 20:45] = (0, 0, 255)
