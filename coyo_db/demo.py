@@ -2,8 +2,12 @@
 
 It writes COYO-shaped Parquet files (plus one with bad rows and one Git-LFS pointer, the
 mistakes real downloads contain), ingests metadata and labels into a fresh catalog, shows that
-a second ingest adds nothing, then runs the funnel, the statistics, a label query and a
-thresholded subset export. Every step calls the same library functions as the CLI.
+a second ingest adds nothing, then runs the funnel, the statistics, pHash dedup and a label
+query. With the models extra it ingests seeded images with planted near-copies (pHash,
+embeddings, scores), labels them, audits them against a small reference set (removal list and
+HTML report), and finally exports a thresholded subset without duplicates and contaminated ids,
+replays its manifest and searches the images. Every step calls the same library functions as
+the CLI.
 """
 
 from __future__ import annotations
@@ -21,13 +25,6 @@ from coyo_db.catalog import Catalog
 from coyo_db.errors import CoyoDbError
 
 Emit = Callable[[str], None]
-
-SUBSET_SQL = """
-SELECT url, text, id, clip_similarity_vitb32, aesthetic_score_laion_v2
-FROM pairs_filtered
-WHERE clip_similarity_vitb32 >= 0.3 AND aesthetic_score_laion_v2 >= 5.0
-ORDER BY id
-"""
 
 TOP_LABELS_SQL = """
 SELECT name, count(*) AS images, round(avg(prob), 3) AS mean_prob
@@ -51,7 +48,12 @@ class DemoResult:
     dedup_removed: int = 0
     subset_rows: int = 0
     subset_path: Path | None = None
-    images: object | None = None  # ImagesDemoResult when the models extra is installed
+    # The image steps' results (ImagesDemoResult, LabelsDemoResult, AuditDemoResult) when the
+    # models extra is installed, and the export step's (ExportDemoResult).
+    images: object | None = None
+    labeling: object | None = None
+    audit: object | None = None
+    export: object | None = None
     steps: list[str] = field(default_factory=list)
 
 
@@ -145,18 +147,35 @@ def run_demo(
     step("the most frequent top-1 labels (prob >= 0.5), by name")
     emit(render_table(catalog.sql(TOP_LABELS_SQL)).rstrip())
 
-    step("export a thresholded subset (img2dataset-ready url, text, id)")
-    subset = catalog.sql(SUBSET_SQL)
-    result.subset_path = home / "subset.parquet"
-    pq.write_table(subset, result.subset_path)
-    result.subset_rows = subset.num_rows
-    emit(f"{subset.num_rows:,} of {result.survivors:,} filtered rows -> {result.subset_path}")
-
     step("ingest images: pHash, embeddings and scores, with the offline models")
     if images <= 0:
         emit("skipped (--images 0)")
     else:
         result.images = _images_step(catalog, data, images, seed, emit)
+
+    step("label the images (effnet-lite0, ImageNet-21k top-5) and select by hierarchy")
+    if result.images is None:
+        emit("skipped: no images were ingested")
+    else:
+        from coyo_db.demo_labels import run_labels_demo
+
+        result.labeling = run_labels_demo(catalog, data, seed=seed, emit=emit)
+
+    step("contamination audit: a reference set, planted copies, removal list and HTML report")
+    if result.images is None:
+        emit("skipped: no images were ingested")
+    else:
+        from coyo_db.demo_audit import run_audit_demo
+
+        result.audit = run_audit_demo(catalog, data, seed=seed, emit=emit)
+
+    step("export a thresholded subset without duplicates and contaminated ids; search it")
+    from coyo_db.demo_export import run_export_demo
+
+    exported = run_export_demo(catalog, data, seed=seed, emit=emit)
+    result.export = exported
+    result.subset_rows = exported.exported
+    result.subset_path = exported.export_path
 
     emit(f"\ndone in {time.perf_counter() - started:.1f} s. Explore the catalog:")
     emit(f"  coyo-db tables --home {home}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from coyo_db.catalog import Catalog
 from coyo_db.cli.app import app
-from coyo_db.demo import SUBSET_SQL, run_demo
+from coyo_db.demo import run_demo
+from coyo_db.demo_export import SUBSET_WHERE
 
 
 def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):
@@ -27,22 +30,38 @@ def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):
     survivors = catalog.sql("SELECT count(*) AS n FROM pairs_filtered")["n"][0].as_py()
     assert result.survivors == survivors
     subset = pq.read_table(result.subset_path)
-    assert subset.num_rows == result.subset_rows == catalog.sql(SUBSET_SQL).num_rows
+    expected = catalog.sql(
+        f"SELECT id FROM pairs WHERE {SUBSET_WHERE} "
+        "AND id NOT IN (SELECT id FROM dup_groups WHERE NOT keeper) "
+        "AND id NOT IN (SELECT id FROM contamination) ORDER BY id"
+    )["id"].to_pylist()
+    assert sorted(subset["id"].to_pylist()) == expected and len(expected) == result.subset_rows
     assert subset.column_names[:3] == ["url", "text", "id"]
+    assert result.export.replay_same_ids and result.export.excluded_duplicates > 0
 
     unique = catalog.sql("SELECT count(*) AS n FROM pairs_unique")["n"][0].as_py()
     assert result.dedup_removed > 0 and unique == 3_000 - result.dedup_removed
 
-    labeled = catalog.sql("SELECT count(*) AS n FROM labels")["n"][0].as_py()
+    labeled = catalog.sql("SELECT count(*) AS n FROM labels WHERE source = 'coyo-labeled-300m'")
+    labeled = labeled["n"][0].as_py()
     assert labeled == result.labels_ingested > 0
     text = "\n".join(lines)
     assert "Git LFS pointer" in text and "already ingested" in text
 
     images = result.images
     assert images.images == 24 and images.quarantined == 1
+    audit = result.audit
     stored = catalog.sql("SELECT count(*) AS n FROM images")["n"][0].as_py()
-    assert stored == 24
+    assert stored == 24 + audit.planted + audit.unrelated  # the audit step adds a shard
     assert images.found_by_embedding <= images.copies and images.copies > 0
+
+    labeling = result.labeling
+    model_labels = catalog.sql("SELECT count(*) AS n FROM labels WHERE source = 'effnet-lite0'")
+    assert labeling.labeled == model_labels["n"][0].as_py() == 24
+
+    assert 0 < audit.found <= audit.planted and audit.false_hits == 0
+    assert Path(audit.report).name == "index.html" and Path(audit.report).exists()
+    assert result.export.webdataset_samples > 0 and result.export.search_found_original
 
 
 def test_demo_command(tmp_path):
