@@ -1,8 +1,8 @@
 """Copy verification with local features: tells a copy from a look-alike.
 
 Two images are a copy when many local features (RootSIFT on the image scaled to at most
-:data:`MAX_SIDE` pixels) match under one similarity transform (scale, rotation, translation:
-what resizing, cropping, padding and re-encoding do), found by RANSAC
+:data:`MAX_SIDE` pixels, contrast-equalised with CLAHE) match under one similarity transform
+(scale, rotation, translation: what resizing, cropping, padding and re-encoding do), found by RANSAC
 (``cv2.estimateAffinePartial2D``). A look-alike (another photo of the same landmark, another
 galaxy, the same breed of cat) shares a few features at most, and never under one transform.
 
@@ -31,6 +31,7 @@ MAX_SIDE = 512
 MIN_SIDE = 384  # smaller images are upscaled to this long side before SIFT
 N_FEATURES = 1500
 RATIO = 0.8  # Lowe's ratio test
+CLAHE_CLIP = 3.0
 RANSAC_PIXELS = 6.0  # reprojection error, at MAX_SIDE
 MIN_SCALE, MAX_SCALE = 0.15, 8.0
 
@@ -95,6 +96,9 @@ def features(grey: np.ndarray | None) -> Features:
     if grey is None or grey.size == 0:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), (0, 0))
     cv2 = _cv2()
+    # local contrast equalisation: dark photos (night sky, low-key scenes) and smooth
+    # gradients give SIFT almost no keypoints otherwise, and brightness changes matter less
+    grey = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=(8, 8)).apply(grey)
     sift = cv2.SIFT_create(nfeatures=N_FEATURES)
     keypoints, desc = sift.detectAndCompute(grey, None)
     size = (int(grey.shape[1]), int(grey.shape[0]))
