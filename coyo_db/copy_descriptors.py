@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -198,7 +199,9 @@ class TorchScriptDescriptor(_TorchDescriptor):
         if not path.is_file():
             raise InputError(f"checkpoint not found: {path}")
         try:
-            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():  # TorchScript is deprecated; SSCD ships in it
+                warnings.simplefilter("ignore", FutureWarning)
+                self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:  # not a TorchScript archive
             raise InputError(f"{path}: not a TorchScript model ({type(exc).__name__})") from exc
         self.name = f"torchscript:{path}"

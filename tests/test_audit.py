@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,9 @@ def test_torchscript_and_isc_loaders(tmp_path: Path) -> None:
             return self.conv(x).mean(dim=(2, 3))
 
     path = tmp_path / "tiny.torchscript.pt"
-    torch.jit.script(Tiny()).save(str(path))
+    with warnings.catch_warnings():  # torch.jit is deprecated; SSCD's files are TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(Tiny()).save(str(path))
     model = load_descriptor(f"torchscript:{path}@32")
     pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     out = model.describe(pixels)
