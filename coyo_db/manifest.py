@@ -73,7 +73,7 @@ def build_manifest(
         "tool_version": __version__,
         "created_at": created_at,
         "seconds": round(seconds, 3),
-        "catalog": str(catalog.home),
+        "catalog": str(getattr(catalog, "location", catalog.home)),
         "format": fmt,
         "selection": {**origin, "sql": plan.selection},
         "sql": plan.sql,

@@ -138,7 +138,7 @@ def knn(
     fetch = k
     rerank = meta.kind == "ivf-pq" and catalog is not None
     if rerank:
-        fetch = k * int(meta.params.get("rerank", 4))
+        fetch = k * int(meta.params.get("rerank", 16))
     params = None
     selector = None
     if positions is not None:

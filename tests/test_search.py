@@ -119,7 +119,7 @@ def test_ivf_kinds_reach_high_recall_against_exact_search(vector_catalog, kind):
     meta = build_index(catalog, MODEL, kind=kind, nlist=32, nprobe=12)
     assert meta.kind == kind and meta.params["nlist"] == 32
     if kind == "ivf-pq":
-        assert meta.params["pq_m"] == 4 and meta.params["rerank"] == 4
+        assert meta.params["pq_m"] == 4 and meta.params["rerank"] == 16
     rng = np.random.default_rng(5)
     order = np.argsort(ids)
     recall = []
@@ -289,3 +289,36 @@ def test_demo_step_exports_replays_and_finds_the_planted_copy(image_home, tmp_pa
     assert result.search_found_original, lines
     assert any("the same" in line for line in lines)
     assert (catalog.home / "exports" / "subset" / "_manifest.json").is_file()
+
+
+def test_text_search_uses_the_clip_text_tower(catalog):
+    """A CLIP model (random weights, offline) embeds the text; hits equal exact search."""
+    pytest.importorskip("open_clip")
+    import torch
+
+    from coyo_db.ingest.registry import load_model
+
+    spec = "open_clip:ViT-B-32:random"
+    torch.manual_seed(0)  # search loads the model again: the same seed gives the same weights
+    model = load_model(spec)
+    rng = np.random.default_rng(2)
+    vectors = clustered(rng, 300, dim=model.dim)
+    ids = np.arange(300, dtype=np.int64) + 7
+    name = embeddings_table(spec)
+    catalog.ensure_table(name, schemas.embeddings_schema(model.dim, None))
+    values = pa.array(vectors.astype(np.float16).ravel(), pa.float16())
+    catalog.append(
+        name,
+        pa.table(
+            {"id": ids, "image_embedding": pa.FixedSizeListArray.from_arrays(values, model.dim)}
+        ),
+    )
+    build_index(catalog, spec)
+    torch.manual_seed(0)
+    result = search(catalog, text="a photo of a dog", k=5, model=spec)
+    query = unit(model.embed_texts(["a photo of a dog"]).detach().float().numpy()[0])
+    want = exact_top(stored(vectors), query, 5)
+    assert result.ids == ids[want].tolist()
+    np.testing.assert_allclose(
+        result.table["score"].to_numpy(), stored(vectors)[want] @ query, atol=1e-3
+    )
