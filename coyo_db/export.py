@@ -373,6 +373,7 @@ class ExportRows:
             raise InputError(f"an export's id column must be an integer, not {id_type}")
         self.exclusions = [dict(e) for e in plan.exclusions]
         self.drop = np.zeros(0, dtype=np.int64)
+        self.expected_dropped = self.dropped = 0
         present = [e for e in self.exclusions if e["present"]]
         for entry in self.exclusions:
             entry["excluded"] = 0
@@ -403,6 +404,7 @@ class ExportRows:
             else:
                 entry["kept"] = int(hit.sum())
         self.drop = np.unique(ids[dropped])
+        self.expected_dropped = int(dropped.sum())
         duplicates = next((e for e in present if e["reason"] == "duplicates"), None)
         if duplicates is not None:
             methods = self.con.sql(
@@ -435,10 +437,16 @@ class ExportRows:
                     at = np.searchsorted(self.drop, ids).clip(max=len(self.drop) - 1)
                     keep = self.drop[at] != ids
                     if not keep.all():
+                        self.dropped += int(len(keep) - keep.sum())
                         batch = batch.filter(pa.array(keep))
                 yield batch
         except duckdb.Error as exc:
             raise _query_error(exc) from None
+        if self.dropped != self.expected_dropped:
+            raise InputError(
+                "the selection gave other rows on its second run (random(), or LIMIT without "
+                "ORDER BY?); an export needs a deterministic selection, e.g. ORDER BY hash(id)"
+            )
 
 
 @dataclass

@@ -312,3 +312,15 @@ def test_webdataset_export_needs_images(catalog, tmp_path):
     add_pairs(catalog, 50)
     with pytest.raises(InputError, match="no images table"):
         export(catalog, tmp_path / "wds", where="true", fmt="webdataset")
+
+
+def test_a_selection_that_changes_between_runs_is_refused(catalog, tmp_path):
+    pairs = add_pairs(catalog, 2000)
+    add_dup_groups(catalog, pairs["id"].to_numpy()[:1000])
+    sql = "SELECT url, text, id FROM pairs ORDER BY random() LIMIT 500"
+    with pytest.raises(InputError, match="deterministic selection"):
+        export(catalog, tmp_path / "out", sql=sql)
+    assert not (tmp_path / "out").exists()
+    sample = "SELECT url, text, id FROM pairs ORDER BY hash(id) LIMIT 500"
+    first = export(catalog, tmp_path / "a", sql=sample)
+    assert first.counts["selected"] == 500 and first.counts["excluded"] > 0
