@@ -67,10 +67,10 @@ class OperatingPoint:
     knn: int = 5
     candidate_cosine: float = 0.3
     candidate_radius: int = 12
-    min_inliers: int = 12
-    min_coverage: float = 0.1
-    descriptor_cosine: float = 0.85
-    phash_radius: int = 4
+    min_inliers: int = 10
+    min_coverage: float = 0.05
+    descriptor_cosine: float = 0.89
+    phash_radius: int = 2
 
 
 DEFAULT_POINT = OperatingPoint()

@@ -113,7 +113,7 @@ def test_audit_from_paths(audited, tmp_path: Path) -> None:
 
 
 def test_decide_rules() -> None:
-    hamming = np.array([0, 0, 3, 30, 30, 30])
+    hamming = np.array([0, 0, 2, 30, 30, 30])
     cosine = np.array([0.5, 0.99, 0.5, 0.99, 0.5, 0.5], dtype=np.float32)
     inliers = np.array([0, 0, 0, 0, 80, 80])
     coverage = np.array([0, 0, 0, 0, 0.5, 0.01], dtype=np.float32)
