@@ -145,7 +145,6 @@ class _References:
     low_info: np.ndarray  # (N,) bool
     index: Any = None  # faiss IndexFlatIP over 2N centred vectors: plain then mirrored
     binary: Any = None  # faiss IndexBinaryFlat over the N pHashes
-    grey: dict[int, np.ndarray | None] = field(default_factory=dict)
     features: Any = None  # copy_verify.ReferenceFeatures
     raw: Any = None  # (2N, D) descriptors as stored, before centring
     center: Any = None  # (D,) the mean removed from every descriptor (see build_index)
@@ -216,17 +215,22 @@ def _phash_bytes(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hashes.astype(">u8")).view(np.uint8).reshape(-1, 8)
 
 
-def _reference_greys(refs: _References, wanted: Sequence[int]) -> None:
-    """Read (once) the references the verification needs, as grey images."""
+def _reference_greys(refs: _References, wanted: Sequence[int]) -> dict[int, np.ndarray | None]:
+    """The references a batch must verify against whose features are not cached, read again
+    from their shards as grey images (kept for this batch only: 50,000 would not fit)."""
     from coyo_db.copy_verify import grey_image
     from coyo_db.ingest.image_fetch import fetch_images
 
-    missing = [i for i in dict.fromkeys(wanted) if i not in refs.grey]
-    if not missing:
-        return
+    missing = [
+        i
+        for i in dict.fromkeys(wanted)
+        if (i, False) not in refs.features or (i, True) not in refs.features
+    ]
+    greys: dict[int, np.ndarray | None] = {}
     for fetched in fetch_images([(refs.shard[i], refs.member[i]) for i in missing]):
         i = missing[fetched.index]
-        refs.grey[i] = grey_image(fetched.data) if fetched.data else None
+        greys[i] = grey_image(fetched.data) if fetched.data else None
+    return greys
 
 
 # --- dataset images -------------------------------------------------------------------------
@@ -460,8 +464,20 @@ def _audit_batch(
     flip_hint = cos_mirror > cos_plain
     hamming = np.bitwise_count(phash[rows][q_index] ^ refs.phash[r_index]).astype(np.int32)
 
-    _reference_greys(refs, r_index.tolist())
+    greys = _reference_greys(refs, r_index.tolist())
     cache = refs.features
+    # the batch's reference features, pinned here: the shared LRU may drop them mid-batch
+    pinned: dict[tuple[int, bool], Any] = {}
+    for ri in set(r_index.tolist()):
+        for side in (False, True):
+            if (ri, side) in cache:
+                pinned[(ri, side)] = cache.get(ri, None, side)
+
+    def ref_features(ri: int, side: bool) -> Any:
+        if (ri, side) not in pinned:
+            pinned[(ri, side)] = cache.get(ri, greys.get(ri), side)
+        return pinned[(ri, side)]
+
     query_features: dict[int, Any] = {}
     inliers = np.zeros(len(keys), dtype=np.int32)
     coverage = np.zeros(len(keys), dtype=np.float32)
@@ -469,25 +485,14 @@ def _audit_batch(
     for p, (qi, ri) in enumerate(keys):
         if qi not in query_features:
             query_features[qi] = features(grey_image(batch.data[rows[qi]]))
-        ref_grey = refs.grey.get(ri)
-        plain = cache.get(ri, ref_grey, False)
-        first = verify(
-            query_features[qi],
-            plain if not flip_hint[p] else cache.get(ri, ref_grey, True),
-            None,
-        )
-        if first.inliers < point.min_inliers:
-            other = cache.get(ri, ref_grey, not flip_hint[p])
-            second = verify(query_features[qi], other, None)
-            if second.inliers > first.inliers:
-                first = second
-                verdict_flip = not flip_hint[p]
-            else:
-                verdict_flip = bool(flip_hint[p])
-        else:
-            verdict_flip = bool(flip_hint[p])
-        inliers[p], coverage[p] = first.inliers, first.coverage
-        flipped[p] = verdict_flip if first.inliers else bool(flip_hint[p])
+        side = bool(flip_hint[p])  # try the orientation the descriptor prefers first
+        best = verify(query_features[qi], ref_features(ri, side), None)
+        if best.inliers < point.min_inliers:
+            other = verify(query_features[qi], ref_features(ri, not side), None)
+            if other.inliers > best.inliers:
+                best, side = other, not side
+        inliers[p], coverage[p] = best.inliers, best.coverage
+        flipped[p] = side
     t4 = time.perf_counter()
 
     low = query_low[q_index] | refs.low_info[r_index]

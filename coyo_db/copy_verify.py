@@ -159,7 +159,7 @@ class ReferenceFeatures:
     """Features of references (and of their mirror images), computed once, least recently used
     dropped beyond `capacity`."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
         self._cache: OrderedDict[tuple[object, bool], Features] = OrderedDict()
 
