@@ -155,8 +155,7 @@ class _References:
         CNN descriptors share a large common component (unrelated photos score cosine 0.6-0.9);
         removing the mean of the images at hand spreads them out, so one threshold separates
         copies from unrelated images far better."""
-        import faiss
-
+        faiss = _faiss()
         self.center = np.concatenate([self.raw, first_queries]).mean(axis=0).astype(np.float32)
         index = faiss.IndexFlatIP(self.raw.shape[1])
         index.add(self.centre(self.raw))
@@ -174,8 +173,6 @@ class _References:
 def _load_references(
     catalog: Catalog, names: Sequence[str], descriptor: CopyDescriptor
 ) -> _References:
-    import faiss
-
     from coyo_db import refsets
     from coyo_db.copy_verify import ReferenceFeatures
 
@@ -201,12 +198,18 @@ def _load_references(
         low_info=table["low_info"].to_numpy(zero_copy_only=False).astype(bool),
     )
     refs.raw = np.concatenate([plain, mirror])
-    binary = faiss.IndexBinaryFlat(64)
+    binary = _faiss().IndexBinaryFlat(64)
     binary.add(_phash_bytes(refs.phash))
     refs.binary = binary
     refs.features = ReferenceFeatures()
     log.info("audit index: %d references (%d low-information)", n, int(refs.low_info.sum()))
     return refs
+
+
+def _faiss():  # type: ignore[no-untyped-def]
+    from coyo_db.ingest.models.common import require
+
+    return require("faiss", "faiss-cpu", "index")
 
 
 def _phash_bytes(hashes: np.ndarray) -> np.ndarray:
