@@ -7,7 +7,20 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["bench_startup.py", "bench_query.py", "bench_ingest.py", "bench_phash.py"]
+BENCHES = [
+    "bench_startup.py",
+    "bench_query.py",
+    "bench_ingest.py",
+    "bench_phash.py",
+    "bench_images.py",
+    "bench_dedup.py",
+    "bench_dedup_semantic.py",
+    "bench_label.py",
+    "bench_audit.py",
+    "bench_export.py",
+    "bench_search.py",
+    "bench_ray.py",
+]
 
 if __name__ == "__main__":
     for name in BENCHES:
