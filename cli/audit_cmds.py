@@ -44,6 +44,22 @@ def add(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Decode processes (0: in this process).")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
+            "cluster's CPUs, the descriptor in GPU or CPU actors; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --engine ray: join this Ray cluster (auto, host:6379, "
+            "ray://host:10001); without it a local Ray instance starts.",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Register a reference set: pHash, copy descriptors and low-information flags."""
@@ -57,6 +73,8 @@ def add(
         replace=replace,
         device=device,
         workers=workers,
+        engine=engine,
+        address=address,
         progress=RichProgress("images"),
     )
     stdout.print(summary.line())

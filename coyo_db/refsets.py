@@ -264,6 +264,9 @@ def describe_both(descriptor: CopyDescriptor, pixels: np.ndarray) -> tuple[np.nd
 # --- registration ---------------------------------------------------------------------------
 
 
+ENGINES = ("local", "ray")
+
+
 def add_refset(
     catalog: Catalog,
     name: str,
@@ -274,12 +277,23 @@ def add_refset(
     batch_size: int = 64,
     workers: int | None = None,
     device: str = "auto",
+    engine: str = "local",
+    address: str | None = None,
     progress: Progress | None = None,
 ) -> RefsetSummary:
-    """Register the images under `path` as reference set `name` (see the module docstring)."""
+    """Register the images under `path` as reference set `name` (see the module docstring).
+
+    `engine` is "local" or "ray": Ray Data reads and decodes on the cluster's CPUs and runs
+    the descriptor in GPU or CPU actors (:mod:`coyo_db.refsets_ray`); both engines write the
+    same rows. `address` joins a running Ray cluster; without it a local Ray instance starts.
+    """
     from coyo_db.copy_descriptors import load_descriptor
     from coyo_db.ingest.image_sources import find_shards
 
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise InputError("--address joins a Ray cluster: it needs --engine ray")
     if not _NAME.match(name):
         raise InputError(f"refset name {name!r}: use letters, digits, '-', '_' or '.'")
     root = Path(path).expanduser().resolve()
@@ -290,85 +304,141 @@ def add_refset(
     started = time.perf_counter()
     progress = progress or NullProgress()
     model = load_descriptor(descriptor)
-    model.to(device)
     records = (record for shard in shards for record in shard.records())
     head = list(islice(records, 256))
     layout = detect_layout([r.member for r in head if r.error is None])
     if layout == "folder" and all(s.kind in ("webdataset", "parquet") for s in shards):
         layout = "shards"
-    summary = RefsetSummary(name, layout)
+    rows = RefsetRows(name, root, layout)
     counts = [shard.count() for shard in shards]
     progress.start(f"refset add {name}", total=None if None in counts else sum(counts))
+    if engine == "ray":
+        from coyo_db import refsets_ray
 
-    rows: dict[str, list] = {key: [] for key in REFSET_IMAGES_SCHEMA.names}
-    vectors, flipped = [], []
-    spec = model.preprocess
-    decoded = decode_stream(chain(head, records), [spec], workers=_workers(workers))
-    ref_id = 0
-    while batch := list(islice(decoded, batch_size)):
-        good = [d for d in batch if d.error is None]
+        refsets_ray.run(
+            rows,
+            shards,
+            model,
+            descriptor,
+            device,
+            address,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    else:
+        model.to(device)
+        decoded = decode_stream(chain(head, records), [model.preprocess], workers=_workers(workers))
+        while batch := list(islice(decoded, batch_size)):
+            rows.add_decoded(batch, model)
+            progress.advance(len(batch))
+    progress.finish()
+    return rows.commit(catalog, model.name, model.dim, exists=exists, started=started)
+
+
+class RefsetRows:
+    """A set's rows in ref_id order, added batch by batch and written once (both engines)."""
+
+    def __init__(self, name: str, root: Path, layout: str) -> None:
+        self.name = name
+        self.root = root
+        self.summary = RefsetSummary(name, layout)
+        self.columns: dict[str, list] = {key: [] for key in REFSET_IMAGES_SCHEMA.names}
+        self.plain: list[np.ndarray] = []
+        self.mirror: list[np.ndarray] = []
+
+    def fail(self, record: ImageRecord, error: str) -> None:
+        self.summary.failed += 1
+        self.summary.failures[error] = self.summary.failures.get(error, 0) + 1
+        log.warning("refset %s: %s/%s: %s", self.name, record.shard, record.member, error)
+
+    def add_decoded(self, batch: Sequence[DecodedImage], model: CopyDescriptor) -> None:
+        """Decoded images: the failed ones counted, the good ones described and added."""
+        spec = model.preprocess
         for d in batch:
             if d.error is not None:
-                summary.failed += 1
-                summary.failures[d.error] = summary.failures.get(d.error, 0) + 1
-                log.warning("refset %s: %s/%s: %s", name, d.record.shard, d.record.member, d.error)
-        if good:
-            pixels = np.stack([d.pixels[spec] for d in good])
-            plain, mirror = describe_both(model, pixels)
-            vectors.append(plain.astype(np.float16))
-            flipped.append(mirror.astype(np.float16))
-            paths = _ref_paths([d.record for d in good], root, layout)
-            for d, image, ref_path in zip(good, pixels, paths, strict=True):
-                reason = low_information(image)
-                rows["refset"].append(name)
-                rows["ref_id"].append(ref_id)
-                rows["ref_path"].append(ref_path)
-                rows["shard"].append(d.record.shard)
-                rows["member"].append(d.record.member)
-                rows["image_phash"].append(d.phash)
-                rows["phash"].append(int(d.phash, 16))
-                rows["width"].append(d.width)
-                rows["height"].append(d.height)
-                rows["low_info"].append(reason is not None)
-                rows["low_info_reason"].append(reason)
-                summary.low_info += reason is not None
-                ref_id += 1
-        progress.advance(len(batch))
-    progress.finish()
-    summary.images = ref_id
-    if summary.images == 0:
-        raise InputError(f"{path}: no readable image to register")
+                self.fail(d.record, d.error)
+        good = [d for d in batch if d.error is None]
+        if not good:
+            return
+        pixels = np.stack([d.pixels[spec] for d in good])
+        plain, mirror = describe_both(model, pixels)
+        self.add(
+            [d.record for d in good],
+            [d.phash for d in good],
+            [d.width for d in good],
+            [d.height for d in good],
+            [low_information(image) for image in pixels],
+            plain,
+            mirror,
+        )
 
-    if exists:
-        drop_refset(catalog, name)
-    images = pa.Table.from_pydict(rows, schema=REFSET_IMAGES_SCHEMA)
-    desc_schema = descriptors_schema(model.dim)
-    desc = pa.table(
-        {
-            "refset": pa.array([name] * summary.images, pa.string()),
-            "ref_id": pa.array(np.arange(summary.images, dtype=np.int64)),
-            "descriptor": _vectors(np.concatenate(vectors)),
-            "descriptor_flip": _vectors(np.concatenate(flipped)),
-        },
-        schema=desc_schema,
-    )
-    summary.seconds = time.perf_counter() - started
-    _ensure(catalog, descriptors_table(model.name), desc_schema)
-    catalog.append(descriptors_table(model.name), desc, {"refset": name})
-    catalog.append(REFSET_IMAGES, images, {"refset": name})
-    meta = {
-        "refset": name,
-        "source": str(root),
-        "layout": layout,
-        "images": summary.images,
-        "failed": summary.failed,
-        "low_info": summary.low_info,
-        "descriptor": model.name,
-        "created_at": datetime.now(UTC),
-    }
-    catalog.append(REFSETS, pa.Table.from_pylist([meta], schema=REFSETS_SCHEMA), {"refset": name})
-    log.info("%s", summary.line())
-    return summary
+    def add(
+        self,
+        records: Sequence[ImageRecord],
+        phashes: Sequence[str],
+        widths: Sequence[int],
+        heights: Sequence[int],
+        reasons: Sequence[str | None],
+        plain: np.ndarray,
+        mirror: np.ndarray,
+    ) -> None:
+        """Good images, in order: the next ref_ids go to them."""
+        first, n = len(self.columns["ref_id"]), len(records)
+        columns = self.columns
+        columns["refset"] += [self.name] * n
+        columns["ref_id"] += range(first, first + n)
+        columns["ref_path"] += _ref_paths(list(records), self.root, self.summary.layout)
+        columns["shard"] += [r.shard for r in records]
+        columns["member"] += [r.member for r in records]
+        columns["image_phash"] += phashes
+        columns["phash"] += [int(p, 16) for p in phashes]
+        columns["width"] += widths
+        columns["height"] += heights
+        columns["low_info"] += [r is not None for r in reasons]
+        columns["low_info_reason"] += reasons
+        self.summary.low_info += sum(r is not None for r in reasons)
+        self.plain.append(plain.astype(np.float16))
+        self.mirror.append(mirror.astype(np.float16))
+
+    def commit(
+        self, catalog: Catalog, descriptor: str, dim: int, *, exists: bool, started: float
+    ) -> RefsetSummary:
+        """Write the set (over its old rows when `exists`): images, descriptors, its row."""
+        summary, name = self.summary, self.name
+        summary.images = len(self.columns["ref_id"])
+        if summary.images == 0:
+            raise InputError(f"{self.root}: no readable image to register")
+        if exists:
+            drop_refset(catalog, name)
+        images = pa.Table.from_pydict(self.columns, schema=REFSET_IMAGES_SCHEMA)
+        desc_schema = descriptors_schema(dim)
+        desc = pa.table(
+            {
+                "refset": pa.array([name] * summary.images, pa.string()),
+                "ref_id": pa.array(np.arange(summary.images, dtype=np.int64)),
+                "descriptor": _vectors(np.concatenate(self.plain)),
+                "descriptor_flip": _vectors(np.concatenate(self.mirror)),
+            },
+            schema=desc_schema,
+        )
+        summary.seconds = time.perf_counter() - started
+        _ensure(catalog, descriptors_table(descriptor), desc_schema)
+        catalog.append(descriptors_table(descriptor), desc, {"refset": name})
+        catalog.append(REFSET_IMAGES, images, {"refset": name})
+        meta = {
+            "refset": name,
+            "source": str(self.root),
+            "layout": summary.layout,
+            "images": summary.images,
+            "failed": summary.failed,
+            "low_info": summary.low_info,
+            "descriptor": descriptor,
+            "created_at": datetime.now(UTC),
+        }
+        table = pa.Table.from_pylist([meta], schema=REFSETS_SCHEMA)
+        catalog.append(REFSETS, table, {"refset": name})
+        log.info("%s", summary.line())
+        return summary
 
 
 def _ensure(catalog: Catalog, table: str, schema: pa.Schema) -> None:
