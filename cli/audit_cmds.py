@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, RichProgress, open_catalog, stdout
+from coyo_db.cli.common import (
+    AddressOption,
+    EngineOption,
+    HomeOption,
+    RichProgress,
+    open_catalog,
+    stdout,
+)
 
 refset_app = typer.Typer(
     help="Reference (evaluation) image sets the audit looks for: ImageNet val, COCO val2017...",
@@ -44,22 +51,8 @@ def add(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Decode processes (0: in this process).")
     ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
-            "cluster's CPUs, the descriptor in GPU or CPU actors; needs coyo-db[ray]).",
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            help="With --engine ray: join this Ray cluster (auto, host:6379, "
-            "ray://host:10001); without it a local Ray instance starts.",
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
     """Register a reference set: pHash, copy descriptors and low-information flags."""

@@ -30,6 +30,24 @@ HomeOption = Annotated[
     ),
 ]
 
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (decode processes on this machine) or ray (Ray Data: decode on the "
+        "cluster's CPUs, models in GPU or CPU actors; needs coyo-db[ray]).",
+    ),
+]
+
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --engine ray: join this Ray cluster (auto, host:6379, "
+        "ray://host:10001); without it a local Ray instance starts.",
+    ),
+]
+
 
 def open_catalog(home: str | Path | None, *, create: bool = True) -> Catalog:
     from coyo_db.catalog import Catalog

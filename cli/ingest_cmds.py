@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, RichProgress, open_catalog, stdout
+from coyo_db.cli.common import (
+    AddressOption,
+    EngineOption,
+    HomeOption,
+    RichProgress,
+    open_catalog,
+    stdout,
+)
 
 ingest_app = typer.Typer(help="Load COYO-shaped files into the catalog.", no_args_is_help=True)
 
@@ -87,22 +94,8 @@ def images(
             help="exact (identical to imagehash, COYO's format) or fast (about 5x faster).",
         ),
     ] = "exact",
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
-            "cluster's CPUs, models in GPU or CPU actors; needs coyo-db[ray]).",
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            help="With --engine ray: join this Ray cluster (auto, host:6379, "
-            "ray://host:10001); without it a local Ray instance starts.",
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
     """Images into `images` (pHash, size, format), embeddings and `scores`; bad ones quarantined."""

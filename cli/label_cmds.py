@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, RichProgress, open_catalog, stdout
+from coyo_db.cli.common import (
+    AddressOption,
+    EngineOption,
+    HomeOption,
+    RichProgress,
+    open_catalog,
+    stdout,
+)
 
 taxonomy_app = typer.Typer(
     help="Class lists that labels point into, and the synset hierarchy.", no_args_is_help=True
@@ -70,22 +77,8 @@ def label(
             "--activation", help="Classifier outputs to probabilities: softmax or sigmoid."
         ),
     ] = "softmax",
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="local (decode processes on this machine) or ray (Ray Data: decode on the "
-            "cluster's CPUs, the model in GPU or CPU actors; needs coyo-db[ray]).",
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            help="With --engine ray: join this Ray cluster (auto, host:6379, "
-            "ray://host:10001); without it a local Ray instance starts.",
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
     """Top-k labels for every ingested image into the table `labels` (COYO-Labeled format)."""

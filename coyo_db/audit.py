@@ -321,7 +321,7 @@ def audit(
     hits to `contamination` and every candidate to `contamination_candidates`, replacing
     these refsets' earlier rows. `where` filters `images` (a Lance/SQL predicate)."""
     from coyo_db.copy_descriptors import load_descriptor
-    from coyo_db.refsets import _workers, decoder_pool
+    from coyo_db.ingest.decode_pool import decode_workers, decoder_pool
     from coyo_db.runs import Run
 
     if not refsets:
@@ -345,7 +345,7 @@ def audit(
     )
     parts = []
     status = "failed"
-    count = _workers(workers)
+    count = decode_workers(workers, most=4)
     pool = decoder_pool(count)
     try:
         for batch in batches:
@@ -354,8 +354,7 @@ def audit(
             progress.advance(len(batch.ids))
         status = "ok"
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
         progress.finish()
         if status != "ok":
             run.finish(status, rows_read=summary.images)

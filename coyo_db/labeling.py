@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,8 @@ import pyarrow.compute as pc
 
 from coyo_db import lance_tables, schemas
 from coyo_db.errors import CatalogError, InputError
+from coyo_db.ingest.decode_pool import decode_workers, decoder_pool
+from coyo_db.ingest.ray_engine import check_engine
 from coyo_db.ingest.summary import IngestSummary
 from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
 from coyo_db.progress import NullProgress, Progress
@@ -54,7 +55,6 @@ LABELS = "labels"
 IMAGES = "images"
 DEFAULT_TOP_K = 50  # COYO-Labeled-300M keeps the top 50
 DEFAULT_BATCH_SIZE = 64
-ENGINES = ("local", "ray")
 _CHUNK = 16  # records per decode task
 
 
@@ -204,10 +204,7 @@ def label_images(
         raise InputError("--top-k must be at least 1")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if address is not None and engine != "ray":
-        raise InputError("--address joins a Ray cluster: it needs --engine ray")
+    check_engine(engine, address)
     if not catalog.has_table(IMAGES):
         raise CatalogError(
             f"the catalog at {catalog.home} has no images to label; run 'coyo-db ingest images'"
@@ -296,7 +293,9 @@ def _label(
     run = Run(catalog, "label", arguments)
     summary = LabelSummary(table=LABELS, run_id=run.run_id, model=labeler.name, taxonomy=name)
     summary.top_k = top_k
-    job = _Job(catalog, labeler, name, top_k, batch_size, _workers(workers), summary, progress)
+    job = _Job(
+        catalog, labeler, name, top_k, batch_size, decode_workers(workers), summary, progress
+    )
     status = "failed"
     try:
         if arguments["engine"] == "ray":
@@ -361,7 +360,7 @@ class _Job:
     def run(self) -> None:
         shards = self._start()
         todo = [s for s in shards if s is not None and len(s.ids)]
-        with _decoder(self.workers if todo else 0) as pool:
+        with decoder_pool(self.workers if todo else 0) as pool:
             for shard in shards:
                 if shard is not None:
                     self._shard(shard, pool)
@@ -549,28 +548,3 @@ def chunk_records(fetched: Iterable[FetchedImage], size: int) -> Iterator[list[I
             chunk = []
     if chunk:
         yield chunk
-
-
-class _InlineExecutor(Executor):
-    """Decodes in this process (workers=0)."""
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller, as a pool would
-            future.set_exception(exc)
-        return future
-
-
-def _workers(workers: int | None) -> int:
-    return (os.cpu_count() or 1) if workers is None else max(0, workers)
-
-
-def _decoder(count: int) -> Executor:
-    if count == 0:
-        return _InlineExecutor()
-    import multiprocessing
-
-    # spawn, not fork: the parent holds torch and its threads, which fork does not survive.
-    return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 
 from coyo_db.errors import CatalogError, InputError
+from coyo_db.ingest.decode_pool import decode_workers, decoder_pool
+from coyo_db.ingest.ray_engine import check_engine
 from coyo_db.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -209,17 +211,6 @@ def _colours_covering(codes: np.ndarray, share: float) -> int:
 # --- decoding, shared with the audit --------------------------------------------------------
 
 
-def decoder_pool(workers: int) -> Executor | None:
-    """A pool of `workers` decode processes (None: decode in this process).
-
-    spawn, not fork: the parent holds torch and its threads, which fork does not survive."""
-    if workers <= 0:
-        return None
-    import multiprocessing
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def decode_stream(
     records: Iterable[ImageRecord],
     specs: Sequence[Preprocess],
@@ -237,10 +228,6 @@ def decode_stream(
     if own:
         pool = decoder_pool(workers)
     try:
-        if pool is None:
-            while chunk := list(islice(iterator, _CHUNK)):
-                yield from decode_batch(chunk, specs, phash=phash)
-            return
         depth = 2 * max(workers, 2)
         pending = []
         while True:
@@ -250,7 +237,7 @@ def decode_stream(
                 break
             yield from pending.pop(0).result()
     finally:
-        if own and pool is not None:
+        if own:
             pool.shutdown(cancel_futures=True)
 
 
@@ -262,9 +249,6 @@ def describe_both(descriptor: CopyDescriptor, pixels: np.ndarray) -> tuple[np.nd
 
 
 # --- registration ---------------------------------------------------------------------------
-
-
-ENGINES = ("local", "ray")
 
 
 def add_refset(
@@ -290,10 +274,7 @@ def add_refset(
     from coyo_db.copy_descriptors import load_descriptor
     from coyo_db.ingest.image_sources import find_shards
 
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if address is not None and engine != "ray":
-        raise InputError("--address joins a Ray cluster: it needs --engine ray")
+    check_engine(engine, address)
     if not _NAME.match(name):
         raise InputError(f"refset name {name!r}: use letters, digits, '-', '_' or '.'")
     root = Path(path).expanduser().resolve()
@@ -327,7 +308,9 @@ def add_refset(
         )
     else:
         model.to(device)
-        decoded = decode_stream(chain(head, records), [model.preprocess], workers=_workers(workers))
+        decoded = decode_stream(
+            chain(head, records), [model.preprocess], workers=decode_workers(workers, most=4)
+        )
         while batch := list(islice(decoded, batch_size)):
             rows.add_decoded(batch, model)
             progress.advance(len(batch))
@@ -448,14 +431,6 @@ def _ensure(catalog: Catalog, table: str, schema: pa.Schema) -> None:
     catalog.ensure_table(table, schema)
 
 
-def _workers(workers: int | None) -> int:
-    import os
-
-    if workers is not None:
-        return max(0, workers)
-    return min(4, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
-
-
 def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
     values = np.ascontiguousarray(values, dtype=np.float16)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
@@ -526,7 +501,9 @@ def describe_refset(
     records = [ImageRecord(f.shard, f.member, f.member, f.data, error=f.error) for f in fetched]
     spec = descriptor.preprocess
     plain, mirror = [], []
-    decoded = list(decode_stream(records, [spec], workers=_workers(workers), phash=False))
+    decoded = list(
+        decode_stream(records, [spec], workers=decode_workers(workers, most=4), phash=False)
+    )
     for start in range(0, len(decoded), batch_size):
         chunk = decoded[start : start + batch_size]
         pixels = np.stack(

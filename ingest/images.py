@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from coyo_db import lance_tables, schemas
 from coyo_db.errors import InputError
 from coyo_db.ingest.decode import decode_batch
+from coyo_db.ingest.decode_pool import decode_workers, decoder_pool
 from coyo_db.ingest.image_outputs import (
     IMAGES,
     ModelOutput,
@@ -56,6 +57,7 @@ from coyo_db.ingest.image_types import (
     TextScorer,
 )
 from coyo_db.ingest.models.common import resolve_device
+from coyo_db.ingest.ray_engine import check_engine
 from coyo_db.ingest.registry import load_model, load_scorer
 from coyo_db.ingest.summary import IngestSummary
 from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
@@ -68,7 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
-ENGINES = ("local", "ray")
 _CHUNK = 16  # records per decode task: big enough to amortise the process hop
 
 
@@ -125,49 +126,40 @@ def ingest_images(
         raise InputError("--batch-size must be at least 1")
     if phash not in ("exact", "fast"):
         raise InputError(f"--phash must be exact or fast, not {phash!r}")
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if address is not None and engine != "ray":
-        raise InputError("--address joins a Ray cluster: it needs --engine ray")
+    check_engine(engine, address)
     started = time.perf_counter()
     progress = progress or NullProgress()
     shards = find_shards(paths)
-    if engine == "ray":
-        from coyo_db.ingest import images_ray
+    with _engine_session(engine, address):
+        if engine == "ray":
+            from coyo_db.ingest.images_ray import cluster_device
 
-        with images_ray.session(address):
-            device = images_ray.cluster_device(device)
-            return _ingest(
-                catalog,
-                shards,
-                paths,
-                embed,
-                scores,
-                device,
-                batch_size,
-                workers,
-                max_pixels,
-                phash,
-                engine,
-                progress,
-                started,
-            )
-    device = resolve_device(device)
-    return _ingest(
-        catalog,
-        shards,
-        paths,
-        embed,
-        scores,
-        device,
-        batch_size,
-        workers,
-        max_pixels,
-        phash,
-        engine,
-        progress,
-        started,
-    )
+            device = cluster_device(device)
+        else:
+            device = resolve_device(device)
+        return _ingest(
+            catalog,
+            shards,
+            paths,
+            embed,
+            scores,
+            device,
+            batch_size,
+            workers,
+            max_pixels,
+            phash,
+            engine,
+            progress,
+            started,
+        )
+
+
+def _engine_session(engine: str, address: str | None) -> AbstractContextManager[Any]:
+    if engine != "ray":
+        return nullcontext()
+    from coyo_db.ingest.images_ray import session
+
+    return session(address)
 
 
 def _ingest(
@@ -218,7 +210,7 @@ def _ingest(
         batch_size,
         max_pixels,
         phash,
-        _decode_workers(workers),
+        decode_workers(workers),
         run.run_id,
         summary,
         progress,
@@ -230,7 +222,7 @@ def _ingest(
 
             images_ray.run(job, shards, device)
         else:
-            with _decoder(job.workers) as pool:
+            with decoder_pool(job.workers) as pool:
                 for shard in shards:
                     job.shard(shard, pool)
         status = "ok"
@@ -248,31 +240,6 @@ def _ingest(
         )
     log.info("%s", summary.line())
     return summary
-
-
-class _InlineExecutor(Executor):
-    """Decodes in this process (workers=0): for debugging and tiny inputs."""
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller, as a pool would
-            future.set_exception(exc)
-        return future
-
-
-def _decode_workers(workers: int | None) -> int:
-    return (os.cpu_count() or 1) if workers is None else max(0, workers)
-
-
-def _decoder(count: int) -> Executor:
-    if count == 0:
-        return _InlineExecutor()
-    import multiprocessing
-
-    # spawn, not fork: the parent holds torch and its threads, which fork does not survive.
-    return ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
 
 
 @dataclass

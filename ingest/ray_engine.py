@@ -74,6 +74,17 @@ def require_ray() -> Any:
     return ray
 
 
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, address: str | None) -> None:
+    """Refuse an unknown engine, and an --address without the Ray engine (one clear line)."""
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise InputError("--address joins a Ray cluster: it needs --engine ray")
+
+
 @contextmanager
 def session(address: str | None = None) -> Iterator[Any]:
     """Ray, connected: joins `address` (``auto``, ``ray://host:10001``, ``host:6379``), or the
