@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,3 +50,18 @@ def coyo_parquet(tmp_path: Path, coyo_rows: list[dict]) -> Path:
 def catalog(tmp_path: Path) -> Catalog:
     """An empty catalog in a temporary home."""
     return Catalog(tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray with two CPUs and a small object store; yields its address."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -9,7 +9,6 @@ labeling actor) are retried by Ray and each image is labeled once.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 
 pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
+
+from ray_helpers import dying_read, dying_stage  # noqa: E402
 
 from coyo_db import labeling_ray  # noqa: E402
 from coyo_db.catalog import Catalog  # noqa: E402
@@ -32,18 +33,6 @@ from coyo_db.taxonomy import IMAGENET1K  # noqa: E402
 IDS = list(range(900, 909))
 OPTIONS = {"model": "effnet-lite0", "taxonomy": IMAGENET1K, "top_k": 5, "batch_size": 2}
 LABELED, QUARANTINED = 5, 4  # 9 images: one undecodable, three in a removed shard
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -128,40 +117,16 @@ def test_ray_engine_writes_the_same_labels_as_the_local_engine(
     assert (again.sources_skipped, again.rows_read) == (3, 0)
 
 
-def _dying_read(marker: Path):
-    """labeling_ray.read_shard, except that the first attempt at the first shard dies after
-    its first table."""
-    real = labeling_ray.read_shard
-
-    def read(shard, **kwargs):
-        for index, table in enumerate(real(shard, **kwargs)):
-            yield table
-            if index == 0 and shard.path.endswith("00000.tar") and not marker.exists():
-                marker.touch()
-                os._exit(1)
-
-    return read
-
-
-def _dying_stage(marker: Path):
-    """The labeling actor, except that the first one to see a batch dies."""
-
-    class DyingStage(labeling_ray.LabelStage):
-        def __call__(self, table):
-            if not marker.exists():
-                marker.touch()
-                os._exit(1)
-            return super().__call__(table)
-
-    return DyingStage
-
-
 def test_workers_killed_mid_job_are_retried_and_each_image_is_labeled_once(
     tmp_path, monkeypatch, ray_cluster, images_home, local
 ):
     read_marker, actor_marker = tmp_path / "read-died", tmp_path / "actor-died"
-    monkeypatch.setattr(labeling_ray, "read_shard", _dying_read(read_marker))
-    monkeypatch.setattr(labeling_ray, "LabelStage", _dying_stage(actor_marker))
+    monkeypatch.setattr(
+        labeling_ray, "read_shard", dying_read(labeling_ray.read_shard, read_marker, "00000.tar")
+    )
+    monkeypatch.setattr(
+        labeling_ray, "LabelStage", dying_stage(labeling_ray.LabelStage, actor_marker)
+    )
     catalog = _copy(images_home, tmp_path / "home")
     summary = label_images(catalog, engine="ray", **OPTIONS)
     assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"

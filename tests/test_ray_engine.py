@@ -22,6 +22,8 @@ from PIL import Image
 
 ray = pytest.importorskip("ray")
 
+from ray_helpers import dying_read, dying_stage  # noqa: E402
+
 from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
 from coyo_db.ingest import images_ray  # noqa: E402
@@ -30,18 +32,6 @@ from coyo_db.synth_images import write_image_shards  # noqa: E402
 
 IDS = list(range(7_000, 7_018))
 OPTIONS = {"embed": ["effnet-lite0"], "scores": ["language"], "batch_size": 4}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -123,39 +113,14 @@ def test_ray_engine_writes_the_same_rows_as_the_local_engine(tmp_path, ray_clust
     assert again.sources_skipped == len(shards) and again.rows_read == 0
 
 
-def _dying_read(marker: Path):
-    """images_ray.read_shard, except that the first attempt at one shard dies after one table."""
-    real = images_ray.read_shard
-
-    def read(shard, **kwargs):
-        for index, table in enumerate(real(shard, **kwargs)):
-            yield table
-            if index == 0 and shard.path.endswith("00001.tar") and not marker.exists():
-                marker.touch()
-                os._exit(1)
-
-    return read
-
-
-def _dying_stage(marker: Path):
-    """The model actor, except that the first one to see a batch dies."""
-
-    class DyingStage(images_ray.ModelStage):
-        def __call__(self, table):
-            if not marker.exists():
-                marker.touch()
-                os._exit(1)
-            return super().__call__(table)
-
-    return DyingStage
-
-
 def test_workers_killed_mid_job_are_retried_and_each_row_lands_once(
     tmp_path, monkeypatch, ray_cluster, shards, local
 ):
     read_marker, actor_marker = tmp_path / "read-died", tmp_path / "actor-died"
-    monkeypatch.setattr(images_ray, "read_shard", _dying_read(read_marker))
-    monkeypatch.setattr(images_ray, "ModelStage", _dying_stage(actor_marker))
+    monkeypatch.setattr(
+        images_ray, "read_shard", dying_read(images_ray.read_shard, read_marker, "00001.tar")
+    )
+    monkeypatch.setattr(images_ray, "ModelStage", dying_stage(images_ray.ModelStage, actor_marker))
     catalog = Catalog(tmp_path / "home")
     summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
     assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
+
 from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
 from coyo_db.refsets import (  # noqa: E402
@@ -28,18 +29,6 @@ from coyo_db.refsets import (  # noqa: E402
 from tests.audit_helpers import write_references  # noqa: E402
 
 IMAGES, FAILED, LOW_INFO = 7, 1, 1  # 5 in a/ (one blank), 2 + 1 broken in b/
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
