@@ -12,6 +12,7 @@ from coyo_db.cli.common import (
     EngineOption,
     HomeOption,
     RichProgress,
+    WorkersOption,
     open_catalog,
     stdout,
 )
@@ -48,9 +49,7 @@ def add(
         bool, typer.Option("--replace", help="Register again over an existing set of this name.")
     ] = False,
     device: DeviceOption = "auto",
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Decode processes (0: in this process).")
-    ] = None,
+    workers: WorkersOption = None,
     engine: EngineOption = "local",
     address: AddressOption = None,
     home: HomeOption = None,
@@ -103,9 +102,7 @@ def audit_cmd(
         str | None, typer.Option("--where", help="Audit only images rows matching this filter.")
     ] = None,
     device: DeviceOption = "auto",
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Decode processes (0: in this process).")
-    ] = None,
+    workers: WorkersOption = None,
     home: HomeOption = None,
 ) -> None:
     """Find dataset images that copy reference images; hits go to table contamination."""

@@ -39,6 +39,11 @@ EngineOption = Annotated[
     ),
 ]
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", help="Decode processes (default: one per core; 0: in this process)."),
+]
+
 AddressOption = Annotated[
     str | None,
     typer.Option(

@@ -12,6 +12,7 @@ from coyo_db.cli.common import (
     EngineOption,
     HomeOption,
     RichProgress,
+    WorkersOption,
     open_catalog,
     stdout,
 )
@@ -83,10 +84,7 @@ def images(
         str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")
     ] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch.")] = 64,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Decode processes (default: one per core; 0: inline)."),
-    ] = None,
+    workers: WorkersOption = None,
     phash: Annotated[
         str,
         typer.Option(

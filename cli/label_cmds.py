@@ -16,6 +16,7 @@ from coyo_db.cli.common import (
     EngineOption,
     HomeOption,
     RichProgress,
+    WorkersOption,
     open_catalog,
     stdout,
 )
@@ -51,10 +52,7 @@ def label(
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1...")
     ] = "auto",
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Decode processes (default: one per core; 0: inline)."),
-    ] = None,
+    workers: WorkersOption = None,
     classes: Annotated[
         str | None,
         typer.Option(
