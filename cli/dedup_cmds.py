@@ -86,13 +86,18 @@ def semantic(
     keep: Annotated[
         str, typer.Option("--keep", help="Keeper of each group: highest-clip or lowest-id.")
     ] = "highest-clip",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Rows per batch streamed from the table.")
+    ] = 65_536,
     home: HomeOption = None,
 ) -> None:
     """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
     from coyo_db.dedup_semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
-    summary = dedup_semantic(catalog, model, threshold, clusters=clusters, keep=keep)
+    summary = dedup_semantic(
+        catalog, model, threshold, clusters=clusters, keep=keep, batch_size=batch_size
+    )
     stdout.print(summary.line())
 
 

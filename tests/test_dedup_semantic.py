@@ -207,3 +207,75 @@ def test_cli(catalog):
     assert missing.exit_code != 0
     assert isinstance(missing.exception, InputError)
     assert "--embed other" in str(missing.exception)
+
+
+def stored_groups(catalog) -> set[frozenset]:
+    table = catalog.dataset("dup_groups").to_table()
+    return found_groups(table["group_id"].to_numpy(), table["id"].to_numpy())
+
+
+def test_tiny_batches_and_memory_budget_give_the_same_groups(catalog):
+    from coyo_db.dedup_semantic import load_vectors
+
+    rng = np.random.default_rng(6)
+    ids, vectors, _ = planted(rng, 3000, 300, noise=0.3)
+    write_embeddings(catalog, ids, vectors)
+    write_embeddings(catalog, ids[:50], vectors[:50] * 0.5)  # re-ingested rows: first counts
+    dedup_semantic(catalog, MODEL, 0.96, keep="lowest-id")
+    default = stored_groups(catalog)
+    assert len(default) > 100
+    # the table (3,350 rows) is smaller than the sample: the in-memory path's groups exactly
+    mem_ids, mem_vectors = load_vectors(catalog, MODEL)
+    gid, member, _ = semantic_groups(mem_ids, mem_vectors, 0.96)
+    assert found_groups(gid, member) == default
+    # clusters average ~58 vectors, so max_vectors=40 packs small ones and splits large ones
+    summary = dedup_semantic(catalog, MODEL, 0.96, keep="lowest-id", batch_size=7, max_vectors=40)
+    assert stored_groups(catalog) == default
+    assert summary.rows_scanned == 3300
+
+
+def test_vectors_read_at_once_stay_within_max_vectors(catalog, monkeypatch):
+    import coyo_db.dedup_semantic as sem
+
+    rng = np.random.default_rng(7)
+    ids, vectors, src = planted(rng, 3000, 300)
+    write_embeddings(catalog, ids, vectors)
+    reads: list[int] = []
+    real = sem.take_rows
+
+    def counting(dataset, positions, columns):
+        reads.append(len(positions))
+        return real(dataset, positions, columns)
+
+    monkeypatch.setattr(sem, "take_rows", counting)
+    dedup_semantic(
+        catalog, MODEL, 0.95, keep="lowest-id", batch_size=64, sample=500, max_vectors=120
+    )
+    assert reads and max(reads) <= 120
+    assert max(reads) > 60  # groups are packed up to the budget, not read cluster by cluster
+    expected = {frozenset({int(ids[s]), int(ids[3000 + i])}) for i, s in enumerate(src)}
+    found = stored_groups(catalog)
+    assert found <= expected and len(found) / len(expected) >= 0.95
+
+
+def test_table_larger_than_the_sample_finds_planted_duplicates(catalog):
+    rng = np.random.default_rng(8)
+    ids, vectors, src = planted(rng, 6000, 400)
+    write_embeddings(catalog, ids, vectors)
+    summary = dedup_semantic(catalog, MODEL, 0.95, keep="lowest-id", sample=800)
+    found = stored_groups(catalog)
+    expected = {frozenset({int(ids[s]), int(ids[6000 + i])}) for i, s in enumerate(src)}
+    assert found <= expected  # never invents a group
+    assert len(found) / len(expected) >= 0.95
+    assert summary.rows_scanned == 6400
+
+
+def test_bad_partition_arguments(catalog):
+    write_embeddings(catalog, np.arange(3), unit(np.ones((3, 4))))
+    for kwargs, word in (
+        ({"batch_size": 0}, "batch size"),
+        ({"sample": 0}, "sample"),
+        ({"max_vectors": 1}, "max_vectors"),
+    ):
+        with pytest.raises(InputError, match=word):
+            dedup_semantic(catalog, MODEL, **kwargs)
