@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 REFSET = "demo-eval"
 REFERENCES = 12
 KINDS = ("resize_jpeg", "crop", "flip", "jpeg_low", "text", "border")
-FIRST_ID = 9_000_000_000_000  # planted images get ids no COYO row uses
 
 
 @dataclass
@@ -89,17 +88,22 @@ def run_audit_demo(
         picture = _picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
         picture.save(refs_dir / f"eval-{i:03d}.jpg", quality=92)
         pictures.append(picture)
+    # The planted images stand for pairs rows whose images were not downloaded yet, so that the
+    # export step shows contaminated ids left out.
+    free = catalog.sql(
+        "SELECT id FROM pairs WHERE id NOT IN (SELECT id FROM images) ORDER BY id LIMIT 100"
+    )["id"].to_pylist()
     planted: dict[str, str] = {}
     samples = []
     for i, kind in enumerate(KINDS):
         image, quality = _copy(pictures[i], kind, rng)
         key = f"planted-{i:03d}-{kind}"
-        samples.append((key, _jpeg(image, quality), FIRST_ID + i))
+        samples.append((key, _jpeg(image, quality), free[i]))
         planted[key] = f"eval-{i:03d}.jpg"
     unrelated = 6
     for j in range(unrelated):
         image = _picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
-        samples.append((f"unrelated-{j:03d}", _jpeg(image, 90), FIRST_ID + 100 + j))
+        samples.append((f"unrelated-{j:03d}", _jpeg(image, 90), free[len(KINDS) + j]))
     shard = data / "audit" / "planted.tar"
     _write_shard(shard, samples)
 
