@@ -38,13 +38,22 @@ def build(
         int | None,
         typer.Option("--nprobe", help="IVF lists searched per query (default: nlist / 16)."),
     ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Rows read and added per batch (IVF kinds).")
+    ] = 65_536,
     home: HomeOption = None,
 ) -> None:
     """Build (or rebuild) the FAISS index of a model's image vectors."""
     from coyo_db.vector_index import build_index
 
     meta = build_index(
-        open_catalog(home, create=False), model, kind=kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe
+        open_catalog(home, create=False),
+        model,
+        kind=kind,
+        nlist=nlist,
+        pq_m=pq_m,
+        nprobe=nprobe,
+        batch_size=batch_size,
     )
     stdout.print(meta.line(), markup=False)
 

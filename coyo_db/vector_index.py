@@ -14,7 +14,10 @@ product (= cosine similarity). The kind is chosen by size (``kind="auto"``):
   bench/bench_search.py), 4 k candidates gave 0.51 and 16 k 0.88.
 
 ``nlist = clamp(round(sqrt(n)), 16, 65536)`` lists, trained by k-means (FAISS, fixed seed) on
-at most 64 vectors per list; ``nprobe`` defaults to ``max(8, nlist // 16)``. With GPUs (a
+a seeded sample of at most 64 vectors per list (every vector when the table has fewer);
+``nprobe`` defaults to ``max(8, nlist // 16)``. IVF builds never hold the whole table: they
+read the ids first, train on the sample, then add the vectors ``batch_size`` rows at a time,
+so memory is the sample plus one batch plus the index. With GPUs (a
 faiss build that has them), training and adding run on all of them; the stored index is a
 CPU index either way.
 
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coyo_db.dedup_semantic import take_rows
 from coyo_db.errors import InputError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -123,15 +127,19 @@ def build_index(
     pq_m: int | None = None,
     nprobe: int | None = None,
     gpu: bool | None = None,
+    batch_size: int = 65_536,
 ) -> IndexMeta:
     """Build the index of `model`'s image vectors and store it in the catalog (replacing any
-    earlier one). `gpu` None uses GPUs when faiss has them."""
+    earlier one). `gpu` None uses GPUs when faiss has them; IVF kinds add the vectors
+    `batch_size` rows at a time."""
     from coyo_db import __version__
     from coyo_db.ingest.image_outputs import embeddings_table
     from coyo_db.manifest import utc_now
 
     if kind not in KINDS:
         raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
     faiss = faiss_module()
     started = time.perf_counter()
     table = embeddings_table(model)
@@ -140,8 +148,8 @@ def build_index(
             f"the catalog has no embeddings table {table!r}; "
             f"run coyo-db ingest images --embed {model} first"
         )
-    ids, vectors, rows, version = load_table_vectors(catalog, table)
-    n, dim = vectors.shape
+    dataset, ids, rows = table_ids(catalog, table)
+    n, dim = len(ids), dataset.schema.field("image_embedding").type.list_size
     if n == 0:
         raise InputError(f"{table} holds no image vectors to index")
     chosen = choose_kind(n, dim) if kind == "auto" else kind
@@ -172,20 +180,28 @@ def build_index(
             faiss.downcast_index(ivf).do_polysemous_training = False
     use_gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
     device = "cpu"
-    if use_gpu and chosen != "flat" and faiss.get_num_gpus() > 0:
-        device = f"{faiss.get_num_gpus()} GPU(s)"
-        on_gpu = faiss.index_cpu_to_all_gpus(index)
-        on_gpu.train(vectors)
-        on_gpu.add(vectors)
-        index = faiss.index_gpu_to_cpu(on_gpu)
+    if chosen == "flat":
+        index.add(read_vectors(dataset, rows, dim, batch_size))
     else:
-        if not index.is_trained:
-            index.train(vectors)
-        index.add(vectors)
+        sample = training_positions(n, lists * TRAIN_POINTS_PER_LIST)
+        working = index
+        if use_gpu and faiss.get_num_gpus() > 0:
+            device = f"{faiss.get_num_gpus()} GPU(s)"
+            working = faiss.index_cpu_to_all_gpus(index)
+        working.train(read_vectors(dataset, rows[sample], dim, batch_size))
+        # ascending table rows read back in order; each vector's FAISS id is its position in
+        # the sorted id array, which is what search maps back through ids.npy / rows.npy
+        order = np.argsort(rows, kind="stable")
+        for at in range(0, n, batch_size):
+            positions = order[at : at + batch_size]
+            batch = _unit(take_rows(dataset, rows[positions], ["image_embedding"]), dim)
+            working.add_with_ids(batch, positions.astype(np.int64))
+        if working is not index:
+            index = faiss.index_gpu_to_cpu(working)
     meta = IndexMeta(
         model=model,
         table=table,
-        table_version=version,
+        table_version=dataset.version,
         count=n,
         dim=dim,
         kind=chosen,
@@ -200,34 +216,65 @@ def build_index(
     return meta
 
 
-def load_table_vectors(
+def table_ids(
     catalog: Catalog, table: str, version: int | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Ids (unique, sorted), their L2-normalised float32 image vectors, the table row (offset in
-    scan order, for ``take``) of each, and the table version read."""
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The dataset read, its ids with an image vector (unique, sorted) and the table row (offset
+    in scan order, for ``take``) of each id's first occurrence; reads no vectors."""
     if not catalog.has_table(table):
         raise InputError(f"the catalog has no embeddings table {table!r}")
     dataset = catalog.dataset(table, version)
     if "image_embedding" not in dataset.schema.names:
         raise InputError(f"{table!r} holds no image_embedding column to index")
-    dim = dataset.schema.field("image_embedding").type.list_size
-    scanned = dataset.to_table(columns=["id", "image_embedding"])
-    column = scanned["image_embedding"]
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(valid)
+    scanned = dataset.to_table(columns=["id", "_rowoffset"], filter="image_embedding IS NOT NULL")
+    offsets = scanned["_rowoffset"].to_numpy().astype(np.int64)
+    order = np.argsort(offsets, kind="stable")
+    offsets = offsets[order]
+    ids = scanned["id"].to_numpy()[order]
+    ids, first = np.unique(ids, return_index=True)  # an image ingested twice: its first row
+    return dataset, ids, offsets[first]
+
+
+def training_positions(n: int, sample: int) -> np.ndarray:
+    """Positions (ascending) of a seeded sample of at most `sample` of `n` vectors: all of
+    them when `n` is no larger, so a small table trains on exactly what it holds."""
+    if n <= sample:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(SEED)
+    return np.sort(rng.choice(n, sample, replace=False)).astype(np.int64)
+
+
+def read_vectors(dataset: Any, rows: np.ndarray, dim: int, batch_size: int) -> np.ndarray:
+    """L2-normalised float32 vectors of the distinct table `rows`, in the order given."""
+    order = np.argsort(rows, kind="stable")
     vectors = np.empty((len(rows), dim), dtype=np.float32)
+    for at in range(0, len(rows), batch_size):
+        part = order[at : at + batch_size]
+        vectors[part] = _unit(take_rows(dataset, rows[part], ["image_embedding"]), dim)
+    return vectors
+
+
+def _unit(taken: Any, dim: int) -> np.ndarray:
+    column = taken["image_embedding"]
+    vectors = np.empty((len(column), dim), dtype=np.float32)
     at = 0
-    for chunk in column.drop_null().chunks:
+    for chunk in column.chunks:
         part = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         vectors[at : at + len(part)] = part
         at += len(part)
-    ids = scanned["id"].to_numpy()[rows]
-    ids, first = np.unique(ids, return_index=True)  # an image ingested twice: its first row
-    if len(first) != len(rows) or np.any(np.diff(first) != 1):
-        vectors, rows = vectors[first], rows[first]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors /= np.where(norms > 0, norms, 1.0)
-    return ids, vectors, rows.astype(np.int64), dataset.version
+    return vectors
+
+
+def load_table_vectors(
+    catalog: Catalog, table: str, version: int | None = None, batch_size: int = 65_536
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Ids (unique, sorted), their L2-normalised float32 image vectors, the table row (offset in
+    scan order, for ``take``) of each, and the table version read (all in memory)."""
+    dataset, ids, rows = table_ids(catalog, table, version)
+    dim = dataset.schema.field("image_embedding").type.list_size
+    return ids, read_vectors(dataset, rows, dim, batch_size), rows, dataset.version
 
 
 def _store(folder: Path, index: Any, ids: np.ndarray, rows: np.ndarray, meta: IndexMeta) -> None:

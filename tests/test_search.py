@@ -136,6 +136,70 @@ def test_ivf_kinds_reach_high_recall_against_exact_search(vector_catalog, kind):
         assert full.ids == ids[exact_top(vectors, vectors[q], 11)[1:]].tolist()
 
 
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
+def test_partitioned_ivf_build_matches_the_default_build(vector_catalog, kind, monkeypatch):
+    from coyo_db import vector_index
+
+    catalog, ids, vectors, _ = vector_catalog
+    trained_on = []
+    original = vector_index.training_positions
+
+    def spy(n, sample):
+        positions = original(n, sample)
+        trained_on.append(len(positions))
+        return positions
+
+    monkeypatch.setattr(vector_index, "training_positions", spy)
+    queries = [int(ids[q]) for q in (2000, 2001, 2002, 2003, 2004, 17, 900)]
+
+    def results(batch_size):
+        meta = build_index(catalog, MODEL, kind=kind, nlist=16, nprobe=16, batch_size=batch_size)
+        assert meta.count == len(ids)
+        return [search(catalog, id=q, k=10) for q in queries]
+
+    default, tiny = results(65_536), results(7)
+    assert trained_on == [16 * 64, 16 * 64] and len(ids) > 16 * 64  # a sample, not the table
+    loaded = load_index(catalog)
+    assert np.array_equal(loaded.ids, np.sort(ids))
+    where = {int(i): at for at, i in enumerate(ids)}
+    assert np.array_equal(loaded.rows, [where[int(i)] for i in loaded.ids])  # row of each id
+    for original_row, (a, b) in enumerate(zip(default, tiny, strict=True)):
+        assert a.ids == b.ids
+        if original_row < 5:  # the near-copy is found first by both builds
+            assert b.ids[0] == ids[original_row]
+        # every id returned carries its own vector's score: index ids map back to ids
+        q = where[queries[original_row]]
+        got = [where[i] for i in b.ids]
+        np.testing.assert_allclose(
+            b.table["score"].to_numpy(),
+            vectors[got] @ vectors[q],
+            atol=2e-3 if kind == "ivf-flat" else 0.05,
+        )
+        if kind == "ivf-flat":  # every list probed: exact
+            assert b.ids == ids[exact_top(vectors, vectors[q], 11)[1:]].tolist()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat"])
+def test_an_id_ingested_twice_is_indexed_once_with_its_first_vector(vector_catalog, kind):
+    catalog, ids, vectors, _ = vector_catalog
+    dim = vectors.shape[1]
+    # a second fragment: ids[0] again with the opposite vector, and an id without a vector
+    values = pa.array(np.concatenate([-vectors[0], np.zeros(dim)]).astype(np.float16), pa.float16())
+    embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array([False, True]))
+    catalog.append(
+        embeddings_table(MODEL),
+        pa.table({"id": pa.array([ids[0], 1], pa.int64()), "image_embedding": embedding}),
+    )
+    meta = build_index(catalog, MODEL, kind=kind, nlist=16, nprobe=16, batch_size=100)
+    assert meta.count == len(ids)
+    loaded = load_index(catalog)
+    assert np.array_equal(loaded.ids, np.sort(ids)) and 1 not in loaded.ids
+    assert loaded.rows[np.searchsorted(loaded.ids, ids[0])] == 0  # its first row
+    result = search(catalog, id=int(ids[2000]), k=10)
+    assert result.ids[0] == ids[0] and len(set(result.ids)) == 10
+    assert result.table["score"][0].as_py() > 0.9
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf-flat"])
 def test_where_filter_is_applied_inside_the_search(vector_catalog, kind):
     catalog, ids, vectors, _pairs = vector_catalog
@@ -195,6 +259,13 @@ def test_cli_builds_and_searches(vector_catalog):
     lines = found.output.strip().splitlines()
     assert lines[0].startswith('"rank","id","score","url","text"')
     assert lines[1].split(",")[1] == str(ids[3]) and len(lines) == 4
+    ivf = ["--kind", "ivf-flat", "--nlist", "16", "--batch-size", "50"]
+    built = runner.invoke(app, ["index", "build", *home, "--model", MODEL, *ivf])
+    assert built.exit_code == 0 and "ivf-flat index of 2,005" in built.output, built.output
+    found = runner.invoke(app, ["search", *home, "--id", str(copy), "-k", "3", "-f", "csv"])
+    assert found.output.strip().splitlines()[1].split(",")[1] == str(ids[3])
+    bad = runner.invoke(app, ["index", "build", *home, "--model", MODEL, "--batch-size", "0"])
+    assert bad.exit_code != 0 and "--batch-size must be at least 1" in str(bad.exception)
 
 
 def test_help_and_query_never_import_faiss_or_torch(tmp_path):
