@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io
 import re
 import sys
 from pathlib import Path
+
+from tsv_gz import write_tsv_gz
 
 EXPECTED_CLASSES = 1000
 OUTSIDE_21K = ["n04399382"]  # teddy, teddy bear
@@ -68,19 +69,6 @@ def build_rows(
     return [(i, w, names[i], definitions[w]) for i, w in enumerate(wnids)]
 
 
-def write_tsv_gz(rows: list[tuple[int, str, str, str]], out: Path) -> bytes:
-    text = io.StringIO()
-    text.write("index\twnid\tname\tdefinition\n")
-    for row in rows:
-        text.write("\t".join(map(str, row)) + "\n")
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=9, mtime=0) as gz:
-        gz.write(text.getvalue().encode("utf-8"))
-    data = buffer.getvalue()
-    out.write_bytes(data)
-    return data
-
-
 def known_21k_wnids() -> set[str]:
     with gzip.open(DATA / "imagenet21k.tsv.gz", "rt", encoding="utf-8") as fh:
         next(fh)
@@ -93,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names, wnids, definitions = read_inputs()
     rows = build_rows(names, wnids, definitions, known_21k_wnids())
-    data = write_tsv_gz(rows, args.out)
+    data = write_tsv_gz(("index", "wnid", "name", "definition"), rows, args.out)
     print(f"sha256 {hashlib.sha256(data).hexdigest()}  {args.out.name} ({len(rows)} classes)")
     return 0
 

@@ -17,13 +17,13 @@ bytes.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import io
 import re
 import sys
 import zipfile
 from pathlib import Path
+
+from tsv_gz import write_tsv_gz
 
 SYNSETS = "imagenet22k_synsets.txt"
 LEMMAS = "imagenet_synset_to_lemma.txt"
@@ -69,19 +69,6 @@ def build_rows(inputs: dict[str, str]) -> list[tuple[int, str, str, str]]:
     return [(i, w, lemmas[w], definitions[w]) for i, w in enumerate(wnids)]
 
 
-def write_tsv_gz(rows: list[tuple[int, str, str, str]], out: Path) -> bytes:
-    text = io.StringIO()
-    text.write("index\twnid\tname\tdefinition\n")
-    for row in rows:
-        text.write("\t".join(map(str, row)) + "\n")
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=9, mtime=0) as gz:
-        gz.write(text.getvalue().encode("utf-8"))
-    data = buffer.getvalue()
-    out.write_bytes(data)
-    return data
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="timm wheel, or a folder with the _info files")
@@ -89,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inputs = read_inputs(args.source)
     rows = build_rows(inputs)
-    data = write_tsv_gz(rows, args.out)
+    data = write_tsv_gz(("index", "wnid", "name", "definition"), rows, args.out)
     for name, text in sorted(inputs.items()):
         print(f"sha256 {hashlib.sha256(text.encode()).hexdigest()}  {name}")
     print(f"sha256 {hashlib.sha256(data).hexdigest()}  {args.out.name} ({len(rows)} synsets)")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io
 import sys
 from pathlib import Path
+
+from tsv_gz import write_tsv_gz
 
 DATA = Path(__file__).resolve().parent.parent / "coyo_db" / "data"
 DEFAULT_OUT = DATA / "imagenet21k_hypernyms.tsv.gz"
@@ -82,19 +83,6 @@ def read_nodes() -> set[str]:
     return nodes
 
 
-def write_tsv_gz(edges: list[tuple[str, str]], out: Path) -> bytes:
-    text = io.StringIO()
-    text.write("child_wnid\tparent_wnid\n")
-    for child, parent in edges:
-        text.write(f"{child}\t{parent}\n")
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=9, mtime=0) as gz:
-        gz.write(text.getvalue().encode("utf-8"))
-    data = buffer.getvalue()
-    out.write_bytes(data)
-    return data
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, nargs="?", default=DEFAULT_SOURCE, help="data.noun")
@@ -102,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw = args.source.read_bytes()
     edges = nearest_ancestor_edges(parse_hypernyms(raw.decode("utf-8")), read_nodes())
-    data = write_tsv_gz(edges, args.out)
+    data = write_tsv_gz(("child_wnid", "parent_wnid"), edges, args.out)
     print(f"sha256 {hashlib.sha256(raw).hexdigest()}  {args.source.name}")
     print(f"sha256 {hashlib.sha256(data).hexdigest()}  {args.out.name} ({len(edges)} edges)")
     return 0
