@@ -296,25 +296,11 @@ def _label(
     job = _Job(
         catalog, labeler, name, top_k, batch_size, decode_workers(workers), summary, progress
     )
-    status = "failed"
-    try:
+    with run.recorded(summary, progress, started):
         if arguments["engine"] == "ray":
             job.run_ray(device, labeler_kwargs)
         else:
             job.run()
-        status = "ok"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        progress.finish()
-        summary.seconds = time.perf_counter() - started
-        run.finish(
-            status,
-            rows_read=summary.rows_read,
-            rows_written=summary.rows_written,
-            rows_quarantined=summary.rows_quarantined,
-        )
     log.info("%s", summary.line())
     return summary
 

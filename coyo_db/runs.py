@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,6 +17,8 @@ from coyo_db.ledger import new_run_id, now
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
+    from coyo_db.ingest.summary import IngestSummary
+    from coyo_db.progress import Progress
 
 RUNS = "runs"
 
@@ -51,3 +56,26 @@ class Run:
             "tool_version": __version__,
         }
         self.catalog.append(RUNS, pa.Table.from_pylist([row], schema=schemas.RUNS))
+
+    @contextmanager
+    def recorded(
+        self, summary: IngestSummary, progress: Progress, started: float
+    ) -> Iterator[None]:
+        """Run a job's body; whatever way it ends (ok, failed, interrupted), close `progress`,
+        set `summary.seconds` and append the run's row with the summary's counts."""
+        status = "failed"
+        try:
+            yield
+            status = "ok"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            progress.finish()
+            summary.seconds = time.perf_counter() - started
+            self.finish(
+                status,
+                rows_read=summary.rows_read,
+                rows_written=summary.rows_written,
+                rows_quarantined=summary.rows_quarantined,
+            )

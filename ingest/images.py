@@ -215,8 +215,7 @@ def _ingest(
         summary,
         progress,
     )
-    status = "failed"
-    try:
+    with run.recorded(summary, progress, started):
         if engine == "ray":
             from coyo_db.ingest import images_ray
 
@@ -225,19 +224,6 @@ def _ingest(
             with decoder_pool(job.workers) as pool:
                 for shard in shards:
                     job.shard(shard, pool)
-        status = "ok"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        progress.finish()
-        summary.seconds = time.perf_counter() - started
-        run.finish(
-            status,
-            rows_read=summary.rows_read,
-            rows_written=summary.rows_written,
-            rows_quarantined=summary.rows_quarantined,
-        )
     log.info("%s", summary.line())
     return summary
 
