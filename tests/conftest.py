@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,23 @@ from coyo_db import schemas
 from coyo_db.catalog import Catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+SCRIPTS = Path(__file__).parent.parent / "scripts"
+
+
+def load_script(name: str):  # type: ignore[no-untyped-def]
+    """Import scripts/<name>.py as `python scripts/<name>.py` runs it: with its folder on the
+    path, so that it finds its sibling modules."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
 
 
 def load_jsonl(name: str) -> list[dict]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 import re
 from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from coyo_db import schemas
 from coyo_db.safe_pickle import UnsafePickleError
@@ -26,8 +26,6 @@ from coyo_db.taxonomy import (
     read_tree,
     tree_edges,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Published COYO-Labeled-300M rows: (id, what the image shows, rank, index, expected name).
 # id 315 is the dataset card's full example (a pair of blue and white table lamps); the others
@@ -103,12 +101,7 @@ def test_ensure_taxonomy_repairs_a_partial_copy(catalog):
 
 
 def test_the_build_script_reproduces_the_shipped_file_byte_for_byte(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "build_taxonomy", ROOT / "scripts" / "build_taxonomy.py"
-    )
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_script("build_taxonomy")
     table = load_taxonomy()
     wnids, names, definitions = (
         table.column(c).to_pylist() for c in ("wnid", "name", "definition")

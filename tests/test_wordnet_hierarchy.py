@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from coyo_db.taxonomy import (
     IMAGENET1K,
@@ -26,7 +26,6 @@ from coyo_db.wordnet_hierarchy import (
     hypernym_edges,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA_NOUN = Path("/usr/share/wordnet/data.noun")
 
 DOG = "n02084071"  # dog, domestic dog, Canis familiaris
@@ -38,14 +37,6 @@ DOMESTIC_CAT = "n02121808"
 ANIMAL = "n00015388"
 ARTIFACT = "n00021939"
 TEDDY = "n04399382"  # ImageNet-1k's teddy bear, absent from the fall11 list
-
-
-def _script(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_known_synsets_lie_where_wordnet_puts_them():
@@ -90,7 +81,7 @@ def test_every_imagenet_synset_is_a_node_and_the_graph_has_no_cycle():
 
 
 def test_the_walk_skips_synsets_that_are_not_classes_and_follows_instance_hypernyms():
-    build = _script("build_wordnet_hierarchy")
+    build = load_script("build_wordnet_hierarchy")
     # data.noun lines: offset lex_filenum ss_type w_cnt word lex_id ... p_cnt pointers | gloss
     text = "\n".join(
         [
@@ -119,7 +110,7 @@ def test_the_walk_skips_synsets_that_are_not_classes_and_follows_instance_hypern
 
 @pytest.mark.skipif(not DATA_NOUN.is_file(), reason="needs Debian's wordnet-base")
 def test_the_build_script_reproduces_the_shipped_file_byte_for_byte(tmp_path):
-    build = _script("build_wordnet_hierarchy")
+    build = load_script("build_wordnet_hierarchy")
     out = tmp_path / "hypernyms.tsv.gz"
     assert build.main([str(DATA_NOUN), "--out", str(out)]) == 0
     shipped = resources.files("coyo_db.data").joinpath("imagenet21k_hypernyms.tsv.gz")
@@ -129,7 +120,7 @@ def test_the_build_script_reproduces_the_shipped_file_byte_for_byte(tmp_path):
 def test_the_imagenet1k_build_reproduces_the_shipped_file_byte_for_byte(tmp_path):
     pytest.importorskip("open_clip")
     pytest.importorskip("timm")
-    build = _script("build_imagenet1k_taxonomy")
+    build = load_script("build_imagenet1k_taxonomy")
     out = tmp_path / "imagenet1k.tsv.gz"
     assert build.main(["--out", str(out)]) == 0
     shipped = resources.files("coyo_db.data").joinpath("imagenet1k.tsv.gz").read_bytes()
