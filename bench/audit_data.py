@@ -235,8 +235,8 @@ def _dedup(encoded: list[bytes]) -> np.ndarray:
     import scipy.sparse
     from scipy.sparse.csgraph import connected_components
 
-    from coyo_db.copy_descriptors import EffNetCopyDescriptor
-    from coyo_db.phash import phash_bytes, phash_to_int
+    from coyo_db.ingest.models.copy_descriptors import EffNetCopyDescriptor
+    from coyo_db.ingest.phash import phash_bytes, phash_to_int
 
     hashes = np.array([phash_to_int(phash_bytes(data)) for data in encoded], dtype=np.uint64)
     descriptor = EffNetCopyDescriptor(size=128)  # small: this only merges near-identical images

@@ -35,10 +35,10 @@ REFERENCE_SET_SIZE = 50_000
 def run_split(data: Path, split: str, manifest: dict) -> dict:
     import shutil
 
-    from coyo_db.audit import audit
+    from coyo_db.audit.contamination import audit
+    from coyo_db.audit.refsets import add_refset
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.refsets import add_refset
 
     home = OUT / f"audit-home-{split}"
     shutil.rmtree(home, ignore_errors=True)
@@ -89,7 +89,7 @@ def _arrays(result: dict) -> dict[str, np.ndarray]:
 
 
 def rules(a: dict[str, np.ndarray], point: dict) -> dict[str, np.ndarray]:
-    """Hit masks per method at `point` (the same rules as coyo_db.audit.decide)."""
+    """Hit masks per method at `point` (the same rules as coyo_db.audit.contamination.decide)."""
     loose = ~a["low"]
     masks = {
         "phash_exact": loose & (a["hamming"] == 0),
@@ -212,8 +212,8 @@ def reuse_split(split: str, previous: dict) -> dict:
 def main() -> None:
     import argparse
 
-    from coyo_db.audit import DEFAULT_POINT
-    from coyo_db.copy_descriptors import load_descriptor
+    from coyo_db.audit.contamination import DEFAULT_POINT
+    from coyo_db.ingest.models.copy_descriptors import load_descriptor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

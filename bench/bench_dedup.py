@@ -43,7 +43,7 @@ def planted_hashes(n: int, seed: int = 0) -> np.ndarray:
 
 
 def run_size(n: int, radius: int) -> dict:
-    from coyo_db.dedup_phash import phash_groups
+    from coyo_db.dedup.near_phash import phash_groups
 
     hashes = planted_hashes(n)
     ids = np.arange(n, dtype=np.int64)
@@ -65,7 +65,7 @@ def run_size(n: int, radius: int) -> dict:
 
 
 def recall(n: int, radius: int, chunk: int = 2000) -> dict:
-    from coyo_db.dedup_phash import phash_groups
+    from coyo_db.dedup.near_phash import phash_groups
 
     hashes = planted_hashes(n, seed=1)
     ids = np.arange(n, dtype=np.int64)

@@ -41,7 +41,7 @@ def planted_vectors(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def run(n: int, dim: int, threshold: float) -> dict:
-    from coyo_db import dedup_semantic as sem
+    from coyo_db.dedup import semantic as sem
 
     vectors, originals, copies = planted_vectors(n, dim)
     ids = np.arange(n, dtype=np.int64)

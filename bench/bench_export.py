@@ -4,7 +4,7 @@ N synthetic COYO rows in a catalog (the `pairs` table of bench_query's catalog, 
 home of this benchmark's own), plus a `dup_groups` table marking 5% of the rows as
 non-keepers. Contenders, each writing Parquet of the same rows:
 
-- coyo-db: :func:`coyo_db.export.export` (the call behind `coyo-db export --format parquet`):
+- coyo-db: :func:`coyo_db.export.subset.export` (the call behind `coyo-db export --format parquet`):
   the exclusion pass, the selection streamed as Arrow, duplicates dropped, Parquet shards of
   1,000,000 rows, id fingerprints and the manifest, written to a temporary folder and renamed;
 - DuckDB COPY: the export's SQL as run (the selection with ``id NOT IN`` the duplicates),
@@ -45,7 +45,7 @@ def build_home(rows: int) -> Path:
     from bench_query import build_catalog
 
     from coyo_db.catalog import Catalog
-    from coyo_db.dedup import DUP_GROUPS
+    from coyo_db.dedup.groups import DUP_GROUPS
 
     _, query_home = build_catalog(rows)
     home = OUT / f"home-export-{rows}"
@@ -87,7 +87,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from coyo_db.catalog import Catalog
-    from coyo_db.export import export, plan_export, selection_sql
+    from coyo_db.export.subset import export, plan_export, selection_sql
 
     home = build_home(args.rows)
     catalog = Catalog(home)

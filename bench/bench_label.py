@@ -70,7 +70,7 @@ def photo_bytes(name: str, source: str) -> bytes:
 def agreement(labeler, names: list[str]) -> dict:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from coyo_db.labeling import label_batch
+    from coyo_db.labels.labeling import label_batch
 
     photos = [(n, s, ok, what) for n, s, ok, what in KNOWN]
     images = [photo_bytes(n, s) for n, s, _, _ in photos]
@@ -122,8 +122,8 @@ def model_only(labeler, images: int, batch_size: int) -> float:  # type: ignore[
 def end_to_end(images: int, batch_size: int, device: str, workers: int | None) -> dict:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.labeling import label_images
-    from coyo_db.synth_images import write_image_shards
+    from coyo_db.labels.labeling import label_images
+    from coyo_db.synth.images import write_image_shards
 
     folder = OUT / f"label-{images}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from coyo_db.ingest.models.classifiers import load_labeler
     from coyo_db.ingest.models.common import resolve_device
-    from coyo_db.taxonomy import load_taxonomy
+    from coyo_db.labels.taxonomy import load_taxonomy
 
     device = resolve_device(args.device)
     one_k = load_taxonomy("imagenet-1k")

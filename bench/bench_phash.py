@@ -191,7 +191,7 @@ def reencode_noise(datas: list[bytes], quality: int) -> np.ndarray:
     """Hamming distances of exact pHashes before and after a JPEG re-encode: pHash's own noise."""
     from PIL import Image
 
-    from coyo_db.phash import phash_bytes_many
+    from coyo_db.ingest.phash import phash_bytes_many
 
     again = []
     for data in datas:
@@ -231,7 +231,7 @@ def imagehash_hex(batch: list[bytes]) -> list[str]:
 
 def coyo_hex(batch: list[bytes], mode: str) -> list[str]:
     """coyo-db's pHashes of a batch as hex strings, the same output as the baseline's."""
-    from coyo_db.phash import phash_bytes_many, uint64_to_phash_hex
+    from coyo_db.ingest.phash import phash_bytes_many, uint64_to_phash_hex
 
     return uint64_to_phash_hex(phash_bytes_many(batch, mode)).to_pylist()  # type: ignore[arg-type]
 
@@ -267,7 +267,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from coyo_db.phash import phash_bytes, phash_bytes_many, uint64_to_phash_hex
+    from coyo_db.ingest.phash import phash_bytes, phash_bytes_many, uint64_to_phash_hex
 
     warnings.simplefilter("ignore")  # Pillow's palette-transparency notes, same for all
     print(machine())

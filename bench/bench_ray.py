@@ -35,7 +35,7 @@ def main() -> None:
 
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.synth_images import write_image_shards
+    from coyo_db.synth.images import write_image_shards
 
     data = OUT / f"images-{args.images}"
     if not (data / ".complete").exists():

@@ -4,7 +4,7 @@ N clustered unit vectors (default 1M x 512, CLIP ViT-B/32's width: 2,000 centres
 centre plus Gaussian noise, cosine ~0.75 to its centre) are written to an
 `embeddings__<model>` table as float16, indexed with `coyo-db index build` for each kind, and
 queried one at a time with 200 fresh vectors from the same distribution through
-:func:`coyo_db.search.knn` (the search itself: FAISS, the filter selector, IVF-PQ's exact
+:func:`coyo_db.search.nearest.knn` (the search itself: FAISS, the filter selector, IVF-PQ's exact
 re-ranking from the table; no model, no metadata join). Recall@10 = |hits & exact top 10| / 10,
 the exact top 10 from a brute-force IndexFlatIP over the same stored vectors. A filtered run
 keeps ~10% of the ids (an IDSelectorBatch inside the search).
@@ -41,8 +41,7 @@ def build_home(rows: int, dim: int) -> Path:
     import numpy as np
     import pyarrow as pa
 
-    from coyo_db import schemas
-    from coyo_db.catalog import Catalog
+    from coyo_db.catalog import Catalog, schemas
     from coyo_db.ingest.image_outputs import embeddings_table
 
     home = OUT / f"home-search-{rows}-{dim}"
@@ -84,8 +83,8 @@ def main() -> None:
 
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.image_outputs import embeddings_table
-    from coyo_db.search import knn
-    from coyo_db.vector_index import build_index, load_index, load_table_vectors
+    from coyo_db.search.nearest import knn
+    from coyo_db.search.vector_index import build_index, load_index, load_table_vectors
 
     home = build_home(args.rows, args.dim)
     catalog = Catalog(home)

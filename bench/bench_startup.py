@@ -48,8 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    from coyo_db import schemas
-    from coyo_db.catalog import Catalog
+    from coyo_db.catalog import Catalog, schemas
 
     with tempfile.TemporaryDirectory() as tmp:
         home = str(Path(tmp) / "home")

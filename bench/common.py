@@ -46,7 +46,7 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
 
 def synth_data(rows: int, files: int = 4, seed: int = 0) -> Path:
     """A cached folder of synthetic COYO Parquet files with `rows` rows in all."""
-    from coyo_db.synth import write_synth
+    from coyo_db.synth.metadata import write_synth
 
     folder = OUT / f"synth-{rows}-{files}-{seed}"
     marker = folder / ".complete"

@@ -55,7 +55,7 @@ def add(
     home: HomeOption = None,
 ) -> None:
     """Register a reference set: pHash, copy descriptors and low-information flags."""
-    from coyo_db.refsets import add_refset
+    from coyo_db.audit.refsets import add_refset
 
     summary = add_refset(
         open_catalog(home),
@@ -75,8 +75,8 @@ def add(
 @refset_app.command("list")
 def list_cmd(home: HomeOption = None) -> None:
     """The registered reference sets with their sizes and low-information counts."""
-    from coyo_db.output import render_table
-    from coyo_db.refsets import list_refsets
+    from coyo_db.audit.refsets import list_refsets
+    from coyo_db.query.output import render_table
 
     stdout.print(render_table(list_refsets(open_catalog(home, create=False))), markup=False)
 
@@ -106,7 +106,7 @@ def audit_cmd(
     home: HomeOption = None,
 ) -> None:
     """Find dataset images that copy reference images; hits go to table contamination."""
-    from coyo_db.audit import audit, write_removal_list
+    from coyo_db.audit.contamination import audit, write_removal_list
 
     catalog = open_catalog(home, create=False)
     summary = audit(
@@ -124,7 +124,7 @@ def audit_cmd(
         count = write_removal_list(catalog, removal_list)
         stdout.print(f"removal list: {count:,} ids -> {removal_list}")
     if report is not None:
-        from coyo_db.audit_report import write_report
+        from coyo_db.audit.report import write_report
 
         index = write_report(catalog, report, refsets=refset)
         stdout.print(f"report: {index}")

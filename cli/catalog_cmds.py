@@ -44,7 +44,7 @@ def query(
 ) -> None:
     """Run SQL over the catalog's tables and views (read-only unless --write)."""
     from coyo_db.errors import InputError
-    from coyo_db.output import write_result
+    from coyo_db.query.output import write_result
 
     if (sql is None) == (sql_file is None):
         raise InputError("give the SQL as an argument or with --sql-file, not both")
@@ -71,7 +71,7 @@ def tables(
     ] = True,
 ) -> None:
     """List tables and views with their columns and row counts."""
-    from coyo_db.describe import describe_catalog
+    from coyo_db.catalog.describe import describe_catalog
 
     catalog = open_catalog(home, create=False)
     for relation in describe_catalog(catalog, count_views=view_counts):

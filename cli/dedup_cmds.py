@@ -34,7 +34,7 @@ def phash(
     home: HomeOption = None,
 ) -> None:
     """Group rows whose pHashes lie within --radius bits; replaces this method's groups."""
-    from coyo_db.dedup import dedup_phash
+    from coyo_db.dedup.groups import dedup_phash
 
     summary = dedup_phash(open_catalog(home, create=False), radius, source=source, keep=keep)
     stdout.print(summary.line())
@@ -59,7 +59,7 @@ def text_rule(
     home: HomeOption = None,
 ) -> None:
     """COYO's exact dedup rules over pairs; replaces this method's groups."""
-    from coyo_db.dedup_rules import dedup_rule
+    from coyo_db.dedup.rules import dedup_rule
 
     catalog = open_catalog(home, create=False)
     summary = dedup_rule(catalog, rule, min_count=min_count, keep=keep)
@@ -92,7 +92,7 @@ def semantic(
     home: HomeOption = None,
 ) -> None:
     """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
-    from coyo_db.dedup_semantic import dedup_semantic
+    from coyo_db.dedup.semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
     summary = dedup_semantic(
@@ -104,8 +104,8 @@ def semantic(
 @dedup_app.command("report")
 def report(home: HomeOption = None) -> None:
     """Groups, rows and group sizes per dedup method."""
-    from coyo_db.dedup import dedup_report
-    from coyo_db.output import render_table
+    from coyo_db.dedup.groups import dedup_report
+    from coyo_db.query.output import render_table
 
     summary, sizes = dedup_report(open_catalog(home, create=False))
     stdout.print(render_table(summary), markup=False)

@@ -75,7 +75,7 @@ def export(
 
     catalog = open_catalog(home, create=False)
     if manifest is not None:
-        from coyo_db.manifest import replay_export
+        from coyo_db.export.manifest import replay_export
 
         if where is not None or sql_file is not None or columns is not None:
             raise InputError("--manifest replays a recorded export; drop --where/--sql-file")
@@ -91,7 +91,7 @@ def export(
         if not replay.same_ids:
             raise typer.Exit(1)
         return
-    from coyo_db.export import export as run
+    from coyo_db.export.subset import export as run
 
     if to is None:
         raise InputError("give the export folder with --to")

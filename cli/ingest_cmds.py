@@ -49,7 +49,7 @@ def labels(
     home: HomeOption = None,
 ) -> None:
     """COYO-Labeled-300M Parquet into the table `labels` (taxonomy imagenet-21k)."""
-    from coyo_db.ingest.labels import ingest_labels
+    from coyo_db.labels.coyo_labeled import ingest_labels
 
     catalog = open_catalog(home)
     _report(ingest_labels(catalog, paths, tree=tree, progress=RichProgress("rows")))

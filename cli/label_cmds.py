@@ -80,7 +80,7 @@ def label(
     home: HomeOption = None,
 ) -> None:
     """Top-k labels for every ingested image into the table `labels` (COYO-Labeled format)."""
-    from coyo_db.labeling import label_images
+    from coyo_db.labels.labeling import label_images
 
     catalog = open_catalog(home, create=False)
     summary = label_images(
@@ -106,8 +106,8 @@ def label(
 @taxonomy_app.command("list")
 def list_(home: HomeOption = None) -> None:
     """Shipped taxonomies and the catalog's own, with their class counts."""
-    from coyo_db.output import render_table
-    from coyo_db.taxonomy import list_taxonomies
+    from coyo_db.labels.taxonomy import list_taxonomies
+    from coyo_db.query.output import render_table
 
     stdout.print(render_table(list_taxonomies(open_catalog(home))), markup=False)
 
@@ -122,7 +122,7 @@ def add(
     home: HomeOption = None,
 ) -> None:
     """Register a class list as a taxonomy (for zero-shot labels or a classifier's classes)."""
-    from coyo_db.taxonomy import add_taxonomy
+    from coyo_db.labels.taxonomy import add_taxonomy
 
     written = add_taxonomy(open_catalog(home), name, file)
     stdout.print(
@@ -135,7 +135,7 @@ def add(
 @taxonomy_app.command("hierarchy")
 def hierarchy(home: HomeOption = None) -> None:
     """Write the shipped WordNet synset hierarchy into `taxonomy_tree` (unless a tree is there)."""
-    from coyo_db.wordnet_hierarchy import ensure_hierarchy
+    from coyo_db.labels.hierarchy import ensure_hierarchy
 
     written = ensure_hierarchy(open_catalog(home))
     stdout.print(

@@ -11,7 +11,7 @@ import typer
 from coyo_db.cli.common import HomeOption, console, open_catalog, stdout
 
 if TYPE_CHECKING:
-    from coyo_db.stats import Stats
+    from coyo_db.stats.card import Stats
 
 FunnelFormatOption = Annotated[
     str, typer.Option("--format", "-f", help="table, csv or json (one object per line).")
@@ -30,11 +30,11 @@ def funnel(
     home: HomeOption = None,
 ) -> None:
     """Rows removed by each COYO filter rule, in order, and what remains."""
-    from coyo_db import sqlfiles
+    from coyo_db.catalog import sqlfiles
     from coyo_db.errors import InputError
-    from coyo_db.funnel import funnel as run_funnel
-    from coyo_db.funnel import funnel_sql, funnel_table
-    from coyo_db.output import write_result
+    from coyo_db.query.output import write_result
+    from coyo_db.stats.funnel import funnel as run_funnel
+    from coyo_db.stats.funnel import funnel_sql, funnel_table
 
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"unknown format {fmt!r}; choose one of table, csv, json")
@@ -76,8 +76,8 @@ def stats(
     NaNs, mean, min, p50 (approximate) and max of every numeric column.
     """
     from coyo_db.errors import InputError
-    from coyo_db.stats import histograms, stats_sql
-    from coyo_db.stats import stats as run_stats
+    from coyo_db.stats.card import histograms, stats_sql
+    from coyo_db.stats.card import stats as run_stats
 
     if fmt not in ("table", "json"):
         raise InputError(f"unknown format {fmt!r}; choose table or json")
@@ -88,7 +88,7 @@ def stats(
                 typer.echo(statement + ";\n")
         return
     if plots is not None:
-        from coyo_db.plots import require_matplotlib
+        from coyo_db.stats.plots import require_matplotlib
 
         require_matplotlib()  # a missing matplotlib fails before the long computation
     result = run_stats(catalog, approx=approx)
@@ -101,14 +101,14 @@ def stats(
     if "pairs" not in result:
         console.print("no table 'pairs': no histograms written")
         return
-    from coyo_db.plots import write_histograms
+    from coyo_db.stats.plots import write_histograms
 
     written = write_histograms(histograms(catalog, bins=bins).values(), plots)
     console.print(f"wrote {len(written)} histogram(s) to {plots}")
 
 
 def _print_stats(result: Stats) -> None:
-    from coyo_db.output import render_table
+    from coyo_db.query.output import render_table
 
     for table in result.tables:
         stdout.print(f"[bold]{table.table}[/bold]: {table.rows:,} rows")

@@ -29,7 +29,7 @@ def synth(
     ] = False,
 ) -> None:
     """Write seeded, COYO-700M-shaped synthetic metadata as Parquet (planted duplicates)."""
-    from coyo_db.synth import write_synth
+    from coyo_db.synth.metadata import write_synth
 
     started = time.perf_counter()
     paths = write_synth(
@@ -56,7 +56,7 @@ def demo(
     """Run the whole pipeline on a built-in synthetic sample and narrate what it does."""
     import tempfile
 
-    from coyo_db.demo import run_demo
+    from coyo_db.synth.demo import run_demo
 
     target = home if home is not None else Path(tempfile.mkdtemp(prefix="coyo-db-demo-"))
     stdout.print(f"coyo-db demo: a catalog at {target}")

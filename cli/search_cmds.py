@@ -44,7 +44,7 @@ def build(
     home: HomeOption = None,
 ) -> None:
     """Build (or rebuild) the FAISS index of a model's image vectors."""
-    from coyo_db.vector_index import build_index
+    from coyo_db.search.vector_index import build_index
 
     meta = build_index(
         open_catalog(home, create=False),
@@ -89,8 +89,8 @@ def search(
     home: HomeOption = None,
 ) -> None:
     """Nearest neighbours of --text, --image or --id: ids, cosine scores and metadata."""
-    from coyo_db.output import write_result
-    from coyo_db.search import search as run
+    from coyo_db.query.output import write_result
+    from coyo_db.search.nearest import search as run
 
     result = run(
         open_catalog(home, create=False),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from coyo_db.errors import CoyoDbError
+from coyo_db.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Catalog", "CoyoDbError", "__version__"]
 
 if TYPE_CHECKING:

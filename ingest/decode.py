@@ -20,7 +20,8 @@ What is recorded, and on what:
 - ``width``, ``height``: the stored size, as COYO's columns hold it (EXIF orientation not
   applied); ``format`` as Pillow names it (``JPEG``, ``PNG``, ``WEBP``, ``GIF``...; a camera's
   multi-picture JPEG, which Pillow calls ``MPO``, is reported as ``JPEG``); ``nbytes``.
-- ``phash``: :func:`coyo_db.phash.phash_image` on the image exactly as ``Image.open`` gives it,
+- ``phash``: :func:`coyo_db.ingest.phash.phash_image` on the image exactly as ``Image.open``
+  gives it,
   fully decoded and not transposed, which is how COYO computed ``image_phash`` with imagehash.
 - ``pixels``: one (size, size, 3) uint8 RGB array per :class:`Preprocess`. These are what a
   person sees: EXIF orientation applied (as browsers and img2dataset's resizer do), and
@@ -94,7 +95,7 @@ def decode_record(
 
     A record the reader already failed comes back with its own error. `max_pixels` caps
     width x height (None: no cap). `phash` is "exact" (identical to imagehash, on the image as
-    opened), "fast" (:mod:`coyo_db.phash`'s reduced-scale JPEG decode; the model pixels may
+    opened), "fast" (:mod:`coyo_db.ingest.phash`'s reduced-scale JPEG decode; the model pixels may
     then come from a draft decode too) or False (no pHash).
     """
     phash = "exact" if phash is True else phash
@@ -167,11 +168,11 @@ def _decode(
             img.draft(None, _draft_size(width, height, specs))
         img.load()
         if phash == "exact":
-            from coyo_db.phash import phash_image
+            from coyo_db.ingest.phash import phash_image
 
             result.phash = phash_image(img)
         elif phash == "fast":
-            from coyo_db.phash import phash_bytes
+            from coyo_db.ingest.phash import phash_bytes
 
             result.phash = phash_bytes(data, "fast", max_pixels)
         if specs:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
+from coyo_db.catalog.ledger import SourceLedger
 from coyo_db.ingest.image_types import EmbeddingScorer, ImageEmbedder, TextEmbedder
 from coyo_db.ingest.registry import table_slug
-from coyo_db.ledger import SourceLedger
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog

@@ -47,10 +47,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
+from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.image_types import ImageRecord
 from coyo_db.ingest.parquet_sources import parquet_metadata
-from coyo_db.ledger import file_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db import lance_tables, schemas
+from coyo_db.catalog import lance_tables, schemas
+from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.catalog.runs import Run
+from coyo_db.catalog.summary import IngestSummary
 from coyo_db.errors import InputError
 from coyo_db.ingest.decode import decode_batch
 from coyo_db.ingest.decode_pool import decode_workers, decoder_pool
@@ -59,10 +62,7 @@ from coyo_db.ingest.image_types import (
 from coyo_db.ingest.models.common import resolve_device
 from coyo_db.ingest.ray_engine import check_engine
 from coyo_db.ingest.registry import load_model, load_scorer
-from coyo_db.ingest.summary import IngestSummary
-from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
 from coyo_db.progress import NullProgress, Progress
-from coyo_db.runs import Run
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -647,7 +647,7 @@ def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def _images_batch(batch: list[DecodedImage], ids: np.ndarray, sources: list[str]) -> pa.RecordBatch:
-    from coyo_db.phash import phash_hex_to_uint64
+    from coyo_db.ingest.phash import phash_hex_to_uint64
 
     phashes = [d.phash for d in batch]
     return pa.RecordBatch.from_pydict(

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
+from coyo_db.catalog.summary import IngestSummary
 from coyo_db.ingest.pair_checks import check_pairs
 from coyo_db.ingest.parquet_job import (
     DEFAULT_BATCH_SIZE,
@@ -26,7 +27,6 @@ from coyo_db.ingest.parquet_job import (
 )
 from coyo_db.ingest.parquet_sources import ParquetSource
 from coyo_db.ingest.row_checks import repeated_ids
-from coyo_db.ingest.summary import IngestSummary
 from coyo_db.progress import Progress
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
 from coyo_db.ingest.row_checks import (
     DUPLICATE_ID,
     CheckedBatch,

@@ -10,7 +10,7 @@ The job, file by file:
    ahead of the writer; each batch is cast, checked by the target's rules, its good rows
    staged as Lance fragments and its bad rows spilled to a temporary Arrow file;
 4. the bad rows are committed to `quarantine`, then the staged rows to the table in one atomic
-   commit, then the file is marked done (:class:`coyo_db.ledger.SourceLedger`).
+   commit, then the file is marked done (:class:`coyo_db.catalog.ledger.SourceLedger`).
 
 A file is therefore wholly in the table or not at all: corruption found mid-read raises
 :class:`SourceFileError` before that file's fragments are committed, and files committed before
@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db import lance_tables, schemas
+from coyo_db.catalog import lance_tables, schemas
+from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.catalog.runs import Run
+from coyo_db.catalog.summary import IngestSummary
 from coyo_db.errors import SourceFileError
 from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
 from coyo_db.ingest.prefetch import prefetch
 from coyo_db.ingest.row_checks import CheckedBatch, reason_counts, records_json
-from coyo_db.ingest.summary import IngestSummary
-from coyo_db.ledger import SourceLedger, SourceRecord, quarantine_rows
 from coyo_db.progress import NullProgress, Progress
-from coyo_db.runs import Run
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog

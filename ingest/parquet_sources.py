@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SchemaError, SourceFileError
-from coyo_db.ledger import file_fingerprint
 
 log = logging.getLogger(__name__)
 

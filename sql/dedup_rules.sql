@@ -1,4 +1,4 @@
--- COYO-700M's own exact dedup rules, as groups over `pairs` (read by coyo_db.dedup_rules).
+-- COYO-700M's own exact dedup rules, as groups over `pairs` (read by coyo_db.dedup.rules).
 --
 -- Each view returns one row per member of a duplicate group: id, group_id (the smallest
 -- id of the group, so reruns give the same ids), group_size, and the two CLIP similarities the

@@ -63,10 +63,10 @@ def write_dataset(folder: Path, photos: dict[str, Image.Image]) -> dict[str, str
 def audited(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """(catalog, truth): the tiny setup registered as refset `mini`, ingested and audited once
     per test session (the audit and report tests share it)."""
-    from coyo_db.audit import audit
+    from coyo_db.audit.contamination import audit
+    from coyo_db.audit.refsets import add_refset
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.refsets import add_refset
 
     root = tmp_path_factory.mktemp("audit")
     photos = write_references(root / "refs")

@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from coyo_db import schemas
-from coyo_db.catalog import Catalog
+from coyo_db.catalog import Catalog, schemas
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

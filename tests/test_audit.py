@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from coyo_db import audit as audit_mod
+from coyo_db.audit import contamination as audit_mod
 from coyo_db.catalog import Catalog
 from coyo_db.errors import InputError
 from tests import audit_helpers
@@ -135,7 +135,7 @@ def test_torchscript_and_isc_loaders(tmp_path: Path) -> None:
     import timm
     import torch
 
-    from coyo_db.copy_descriptors import IscDescriptor, load_descriptor
+    from coyo_db.ingest.models.copy_descriptors import IscDescriptor, load_descriptor
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

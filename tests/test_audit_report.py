@@ -19,7 +19,7 @@ audited = audit_helpers.audited  # the setup shared with the other audit tests, 
 
 @pytest.fixture(scope="module")
 def report(audited, tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, Path]:
-    from coyo_db.audit_report import write_report
+    from coyo_db.audit.report import write_report
 
     catalog, _ = audited
     index = write_report(catalog, tmp_path_factory.mktemp("report"), refsets=["mini"], per_page=2)

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pytest
 from conftest import coyo_table
 
-from coyo_db import lance_tables, sqlfiles
-from coyo_db.catalog import Catalog, resolve_home
+from coyo_db.catalog import Catalog, lance_tables, resolve_home, sqlfiles
 from coyo_db.errors import CatalogError, CoyoDbError
 
 
@@ -107,7 +106,7 @@ def test_catalog_home_layout(catalog: Catalog, coyo_rows):
 def test_float16_vectors_are_queryable_as_float32(catalog):
     import numpy as np
 
-    from coyo_db.schemas import embeddings_schema
+    from coyo_db.catalog.schemas import embeddings_schema
 
     vectors = np.arange(12, dtype=np.float16).reshape(4, 3) / 8
     table = pa.table(

@@ -8,13 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from coyo_db import schemas
-from coyo_db.catalog import Catalog
-from coyo_db.dedup import choose_keepers, dedup_phash, dedup_report
-from coyo_db.dedup_phash import brute_force_groups, phash_groups
+from coyo_db.catalog import Catalog, schemas
+from coyo_db.dedup.groups import choose_keepers, dedup_phash, dedup_report
+from coyo_db.dedup.near_phash import brute_force_groups, phash_groups
 from coyo_db.errors import CatalogError, InputError
-from coyo_db.phash import uint64_to_phash_hex
-from coyo_db.synth import synth_table, synth_truth
+from coyo_db.ingest.phash import uint64_to_phash_hex
+from coyo_db.synth.metadata import synth_table, synth_truth
 
 ONE = np.uint64(1)
 
@@ -225,7 +224,7 @@ def test_dedup_commands(synth_catalog):
 @pytest.mark.parametrize(("radius", "blocks"), [(1, 2), (1, 8), (2, 12), (4, 5), (4, 9)])
 def test_any_block_count_equals_brute_force(monkeypatch, radius, blocks):
     """Every block split is exact, including keys wider than the bits beside the index."""
-    import coyo_db.dedup_phash as dedup_phash_module
+    import coyo_db.dedup.near_phash as dedup_phash_module
 
     monkeypatch.setattr(dedup_phash_module, "choose_blocks", lambda n, r: blocks)
     rng = np.random.default_rng(blocks)

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from coyo_db.catalog import Catalog
-from coyo_db.dedup_rules import RULES, dedup_rule, rule_method
+from coyo_db.dedup.rules import RULES, dedup_rule, rule_method
 from coyo_db.errors import CatalogError, InputError
-from coyo_db.synth import synth_table, synth_truth
+from coyo_db.synth.metadata import synth_table, synth_truth
 
 ROWS = 20_000
 SEED = 5

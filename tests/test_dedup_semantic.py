@@ -7,8 +7,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from coyo_db import schemas
-from coyo_db.dedup_semantic import cluster_count, dedup_semantic, semantic_groups
+from coyo_db.catalog import schemas
+from coyo_db.dedup.semantic import cluster_count, dedup_semantic, semantic_groups
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_outputs import embeddings_table
 
@@ -215,7 +215,7 @@ def stored_groups(catalog) -> set[frozenset]:
 
 
 def test_tiny_batches_and_memory_budget_give_the_same_groups(catalog):
-    from coyo_db.dedup_semantic import load_vectors
+    from coyo_db.dedup.semantic import load_vectors
 
     rng = np.random.default_rng(6)
     ids, vectors, _ = planted(rng, 3000, 300, noise=0.3)
@@ -235,7 +235,7 @@ def test_tiny_batches_and_memory_budget_give_the_same_groups(catalog):
 
 
 def test_vectors_read_at_once_stay_within_max_vectors(catalog, monkeypatch):
-    import coyo_db.dedup_semantic as sem
+    import coyo_db.dedup.semantic as sem
 
     rng = np.random.default_rng(7)
     ids, vectors, src = planted(rng, 3000, 300)

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from coyo_db.catalog import Catalog
 from coyo_db.cli.app import app
-from coyo_db.demo import run_demo
-from coyo_db.demo_export import SUBSET_WHERE
+from coyo_db.synth.demo import run_demo
+from coyo_db.synth.demo_export import SUBSET_WHERE
 
 
 def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, QueryError
-from coyo_db.export import export, selection_sql
-from coyo_db.synth import synth_table
+from coyo_db.export.subset import export, selection_sql
+from coyo_db.synth.metadata import synth_table
 
 WHERE = "clip_similarity_vitb32 >= 0.3"
 
@@ -29,7 +29,7 @@ def add_pairs(catalog, rows: int = 4000, seed: int = 0) -> pa.Table:
 
 def add_dup_groups(catalog, ids: np.ndarray) -> set[int]:
     """Groups of two (keeper, non-keeper) over consecutive `ids`; the non-keepers."""
-    from coyo_db.dedup import DUP_GROUPS
+    from coyo_db.dedup.groups import DUP_GROUPS
 
     ids = np.asarray(ids[: len(ids) // 2 * 2], dtype=np.int64)
     keeper = np.tile([True, False], len(ids) // 2)
@@ -53,7 +53,7 @@ def add_dup_groups(catalog, ids: np.ndarray) -> set[int]:
 
 def add_contamination(catalog, ids) -> set[int]:
     """Hits in the audit's `contamination` table (the other evidence columns left null)."""
-    from coyo_db.audit import CONTAMINATION, CONTAMINATION_SCHEMA
+    from coyo_db.audit.contamination import CONTAMINATION, CONTAMINATION_SCHEMA
 
     rows = [
         {
@@ -250,7 +250,7 @@ def test_cli_export_reports_counts_and_refuses_a_full_target(catalog, tmp_path):
 def image_catalog(catalog, tmp_path):
     """Pairs plus 16 ingested images (pHash only) for the first 16 ids; the shards' bytes."""
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.synth_images import write_image_shards
+    from coyo_db.synth.images import write_image_shards
 
     pairs = add_pairs(catalog, 400)
     first = pairs.slice(0, 16)

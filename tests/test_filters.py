@@ -15,11 +15,10 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from coyo_db import schemas
-from coyo_db.catalog import Catalog
+from coyo_db.catalog import Catalog, schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import CatalogError
-from coyo_db.funnel import funnel, funnel_sql, funnel_table
+from coyo_db.stats.funnel import funnel, funnel_sql, funnel_table
 from tests.conftest import coyo_table, load_jsonl
 
 RULES = ("min_side", "aspect_ratio", "nsfw", "text_length", "word_count", "text_repeats")

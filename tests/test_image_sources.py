@@ -26,10 +26,10 @@ from imagedata import (
     write_webdataset,
 )
 
+from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest import image_sources
 from coyo_db.ingest.image_sources import FolderShard, ParquetShard, TarShard, find_shards
-from coyo_db.ledger import file_fingerprint
 
 IDS = [7_000_001, 7_000_002, 7_000_003, 7_000_004, 7_000_005]
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from coyo_db.catalog import Catalog
 from coyo_db.ingest.images import ingest_images
-from coyo_db.synth_images import write_image_shards
+from coyo_db.synth.images import write_image_shards
 
 IDS = list(range(5_000, 5_024))
 
@@ -175,7 +175,7 @@ KILLER = textwrap.dedent(
     import os, sys
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.ledger import SourceLedger
+    from coyo_db.catalog.ledger import SourceLedger
 
     real = SourceLedger.commit_source
     done = []

@@ -18,10 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
+from coyo_db.catalog.ledger import SourceLedger
 from coyo_db.cli.app import app
 from coyo_db.errors import SchemaError, SourceFileError
-from coyo_db.ingest.labels import (
+from coyo_db.ingest.row_checks import DUPLICATE_ID, SeenIds
+from coyo_db.ingest.safe_pickle import UnsafePickleError
+from coyo_db.labels.coyo_labeled import (
     BAD_INDEX,
     BAD_PROB,
     LENGTHS_DIFFER,
@@ -33,10 +36,7 @@ from coyo_db.ingest.labels import (
     check_labels,
     ingest_labels,
 )
-from coyo_db.ingest.row_checks import DUPLICATE_ID, SeenIds
-from coyo_db.ledger import SourceLedger
-from coyo_db.safe_pickle import UnsafePickleError
-from coyo_db.taxonomy import load_taxonomy
+from coyo_db.labels.taxonomy import load_taxonomy
 
 runner = CliRunner()
 TOP_K = 50

@@ -22,8 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from coyo_db import schemas
-from coyo_db.catalog import Catalog
+from coyo_db.catalog import Catalog, schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, SchemaError, SourceFileError
 from coyo_db.ingest.metadata import ingest_metadata
@@ -468,7 +467,8 @@ def test_reingest_adds_nothing_same_file_or_renamed_copy(
 KILLER = textwrap.dedent(
     """
     import os, sys
-    from coyo_db import lance_tables, ledger
+    from coyo_db.catalog import lance_tables
+    from coyo_db.catalog import ledger
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.metadata import ingest_metadata
 

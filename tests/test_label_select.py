@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from coyo_db import schemas
-from coyo_db.ingest.labels import to_labels_batch
-from coyo_db.synth_labels import synth_labels
-from coyo_db.taxonomy import IMAGENET1K, IMAGENET21K, ensure_taxonomy, load_taxonomy
-from coyo_db.wordnet_hierarchy import descendants, ensure_hierarchy
+from coyo_db.catalog import schemas
+from coyo_db.labels.coyo_labeled import to_labels_batch
+from coyo_db.labels.hierarchy import descendants, ensure_hierarchy
+from coyo_db.labels.taxonomy import IMAGENET1K, IMAGENET21K, ensure_taxonomy, load_taxonomy
+from coyo_db.synth.labels import synth_labels
 
 ARTIFACT = "n00021939"
 FOOTWEAR = "n03380867"  # footwear, footgear

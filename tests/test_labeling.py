@@ -20,21 +20,21 @@ from PIL import Image
 from skimage import data as skimage_data
 from typer.testing import CliRunner
 
-from coyo_db import labeling
 from coyo_db.catalog import Catalog
+from coyo_db.catalog.ledger import SourceLedger
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.images import ingest_images
 from coyo_db.ingest.models import classifiers
-from coyo_db.labeling import label_batch, label_images, labels_batch
-from coyo_db.ledger import SourceLedger
-from coyo_db.synth_images import write_image_shards
-from coyo_db.taxonomy import (
+from coyo_db.labels import labeling
+from coyo_db.labels.labeling import label_batch, label_images, labels_batch
+from coyo_db.labels.taxonomy import (
     IMAGENET1K,
     IMAGENET21K,
     add_taxonomy,
     load_taxonomy,
     resolve_taxonomy,
 )
+from coyo_db.synth.images import write_image_shards
 
 ESPRESSO = 967
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -403,7 +403,7 @@ def test_the_cli_module_does_not_import_torch():
 
 
 def test_the_demo_step_labels_the_images_and_selects_by_hierarchy(images, tmp_path):
-    from coyo_db.demo_labels import MIN_PROB, SYNSET, run_labels_demo
+    from coyo_db.synth.demo_labels import MIN_PROB, SYNSET, run_labels_demo
 
     lines: list[str] = []
     result = run_labels_demo(images, tmp_path, seed=0, emit=lines.append)

@@ -22,13 +22,13 @@ ray = pytest.importorskip("ray")
 
 from ray_helpers import dying_read, dying_stage  # noqa: E402
 
-from coyo_db import labeling_ray  # noqa: E402
+from coyo_db.labels import labeling_ray  # noqa: E402
 from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
 from coyo_db.ingest.images import ingest_images  # noqa: E402
-from coyo_db.labeling import label_images  # noqa: E402
-from coyo_db.synth_images import write_image_shards  # noqa: E402
-from coyo_db.taxonomy import IMAGENET1K  # noqa: E402
+from coyo_db.labels.labeling import label_images  # noqa: E402
+from coyo_db.labels.taxonomy import IMAGENET1K  # noqa: E402
+from coyo_db.synth.images import write_image_shards  # noqa: E402
 
 IDS = list(range(900, 909))
 OPTIONS = {"model": "effnet-lite0", "taxonomy": IMAGENET1K, "top_k": 5, "batch_size": 2}

@@ -13,13 +13,13 @@ from test_export import WHERE, add_contamination, add_dup_groups, add_pairs, rea
 from typer.testing import CliRunner
 
 import coyo_db
-from coyo_db import schemas
+from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import CatalogError, InputError
-from coyo_db.export import export
-from coyo_db.export_writers import IdTally
-from coyo_db.manifest import MANIFEST_NAME, read_manifest, replay_export
-from coyo_db.synth import synth_table
+from coyo_db.export.manifest import MANIFEST_NAME, read_manifest, replay_export
+from coyo_db.export.subset import export
+from coyo_db.export.writers import IdTally
+from coyo_db.synth.metadata import synth_table
 
 
 def test_the_manifest_records_sql_versions_exclusions_counts_and_files(catalog, tmp_path):

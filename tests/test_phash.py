@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageDraw
 from skimage import data as skdata
 
-from coyo_db import phash as ph
 from coyo_db.errors import InputError
+from coyo_db.ingest import phash as ph
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "logo")
 # Fast mode's agreement with exact mode on `web_jpegs`, a little below what is measured.
@@ -377,7 +377,7 @@ def test_unknown_mode_is_an_input_error(photos: dict[str, Image.Image]) -> None:
 
 def test_importing_phash_pulls_in_neither_imagehash_nor_scipy_nor_pillow() -> None:
     code = (
-        "import sys, coyo_db.phash; "
+        "import sys, coyo_db.ingest.phash; "
         "print(sorted(m for m in ('imagehash', 'scipy', 'PIL') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

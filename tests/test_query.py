@@ -11,9 +11,9 @@ import pytest
 from conftest import coyo_table
 from typer.testing import CliRunner
 
+from coyo_db.catalog.readonly import check_read_only, split_statements
 from coyo_db.cli.app import app
 from coyo_db.errors import QueryError, ReadOnlyError
-from coyo_db.readonly import check_read_only, split_statements
 
 runner = CliRunner()
 

@@ -28,7 +28,7 @@ from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
 from coyo_db.ingest import images_ray  # noqa: E402
 from coyo_db.ingest.images import ingest_images  # noqa: E402
-from coyo_db.synth_images import write_image_shards  # noqa: E402
+from coyo_db.synth.images import write_image_shards  # noqa: E402
 
 IDS = list(range(7_000, 7_018))
 OPTIONS = {"embed": ["effnet-lite0"], "scores": ["language"], "batch_size": 4}
@@ -137,7 +137,7 @@ KILLED_DRIVER = textwrap.dedent(
     import os, sys
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.ledger import SourceLedger
+    from coyo_db.catalog.ledger import SourceLedger
 
     real = SourceLedger.commit_source
 

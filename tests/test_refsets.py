@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from coyo_db import refsets
+from coyo_db.audit import refsets
 from coyo_db.catalog import Catalog
 from coyo_db.errors import InputError
 from tests.audit_helpers import write_references
@@ -20,7 +20,7 @@ from tests.audit_helpers import write_references
 
 @pytest.fixture(scope="module")
 def descriptor():
-    from coyo_db.copy_descriptors import load_descriptor
+    from coyo_db.ingest.models.copy_descriptors import load_descriptor
 
     return load_descriptor()
 

@@ -18,14 +18,14 @@ pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 
-from coyo_db.catalog import Catalog  # noqa: E402
-from coyo_db.errors import InputError  # noqa: E402
-from coyo_db.refsets import (  # noqa: E402
+from coyo_db.audit.refsets import (  # noqa: E402
     REFSET_IMAGES,
     REFSETS,
     add_refset,
     descriptors_table,
 )
+from coyo_db.catalog import Catalog  # noqa: E402
+from coyo_db.errors import InputError  # noqa: E402
 from tests.audit_helpers import write_references  # noqa: E402
 
 IMAGES, FAILED, LOW_INFO = 7, 1, 1  # 5 in a/ (one blank), 2 + 1 broken in b/

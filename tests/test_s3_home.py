@@ -104,7 +104,7 @@ def test_a_missing_s3_catalog_is_a_catalog_error(tmp_path, s3_env):
 
 def test_image_ingest_on_an_s3_home(tmp_path, s3_env):
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.synth_images import write_image_shards
+    from coyo_db.synth.images import write_image_shards
 
     shards, _ = write_image_shards(tmp_path / "shards", [11, 12, 13, 14], per_shard=2, seed=1)
     catalog = Catalog(_home(tmp_path))
@@ -120,7 +120,7 @@ def test_storage_options_and_home_uris_come_from_the_environment(monkeypatch):
     from pathlib import Path
 
     from coyo_db.catalog import resolve_home
-    from coyo_db.object_store import storage_options
+    from coyo_db.catalog.object_store import storage_options
 
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_ALLOW_HTTP", "AWS_REGION"):
         monkeypatch.delenv(name, raising=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coyo_db.errors import CoyoDbError, SourceFileError
-from coyo_db.safe_pickle import UnsafePickleError, load_plain, loads_plain
+from coyo_db.ingest.safe_pickle import UnsafePickleError, load_plain, loads_plain
 
 
 class _Payload:

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_outputs import embeddings_table
-from coyo_db.search import search
-from coyo_db.vector_index import (
+from coyo_db.search.nearest import search
+from coyo_db.search.vector_index import (
     build_index,
     choose_kind,
     load_index,
@@ -68,7 +68,7 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed=None) -> n
 @pytest.fixture
 def vector_catalog(catalog):
     """2,000 clustered vectors under shuffled ids, with 5 planted near-copies, and pairs rows."""
-    from coyo_db.synth import synth_table
+    from coyo_db.synth.metadata import synth_table
 
     rng = np.random.default_rng(0)
     vectors = clustered(rng, 2000)
@@ -138,7 +138,7 @@ def test_ivf_kinds_reach_high_recall_against_exact_search(vector_catalog, kind):
 
 @pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq"])
 def test_partitioned_ivf_build_matches_the_default_build(vector_catalog, kind, monkeypatch):
-    from coyo_db import vector_index
+    from coyo_db.search import vector_index
 
     catalog, ids, vectors, _ = vector_catalog
     trained_on = []
@@ -292,7 +292,7 @@ def image_home(tmp_path_factory):
     pytest.importorskip("torch")
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.synth_images import write_image_shards
+    from coyo_db.synth.images import write_image_shards
 
     root = tmp_path_factory.mktemp("search-images")
     catalog = Catalog(root / "home")
@@ -307,7 +307,7 @@ def image_home(tmp_path_factory):
     )
     ingest_images(catalog, shards, embed=[MODEL], workers=0)
     build_index(catalog, MODEL)
-    from coyo_db.synth import synth_table
+    from coyo_db.synth.metadata import synth_table
 
     pairs = synth_table(len(ids), seed=3).set_column(0, "id", pa.array(ids, pa.int64()))
     catalog.ensure_table("pairs", schemas.PAIRS)
@@ -350,7 +350,7 @@ def test_search_by_image_and_by_id_finds_the_near_copy_first(image_home, tmp_pat
 
 
 def test_demo_step_exports_replays_and_finds_the_planted_copy(image_home, tmp_path):
-    from coyo_db.demo_export import run_export_demo
+    from coyo_db.synth.demo_export import run_export_demo
 
     catalog, _, _ = image_home
     lines: list[str] = []

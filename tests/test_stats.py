@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from coyo_db import plots, schemas
-from coyo_db.catalog import Catalog
+from coyo_db.catalog import Catalog, schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import CatalogError, InputError, MissingExtraError
-from coyo_db.stats import Histogram, histograms, stats, stats_sql
+from coyo_db.stats import plots
+from coyo_db.stats.card import Histogram, histograms, stats, stats_sql
 from tests.conftest import coyo_table, load_jsonl
 
 N_RANDOM = 4000

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from coyo_db import schemas
+from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError
-from coyo_db.synth import (
+from coyo_db.synth.metadata import (
     PlantedShares,
     synth_batches,
     synth_table,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from conftest import coyo_table
 from typer.testing import CliRunner
 
+from coyo_db.catalog.describe import describe_catalog
 from coyo_db.cli.app import app
-from coyo_db.describe import describe_catalog
 
 runner = CliRunner()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
-from coyo_db import schemas
-from coyo_db.safe_pickle import UnsafePickleError
-from coyo_db.taxonomy import (
+from coyo_db.catalog import schemas
+from coyo_db.ingest.safe_pickle import UnsafePickleError
+from coyo_db.labels.taxonomy import (
     IMAGENET21K,
     TAXONOMY_TREE,
     TAXONOMY_TREE_TABLE,

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
-from coyo_db.taxonomy import (
+from coyo_db.labels.hierarchy import (
+    ancestors,
+    descendants,
+    ensure_hierarchy,
+    hierarchy_table,
+    hypernym_edges,
+)
+from coyo_db.labels.taxonomy import (
     IMAGENET1K,
     IMAGENET21K,
     TAXONOMY_TREE_TABLE,
     class_wnids,
     ingest_tree,
     load_taxonomy,
-)
-from coyo_db.wordnet_hierarchy import (
-    ancestors,
-    descendants,
-    ensure_hierarchy,
-    hierarchy_table,
-    hypernym_edges,
 )
 
 DATA_NOUN = Path("/usr/share/wordnet/data.noun")

@@ -134,7 +134,7 @@ class EffNetLabeler(Labeler):
     ImageNet-1k classes works the same way)."""
 
     def __init__(self, model: Any, spec: str, taxonomy: pa.Table, activation: Activation):
-        from coyo_db.taxonomy import IMAGENET1K, class_wnids
+        from coyo_db.labels.taxonomy import IMAGENET1K, class_wnids
 
         self.model = model
         self.name = spec
@@ -256,7 +256,7 @@ def template_strings(templates: str | None) -> list[str]:
 def prompt_names(taxonomy_name: str, taxonomy: pa.Table) -> list[str]:
     """The class names prompts use: ImageNet-21k's first lemma ("dog" of "dog, domestic dog,
     Canis familiaris"), other taxonomies' names as they are."""
-    from coyo_db.taxonomy import IMAGENET21K
+    from coyo_db.labels.taxonomy import IMAGENET21K
 
     names = taxonomy.column("name").to_pylist()
     if taxonomy_name == IMAGENET21K:

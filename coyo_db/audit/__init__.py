@@ -1,0 +1,1 @@
+"""Contamination audits: reference sets, copy candidates, verification, hits and the report."""

@@ -1,0 +1,203 @@
+"""Which sources (files, shards) each table already holds: what makes ingest resumable.
+
+A source is ingested in three commits, each carrying the source's fingerprint:
+
+1. its bad records into `quarantine`;
+2. its good rows into the target table (one atomic Lance commit);
+3. a row in `sources` saying it is done.
+
+A run that dies after (2) is finished by :meth:`SourceLedger.done` reading the target table's
+commit history; one that dies before (2) left quarantine rows that :meth:`discard_partial`
+removes before the source is ingested again. Either way every row ends up there exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from coyo_db.catalog import lance_tables, schemas
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+SOURCES = "sources"
+QUARANTINE = "quarantine"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def file_fingerprint(path: str | os.PathLike[str], tail_bytes: int = 1 << 16) -> str:
+    """A content fingerprint: size plus a hash of the head and tail bytes.
+
+    Parquet keeps its metadata (row groups, statistics) in the footer, so the tail identifies
+    the file's content; the head guards against files sharing a footer. The path plays no
+    part: the same file copied elsewhere is recognised.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(tail_bytes))
+        if size > tail_bytes:
+            fh.seek(max(tail_bytes, size - tail_bytes))
+            digest.update(fh.read())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What the ledger knows of one finished source."""
+
+    source: str
+    fingerprint: str
+    rows_read: int
+    rows_written: int
+    rows_quarantined: int
+
+
+class SourceLedger:
+    """The finished sources of one target table."""
+
+    def __init__(self, catalog: Catalog, table_name: str) -> None:
+        self.catalog = catalog
+        self.table_name = table_name
+        self._done = self._load()
+
+    def _load(self) -> dict[str, SourceRecord]:
+        done: dict[str, SourceRecord] = {}
+        recorded_version = 0
+        if self.catalog.has_table(SOURCES):
+            rows = (
+                self.catalog.dataset(SOURCES)
+                .to_table(filter=f"table_name = '{self.table_name}'")
+                .to_pylist()
+            )
+            for row in rows:
+                done[row["fingerprint"]] = SourceRecord(
+                    row["source"],
+                    row["fingerprint"],
+                    row["rows_read"],
+                    row["rows_written"],
+                    row["rows_quarantined"],
+                )
+                recorded_version = max(recorded_version, row["table_version"] or 0)
+        # Commits of the target table whose `sources` row never got written (a killed run):
+        # only commits newer than the newest recorded one can be missing.
+        recovered = []
+        uri = self.catalog.table_uri(self.table_name)
+        for version, props in lance_tables.committed_properties(uri, recorded_version):
+            fingerprint = props.get("fingerprint")
+            if fingerprint and fingerprint not in done:
+                record = SourceRecord(
+                    props.get("source", ""),
+                    fingerprint,
+                    int(props.get("rows_read", 0)),
+                    int(props.get("rows_written", 0)),
+                    int(props.get("rows_quarantined", 0)),
+                )
+                done[fingerprint] = record
+                recovered.append((record, version, props.get("run_id", "")))
+        if recovered:
+            self._write(recovered)
+        return done
+
+    def done(self, fingerprint: str) -> SourceRecord | None:
+        """The record of a finished source with this fingerprint, if any."""
+        return self._done.get(fingerprint)
+
+    def discard_partial(self, fingerprint: str) -> None:
+        """Remove quarantine rows left by an unfinished attempt at this source."""
+        if self.catalog.has_table(QUARANTINE):
+            dataset = self.catalog.dataset(QUARANTINE)
+            where = f"fingerprint = '{fingerprint}' AND table_name = '{self.table_name}'"
+            # A delete commits a new version even when nothing matches: look first.
+            if dataset.count_rows(filter=where):
+                dataset.delete(where)
+
+    def quarantine(self, rows: pa.Table, fingerprint: str, run_id: str) -> None:
+        """Commit the bad records of a source (schema: :data:`schemas.QUARANTINE`)."""
+        if rows.num_rows:
+            self.catalog.append(
+                QUARANTINE,
+                rows.cast(schemas.QUARANTINE),
+                {"fingerprint": fingerprint, "run_id": run_id, "target": self.table_name},
+            )
+
+    def commit_source(self, transaction: object, record: SourceRecord, run_id: str) -> int:
+        """Commit a source's staged rows and mark it done; returns the table's new version."""
+        props = {
+            "fingerprint": record.fingerprint,
+            "source": record.source,
+            "rows_read": str(record.rows_read),
+            "rows_written": str(record.rows_written),
+            "rows_quarantined": str(record.rows_quarantined),
+            "run_id": run_id,
+        }
+        dataset = lance_tables.commit(self.catalog.table_uri(self.table_name), transaction, props)
+        self._write([(record, dataset.version, run_id)])
+        self._done[record.fingerprint] = record
+        return dataset.version
+
+    def _write(self, entries: list[tuple[SourceRecord, int, str]]) -> None:
+        stamp = now()
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "table_name": self.table_name,
+                    "source": record.source,
+                    "fingerprint": record.fingerprint,
+                    "rows_read": record.rows_read,
+                    "rows_written": record.rows_written,
+                    "rows_quarantined": record.rows_quarantined,
+                    "table_version": version,
+                    "run_id": run_id,
+                    "ingested_at": stamp,
+                }
+                for record, version, run_id in entries
+            ],
+            schema=schemas.SOURCES,
+        )
+        self.catalog.append(SOURCES, table)
+
+
+def quarantine_rows(
+    *,
+    table_name: str,
+    source: str,
+    fingerprint: str,
+    run_id: str,
+    row_index: pa.Array,
+    ids: pa.Array,
+    reasons: pa.Array,
+    records: pa.Array,
+) -> pa.Table:
+    """Build quarantine rows from parallel arrays (records are JSON text of the bad rows)."""
+    n = len(row_index)
+    return pa.table(
+        {
+            "table_name": pa.array([table_name] * n, pa.string()),
+            "source": pa.array([source] * n, pa.string()),
+            "fingerprint": pa.array([fingerprint] * n, pa.string()),
+            "row_index": row_index.cast(pa.int64()),
+            "id": ids.cast(pa.int64()),
+            "reason": reasons.cast(pa.string()),
+            "record": records.cast(pa.string()),
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "quarantined_at": pa.array([now()] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=schemas.QUARANTINE,
+    )

@@ -1,0 +1,258 @@
+"""Duplicate groups in the catalog: the `dup_groups` table and the keeper rule.
+
+`dup_groups` holds one row per member of a duplicate group found by a method::
+
+    method      e.g. "phash_pairs_r4": near-pHash groups over pairs.image_phash, radius 4
+    group_id    the smallest id of the group (deterministic)
+    id          the member's id
+    keeper      exactly one true per (method, group_id): the row to keep
+    distance    Hamming distance of the member's pHash to the keeper's (0 for the keeper; a
+                chained group can hold members further than the radius from the keeper)
+    group_size  members in the group
+    keep_rule   the keeper rule used
+
+Keeper rules (``keep``):
+
+- ``highest-clip`` (default): highest ``clip_similarity_vitl14``, then highest
+  ``clip_similarity_vitb32``, where `pairs` knows them (unknown scores rank last), then the
+  lowest id;
+- ``lowest-id``: the lowest id.
+
+A rerun of a method replaces that method's rows (delete, then append), so the same inputs give
+the same table. The view `pairs_unique` (sql/dedup.sql) is `pairs` without the non-keepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coyo_db.dedup.near_phash import DEFAULT_RADIUS, phash_groups
+from coyo_db.errors import CatalogError, InputError
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+TABLE = "dup_groups"
+KEEP_RULES = ("highest-clip", "lowest-id")
+SOURCES = ("pairs", "images")
+KeepRule = Literal["highest-clip", "lowest-id"]
+
+DUP_GROUPS = pa.schema(
+    [
+        pa.field("method", pa.string()),
+        pa.field("group_id", pa.int64()),
+        pa.field("id", pa.int64()),
+        pa.field("keeper", pa.bool_()),
+        pa.field("distance", pa.int32()),
+        pa.field("group_size", pa.int32()),
+        pa.field("keep_rule", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DedupSummary:
+    """What one dedup run found."""
+
+    method: str
+    rows_scanned: int
+    groups: int
+    rows_in_groups: int
+    removed: int  # members that are not keepers
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.method}: {self.groups:,} groups holding {self.rows_in_groups:,} of "
+            f"{self.rows_scanned:,} rows; {self.removed:,} rows are not keepers "
+            f"({self.seconds:.1f}s)"
+        )
+
+
+def phash_method(source: str, radius: int) -> str:
+    return f"phash_{source}_r{radius}"
+
+
+def choose_keepers(
+    group_id: np.ndarray,
+    ids: np.ndarray,
+    vitl14: np.ndarray | None = None,
+    vitb32: np.ndarray | None = None,
+    keep: str = "highest-clip",
+) -> np.ndarray:
+    """A boolean mask with exactly one true per group: the keeper by rule `keep`.
+
+    NaN scores (unknown) rank below every known score.
+    """
+    if keep not in KEEP_RULES:
+        raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    keys: list[np.ndarray] = [ids]
+    if keep == "highest-clip":
+        for score in (vitb32, vitl14):
+            if score is not None:
+                keys.append(np.nan_to_num(-np.asarray(score, np.float64), nan=np.inf))
+    keys.append(group_id)
+    order = np.lexsort(keys)
+    first = np.r_[True, group_id[order][1:] != group_id[order][:-1]]
+    mask = np.zeros(n, dtype=bool)
+    mask[order[first]] = True
+    return mask
+
+
+def _load_hashes(catalog: Catalog, source: str) -> tuple[np.ndarray, np.ndarray]:
+    from coyo_db.ingest.phash import phash_hex_to_uint64
+
+    if source not in SOURCES:
+        raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if not catalog.has_table(source):
+        raise CatalogError(f"the catalog at {catalog.location} has no table {source!r} to dedup")
+    if source == "pairs":
+        table = catalog.dataset("pairs").to_table(
+            columns=["id", "image_phash"], filter="image_phash IS NOT NULL"
+        )
+        return table["id"].to_numpy(), phash_hex_to_uint64(table["image_phash"])
+    table = catalog.dataset("images").to_table(columns=["id", "phash"], filter="phash IS NOT NULL")
+    # An image ingested twice appears twice; one row per id.
+    ids, first = np.unique(table["id"].to_numpy(), return_index=True)
+    return ids, table["phash"].to_numpy()[first]
+
+
+def _clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CLIP similarities of `ids` from pairs (NaN where unknown)."""
+    vitl14 = np.full(len(ids), np.nan)
+    vitb32 = np.full(len(ids), np.nan)
+    if not catalog.has_table("pairs") or len(ids) == 0:
+        return vitl14, vitb32
+    table = catalog.dataset("pairs").to_table(
+        columns=["id", "clip_similarity_vitl14", "clip_similarity_vitb32"],
+        filter=pc.field("id").isin(pa.array(np.unique(ids))),
+    )
+    known = table["id"].to_numpy()
+    order = np.argsort(known, kind="stable")
+    pos = np.searchsorted(known[order], ids)
+    pos = np.minimum(pos, max(len(known) - 1, 0))
+    hit = (known[order][pos] == ids) if len(known) else np.zeros(len(ids), bool)
+    for name, out in (("clip_similarity_vitl14", vitl14), ("clip_similarity_vitb32", vitb32)):
+        values = table[name].to_numpy(zero_copy_only=False).astype(np.float64)
+        out[hit] = values[order][pos[hit]]
+    return vitl14, vitb32
+
+
+def write_groups(catalog: Catalog, method: str, groups: pa.Table) -> None:
+    """Replace the rows of `method` in `dup_groups` with `groups` (DUP_GROUPS schema)."""
+    if catalog.has_table(TABLE):
+        catalog.dataset(TABLE).delete(f"method = '{method.replace(chr(39), '')}'")
+    else:
+        catalog.ensure_table(TABLE, DUP_GROUPS)
+    if groups.num_rows:
+        catalog.append(TABLE, groups.cast(DUP_GROUPS), {"method": method})
+
+
+def group_spans(gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For members sorted by group: each group's size, and each member's group index."""
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, len(gid)])
+    return sizes, np.repeat(np.arange(len(starts)), sizes)
+
+
+def store_groups(
+    catalog: Catalog,
+    method: str,
+    keep: str,
+    *,
+    gid: np.ndarray,
+    ids: np.ndarray,
+    keeper: np.ndarray,
+    distance: np.ndarray,
+    rows_scanned: int,
+    started: float,
+) -> DedupSummary:
+    """Write one method's groups (members in any order) to `dup_groups`; its summary."""
+    _, member_group, sizes = np.unique(gid, return_inverse=True, return_counts=True)
+    n = len(ids)
+    table = pa.table(
+        {
+            "method": pa.array([method] * n, pa.string()),
+            "group_id": gid,
+            "id": ids,
+            "keeper": keeper,
+            "distance": np.asarray(distance, dtype=np.int32),
+            "group_size": sizes[member_group].astype(np.int32),
+            "keep_rule": pa.array([keep] * n, pa.string()),
+        },
+        schema=DUP_GROUPS,
+    )
+    write_groups(catalog, method, table)
+    summary = DedupSummary(
+        method=method,
+        rows_scanned=rows_scanned,
+        groups=len(sizes),
+        rows_in_groups=n,
+        removed=n - len(sizes),
+        seconds=time.perf_counter() - started,
+    )
+    log.info("dedup %s: %s", method, summary)
+    return summary
+
+
+def dedup_phash(
+    catalog: Catalog,
+    radius: int = DEFAULT_RADIUS,
+    source: str = "pairs",
+    keep: str = "highest-clip",
+) -> DedupSummary:
+    """Near-duplicate pHash groups of `source` (pairs or images) within `radius`, written to
+    `dup_groups` under method ``phash_<source>_r<radius>`` with one keeper per group."""
+
+    if keep not in KEEP_RULES:
+        raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+    started = time.perf_counter()
+    ids, hashes = _load_hashes(catalog, source)
+    groups = phash_groups(ids, hashes, radius)
+    method = phash_method(source, radius)
+    gid = groups["group_id"].to_numpy()
+    member = groups["id"].to_numpy()
+    if keep == "highest-clip":
+        vitl14, vitb32 = _clip_scores(catalog, member)
+    else:
+        vitl14 = vitb32 = None
+    keeper = choose_keepers(gid, member, vitl14, vitb32, keep)
+    # Hamming distance to the keeper's hash: groups are sorted by group_id.
+    sorter = np.argsort(ids, kind="stable")
+    member_hash = hashes[sorter[np.searchsorted(ids[sorter], member)]]
+    sizes, group_index = group_spans(gid)
+    keeper_hash = np.zeros(len(sizes), dtype=np.uint64)
+    keeper_hash[group_index[keeper]] = member_hash[keeper]
+    distance = np.bitwise_count(member_hash ^ keeper_hash[group_index])
+    return store_groups(
+        catalog,
+        method,
+        keep,
+        gid=gid,
+        ids=member,
+        keeper=keeper,
+        distance=distance,
+        rows_scanned=len(ids),
+        started=started,
+    )
+
+
+def dedup_report(catalog: Catalog) -> tuple[pa.Table, pa.Table]:
+    """Per method: (groups, rows, removed, largest group), and the group size distribution."""
+    if not catalog.has_table(TABLE):
+        raise CatalogError(f"the catalog at {catalog.location} has no {TABLE}; run 'coyo-db dedup'")
+    summary = catalog.sql("SELECT * FROM dup_summary ORDER BY method")
+    sizes = catalog.sql("SELECT * FROM dup_group_sizes ORDER BY method, size_bucket_min")
+    return summary, sizes

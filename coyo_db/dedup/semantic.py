@@ -1,0 +1,427 @@
+"""Semantic duplicate groups (SemDeDup) over an `embeddings__<model>` table.
+
+The image vectors (float16 in the table) are read as float32 and L2-normalised, clustered with
+FAISS spherical k-means, and inside each cluster every pair with cosine similarity >= the
+threshold is linked (block matrix products, no per-pair Python). Groups are the connected
+components of those links; the keeper is chosen by `coyo_db.dedup.groups.choose_keepers` and the
+groups are written to `dup_groups` under method ``semantic_<model slug>_t<threshold>``.
+
+Cluster count: ``k = clamp(round(sqrt(n)), 1, min(50_000, n // 39))``. k-means assignment costs
+about n·k·d and the in-cluster pairs about n·(n/k)·d, so k = sqrt(n) balances the two (each
+n^1.5·d); FAISS wants at least 39 training points per centroid; 50k is SemDeDup's count for
+LAION-440M (747M rows give k ≈ 27k). Below 78 vectors k = 1 and the search is exact all-pairs.
+
+The known SemDeDup approximation: a pair whose two vectors fall in different clusters is never
+compared, so a near-duplicate pair straddling a cluster border is missed (recall is measured
+in tests/test_dedup_semantic.py and bench/bench_dedup_semantic.py).
+
+`distance` in `dup_groups` is an int32 column shared with the pHash methods; here it holds the
+cosine distance to the keeper in units of 1e-4: ``round(10_000 * (1 - cosine))``.
+
+Partitioned (`dedup_semantic`): the table is never read whole. (1) k-means is trained on a
+seeded sample of `sample` row positions read with Lance `take` (the whole table when it has at
+most `sample` rows, so a small table gets exactly the groups of the in-memory
+`semantic_groups`); (2) the table is streamed in `batch_size`-row batches, each normalised and
+assigned to its nearest centroid, keeping only id, row position and cluster id (20 bytes a
+row); (3) clusters are paired in groups of at most `max_vectors` vectors read with `take`
+(a cluster larger than that is compared chunk pair by chunk pair), so at most
+max(`sample`, `max_vectors`) vectors are in memory at once.
+
+Deterministic: k-means uses a fixed seed and a fixed training sample, so a rerun over the same
+table gives the same groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from coyo_db.dedup.groups import KEEP_RULES, DedupSummary, choose_keepers, group_spans, store_groups
+from coyo_db.errors import InputError
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.95
+MAX_CLUSTERS = 50_000
+MIN_POINTS_PER_CENTROID = 39
+SEED = 1234
+KMEANS_ITERATIONS = 20
+DISTANCE_SCALE = 10_000
+# Similarity blocks are at most this many float32 cells (256 MiB).
+BLOCK_CELLS = 1 << 26
+DEFAULT_BATCH_SIZE = 65_536
+# k-means training rows: 39 per centroid at the largest k (50,000 x 39 = 1.95M).
+DEFAULT_SAMPLE = 2_000_000
+DEFAULT_MAX_VECTORS = 2_000_000
+
+
+def semantic_method(model: str, threshold: float) -> str:
+    from coyo_db.ingest.registry import table_slug
+
+    return f"semantic_{table_slug(model)}_t{threshold:g}"
+
+
+def cluster_count(n: int) -> int:
+    """The documented k for n vectors (see the module docstring)."""
+    upper = min(MAX_CLUSTERS, n // MIN_POINTS_PER_CENTROID)
+    return int(max(1, min(round(np.sqrt(n)), upper)))
+
+
+def embeddings_dataset(catalog: Catalog, model: str):
+    """The Lance dataset of `model`'s embeddings table (InputError when it cannot be deduped)."""
+    from coyo_db.ingest.image_outputs import embeddings_table
+
+    name = embeddings_table(model)
+    if not catalog.has_table(name):
+        raise InputError(
+            f"the catalog has no embeddings table {name!r}; "
+            f"run coyo-db ingest images --embed {model} first"
+        )
+    dataset = catalog.dataset(name)
+    if "image_embedding" not in dataset.schema.names:
+        raise InputError(f"{name!r} holds no image_embedding column to dedup")
+    return dataset
+
+
+def _unit_vectors(column, dim: int) -> np.ndarray:
+    """L2-normalised float32 rows of a (chunked) fixed-size-list column without nulls."""
+    chunks = column.chunks if hasattr(column, "chunks") else [column]
+    vectors = np.empty((len(column), dim), dtype=np.float32)
+    row = 0
+    for chunk in chunks:
+        part = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        vectors[row : row + len(part)] = part
+        row += len(part)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors /= np.where(norms > 0, norms, 1.0)
+    return vectors
+
+
+def load_vectors(catalog: Catalog, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (unique, sorted) and their L2-normalised float32 image vectors (whole table)."""
+    dataset = embeddings_dataset(catalog, model)
+    table = dataset.to_table(
+        columns=["id", "image_embedding"], filter="image_embedding IS NOT NULL"
+    )
+    dim = dataset.schema.field("image_embedding").type.list_size
+    vectors = _unit_vectors(table["image_embedding"], dim)
+    # An image ingested twice appears twice; one row per id.
+    ids, first = np.unique(table["id"].to_numpy(), return_index=True)
+    if len(first) != len(vectors) or np.any(np.diff(first) != 1):
+        vectors = vectors[first]
+    return ids, vectors
+
+
+def train_kmeans(vectors: np.ndarray, k: int, seed: int = SEED):
+    """A FAISS index of the spherical k-means centroids of `vectors` (None when k == 1)."""
+    if k <= 1:
+        return None
+    import faiss
+
+    kmeans = faiss.Kmeans(
+        vectors.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, spherical=True, verbose=False
+    )
+    kmeans.train(vectors)
+    return kmeans.index
+
+
+def nearest_centroid(index, vectors: np.ndarray) -> np.ndarray:
+    """The cluster of each vector under a `train_kmeans` index (all zeros for None)."""
+    if index is None:
+        return np.zeros(len(vectors), dtype=np.int64)
+    _, labels = index.search(vectors, 1)
+    return labels[:, 0].astype(np.int64)
+
+
+def assign_clusters(vectors: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
+    """The spherical k-means cluster of each vector (all zeros when k == 1)."""
+    return nearest_centroid(train_kmeans(vectors, k, seed), vectors)
+
+
+def _spanning(rows: np.ndarray, cols: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges with the same components as (rows, cols) but at most one per node."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(m, m))
+    _, labels = connected_components(graph, directed=False)
+    nodes = np.unique(np.concatenate([rows, cols]))
+    root = np.full(labels.max() + 1, m, dtype=np.int64)
+    np.minimum.at(root, labels[nodes], nodes)
+    keep = nodes != root[labels[nodes]]
+    return nodes[keep], root[labels[nodes[keep]]]
+
+
+def similar_pairs(
+    vectors: np.ndarray, labels: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row-index edges (a, b) linking vectors of one cluster with cosine >= threshold.
+
+    Every pair inside a cluster is compared; the edges returned span the same connected
+    components as all such pairs (dense clusters are reduced to a spanning forest per block).
+    """
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+    for start, end in zip(starts, ends, strict=True):
+        m = end - start
+        if m < 2:
+            continue
+        members = order[start:end]
+        block = vectors[members]
+        step = max(1, min(m, BLOCK_CELLS // m))
+        for i in range(0, m, step):
+            sims = block[i : i + step] @ block[i:].T
+            r, c = np.nonzero(sims >= threshold)
+            upper = c > r
+            r, c = r[upper] + i, c[upper] + i
+            if len(r) > 4 * m:
+                r, c = _spanning(r, c, m)
+            left.append(members[r])
+            right.append(members[c])
+    if not left:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(left), np.concatenate(right)
+
+
+def semantic_groups(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    threshold: float,
+    clusters: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group_id, id, row index) of every grouped vector, sorted by group then id.
+
+    `vectors` must be L2-normalised float32; group_id is the smallest id of the group.
+    """
+    n = len(ids)
+    k = cluster_count(n) if clusters is None else min(clusters, max(n, 1))
+    labels = assign_clusters(vectors, k)
+    a, b = similar_pairs(vectors, labels, threshold)
+    return _components(ids, a, b)
+
+
+def _components(
+    ids: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group_id, id, row index) of the connected components of row edges (a, b)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(ids)
+    if len(a) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    rows = np.unique(np.concatenate([a, b]))
+    comp = component[rows]
+    smallest = np.full(component.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(smallest, comp, ids[rows])
+    group_id = smallest[comp]
+    order = np.lexsort((ids[rows], group_id))
+    return group_id[order], ids[rows][order], rows[order]
+
+
+def take_rows(dataset, positions: np.ndarray, columns: list[str]):
+    """Rows at ascending, distinct `positions` of a Lance dataset (the one place that reads
+    vectors by position)."""
+    import pyarrow as pa
+
+    return dataset.take(pa.array(positions, pa.int64()), columns=columns)
+
+
+def _read_unit(dataset, positions: np.ndarray, dim: int) -> np.ndarray:
+    """Normalised vectors of the rows at `positions` (any order, repeats allowed)."""
+    unique, inverse = np.unique(positions, return_inverse=True)
+    vectors = _unit_vectors(take_rows(dataset, unique, ["image_embedding"])["image_embedding"], dim)
+    if len(unique) == len(positions) and np.array_equal(unique, positions):
+        return vectors
+    return vectors[inverse]
+
+
+def _training_sample(dataset, n_rows: int, sample: int, batch_size: int, dim: int, seed: int):
+    """Normalised vectors of a seeded sample of rows (unique ids, id order), and rows drawn.
+
+    With n_rows <= sample every row is drawn, which is exactly `load_vectors`' set and order.
+    """
+    import pyarrow.compute as pc
+
+    if n_rows <= sample:
+        positions = np.arange(n_rows, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(seed)
+        positions = np.sort(rng.choice(n_rows, sample, replace=False)).astype(np.int64)
+    ids: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
+    for i in range(0, len(positions), batch_size):
+        table = take_rows(dataset, positions[i : i + batch_size], ["id", "image_embedding"])
+        table = table.filter(pc.is_valid(table["image_embedding"]))
+        ids.append(table["id"].to_numpy())
+        vectors.append(_unit_vectors(table["image_embedding"], dim))
+    if not ids:
+        return np.zeros((0, dim), np.float32), 0
+    _, first = np.unique(np.concatenate(ids), return_index=True)
+    return np.concatenate(vectors)[first], len(positions)
+
+
+def _assign_stream(dataset, index, batch_size: int, dim: int):
+    """Id, row position and cluster of every row with a vector, one row per id (id order)."""
+    ids: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    offset = 0
+    scanner = dataset.scanner(
+        columns=["id", "image_embedding"], batch_size=batch_size, scan_in_order=True
+    )
+    for batch in scanner.to_batches():
+        column = batch.column("image_embedding")
+        valid = column.is_valid()
+        rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+        ids.append(batch.column("id").to_numpy(zero_copy_only=False)[rows])
+        positions.append(offset + rows)
+        labels.append(nearest_centroid(index, _unit_vectors(column.filter(valid), dim)))
+        labels[-1] = labels[-1].astype(np.int32)
+        offset += batch.num_rows
+    if not ids:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.int32)
+    # An image ingested twice appears twice; its first row counts, as in load_vectors.
+    unique, first = np.unique(np.concatenate(ids), return_index=True)
+    return unique, np.concatenate(positions)[first], np.concatenate(labels)[first]
+
+
+def _cluster_pairs(
+    dataset, positions: np.ndarray, labels: np.ndarray, threshold: float, max_vectors: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`similar_pairs` edges (row indices) cluster by cluster, reading at most `max_vectors`
+    vectors at a time: whole clusters packed into groups, larger ones chunk pair by pair."""
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    plural = (ends - starts) >= 2
+    starts, ends = starts[plural], ends[plural]
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+
+    def pairs_of(members: np.ndarray, member_labels: np.ndarray) -> None:
+        by_position = np.argsort(positions[members], kind="stable")
+        members, member_labels = members[by_position], member_labels[by_position]
+        vectors = _read_unit(dataset, positions[members], dim)
+        a, b = similar_pairs(vectors, member_labels, threshold)
+        left.append(members[a])
+        right.append(members[b])
+
+    i = 0
+    while i < len(starts):
+        size = ends[i] - starts[i]
+        if size > max_vectors:
+            members = order[starts[i] : ends[i]]
+            chunk = max_vectors // 2
+            log.warning("cluster of %d vectors exceeds max_vectors; comparing in chunks", size)
+            parts = [members[j : j + chunk] for j in range(0, size, chunk)]
+            for x in range(len(parts)):
+                for y in range(x + 1, len(parts)):
+                    both = np.concatenate([parts[x], parts[y]])
+                    pairs_of(both, np.zeros(len(both), np.int32))
+            i += 1
+            continue
+        j, total = i, 0
+        while j < len(starts) and total + ends[j] - starts[j] <= max_vectors:
+            total += ends[j] - starts[j]
+            j += 1
+        members = order[starts[i] : ends[j - 1]]
+        pairs_of(members, labels[members])
+        i = j
+    if not left:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(left), np.concatenate(right)
+
+
+def dedup_semantic(
+    catalog: Catalog,
+    model: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    clusters: int | None = None,
+    keep: str = "highest-clip",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    sample: int = DEFAULT_SAMPLE,
+    max_vectors: int = DEFAULT_MAX_VECTORS,
+) -> DedupSummary:
+    """SemDeDup groups of the image vectors of `model` with cosine >= `threshold`, written to
+    `dup_groups` under method ``semantic_<model slug>_t<threshold>`` with one keeper each.
+
+    The table is read in partitions: k-means on `sample` rows, assignment in `batch_size`-row
+    batches, pairs with at most `max_vectors` vectors in memory (see the module docstring).
+    """
+    from coyo_db.dedup.groups import _clip_scores
+
+    if keep not in KEEP_RULES:
+        raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+    if not 0.0 < threshold <= 1.0:
+        raise InputError(f"threshold must be a cosine similarity in (0, 1], not {threshold}")
+    if clusters is not None and clusters < 1:
+        raise InputError(f"clusters must be at least 1, not {clusters}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if sample < 1:
+        raise InputError(f"sample must be at least 1 row, not {sample}")
+    if max_vectors < 2:
+        raise InputError(f"max_vectors must be at least 2, not {max_vectors}")
+    started = time.perf_counter()
+    method = semantic_method(model, threshold)
+    dataset = embeddings_dataset(catalog, model)
+    dim = dataset.schema.field("image_embedding").type.list_size
+    n_rows = dataset.count_rows()
+    train, drawn = _training_sample(dataset, n_rows, sample, batch_size, dim, SEED)
+    # Unique vectors in the table, estimated from the sample (exact when it is the whole table).
+    estimate = len(train) if drawn >= n_rows else round(len(train) * n_rows / max(drawn, 1))
+    k = cluster_count(estimate) if clusters is None else min(clusters, max(estimate, 1))
+    if clusters is None:
+        # FAISS wants 39 training points per centroid; the sample bounds k as well.
+        k = min(k, len(train) // MIN_POINTS_PER_CENTROID)
+    k = max(1, min(k, len(train)))
+    index = train_kmeans(train, k)
+    del train
+    ids, positions, labels = _assign_stream(dataset, index, batch_size, dim)
+    log.info("%d vectors in %d clusters (k-means on %d sampled rows)", len(ids), k, drawn)
+    a, b = _cluster_pairs(dataset, positions, labels, threshold, max_vectors, dim)
+    gid, member, rows = _components(ids, a, b)
+    if keep == "highest-clip":
+        vitl14, vitb32 = _clip_scores(catalog, member)
+    else:
+        vitl14 = vitb32 = None
+    keeper = choose_keepers(gid, member, vitl14, vitb32, keep)
+    sizes, group_index = group_spans(gid)
+    keeper_row = np.zeros(len(sizes), dtype=np.int64)
+    keeper_row[group_index[keeper]] = rows[keeper]
+    cosine = np.empty(len(rows), dtype=np.float32)
+    step = max(1, max_vectors // 2)
+    for i in range(0, len(rows), step):
+        part = slice(i, i + step)
+        mine = _read_unit(dataset, positions[rows[part]], dim)
+        theirs = _read_unit(dataset, positions[keeper_row[group_index[part]]], dim)
+        cosine[part] = (mine * theirs).sum(axis=1)
+    distance = np.rint(np.clip(1.0 - cosine, 0.0, 2.0) * DISTANCE_SCALE).astype(np.int32)
+    distance[keeper] = 0
+    return store_groups(
+        catalog,
+        method,
+        keep,
+        gid=gid,
+        ids=member,
+        keeper=keeper,
+        distance=distance,
+        rows_scanned=len(ids),
+        started=started,
+    )

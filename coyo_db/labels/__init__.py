@@ -1,0 +1,1 @@
+"""Labels: COYO-Labeled ingest, model labeling, taxonomies and their hierarchy."""

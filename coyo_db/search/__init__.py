@@ -1,0 +1,1 @@
+"""Vector indexes over embeddings and nearest-neighbour search by text, image or id."""

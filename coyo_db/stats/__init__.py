@@ -1,0 +1,1 @@
+"""The dataset card: statistics, the COYO filter funnel and histograms."""

@@ -1,0 +1,1 @@
+"""Seeded synthetic COYO-shaped data (metadata, labels, images) and `coyo-db demo`."""
