@@ -36,7 +36,7 @@ def run_split(data: Path, split: str, manifest: dict) -> dict:
     import shutil
 
     from coyo_db.audit.contamination import audit
-    from coyo_db.audit.refsets import add_refset
+    from coyo_db.audit.refset_job import add_refset
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
 
@@ -212,7 +212,7 @@ def reuse_split(split: str, previous: dict) -> dict:
 def main() -> None:
     import argparse
 
-    from coyo_db.audit.contamination import DEFAULT_POINT
+    from coyo_db.audit.decision import DEFAULT_POINT
     from coyo_db.ingest.models.copy_descriptors import load_descriptor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -45,7 +45,7 @@ def build_home(rows: int) -> Path:
     from bench_query import build_catalog
 
     from coyo_db.catalog import Catalog
-    from coyo_db.dedup.groups import DUP_GROUPS
+    from coyo_db.catalog.tables import DUP_GROUPS
 
     _, query_home = build_catalog(rows)
     home = OUT / f"home-export-{rows}"
@@ -70,9 +70,9 @@ def build_home(rows: int) -> Path:
             "group_size": np.full(2 * n, 2, np.int32),
             "keep_rule": pa.array(["lowest-id"] * (2 * n)),
         },
-        schema=DUP_GROUPS,
+        schema=DUP_GROUPS.schema,
     )
-    catalog.ensure_table("dup_groups", DUP_GROUPS)
+    catalog.ensure(DUP_GROUPS)
     catalog.append("dup_groups", table)
     (home / ".complete").write_text("ok")
     return home
@@ -87,7 +87,8 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from coyo_db.catalog import Catalog
-    from coyo_db.export.subset import export, plan_export, selection_sql
+    from coyo_db.export.plan import plan_export, selection_sql
+    from coyo_db.export.subset import export
 
     home = build_home(args.rows)
     catalog = Catalog(home)

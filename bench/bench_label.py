@@ -70,7 +70,7 @@ def photo_bytes(name: str, source: str) -> bytes:
 def agreement(labeler, names: list[str]) -> dict:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from coyo_db.labels.labeling import label_batch
+    from coyo_db.labels.label_stage import label_batch
 
     photos = [(n, s, ok, what) for n, s, ok, what in KNOWN]
     images = [photo_bytes(n, s) for n, s, _, _ in photos]

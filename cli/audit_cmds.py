@@ -28,7 +28,7 @@ ModelOption = Annotated[
         "--model",
         "-m",
         help="Copy descriptor: effnet-lite0 (offline default), isc:/path/isc_ft_v107.pth.tar, "
-        "torchscript:/path/sscd.torchscript.pt[@SIZE], clip:ARCH:/path/checkpoint.pt.",
+        "torchscript:/path/sscd.torchscript.pt[@SIZE], open_clip:ARCH:TAG|PATH.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1...")]
@@ -55,7 +55,7 @@ def add(
     home: HomeOption = None,
 ) -> None:
     """Register a reference set: pHash, copy descriptors and low-information flags."""
-    from coyo_db.audit.refsets import add_refset
+    from coyo_db.audit.refset_job import add_refset
 
     summary = add_refset(
         open_catalog(home),
@@ -76,7 +76,7 @@ def add(
 def list_cmd(home: HomeOption = None) -> None:
     """The registered reference sets with their sizes and low-information counts."""
     from coyo_db.audit.refsets import list_refsets
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
 
     stdout.print(render_table(list_refsets(open_catalog(home, create=False))), markup=False)
 
@@ -106,7 +106,8 @@ def audit_cmd(
     home: HomeOption = None,
 ) -> None:
     """Find dataset images that copy reference images; hits go to table contamination."""
-    from coyo_db.audit.contamination import audit, write_removal_list
+    from coyo_db.audit.contamination import audit
+    from coyo_db.audit.removal import write_removal_list
 
     catalog = open_catalog(home, create=False)
     summary = audit(

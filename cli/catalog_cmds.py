@@ -44,7 +44,7 @@ def query(
 ) -> None:
     """Run SQL over the catalog's tables and views (read-only unless --write)."""
     from coyo_db.errors import InputError
-    from coyo_db.query.output import write_result
+    from coyo_db.results.output import write_result
 
     if (sql is None) == (sql_file is None):
         raise InputError("give the SQL as an argument or with --sql-file, not both")

@@ -105,7 +105,7 @@ def semantic(
 def report(home: HomeOption = None) -> None:
     """Groups, rows and group sizes per dedup method."""
     from coyo_db.dedup.groups import dedup_report
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
 
     summary, sizes = dedup_report(open_catalog(home, create=False))
     stdout.print(render_table(summary), markup=False)

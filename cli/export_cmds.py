@@ -75,7 +75,7 @@ def export(
 
     catalog = open_catalog(home, create=False)
     if manifest is not None:
-        from coyo_db.export.manifest import replay_export
+        from coyo_db.export.replay import replay_export
 
         if where is not None or sql_file is not None or columns is not None:
             raise InputError("--manifest replays a recorded export; drop --where/--sql-file")

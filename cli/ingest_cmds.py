@@ -68,8 +68,8 @@ def images(
         list[str] | None,
         typer.Option(
             "--embed",
-            help="Embedding model, repeatable: effnet-lite0, minilm, "
-            "open_clip:ViT-B-32:<pretrained tag or checkpoint path>.",
+            help="Embedding model, repeatable: effnet-lite0, minilm, open_clip:ARCH:TAG|PATH "
+            "(e.g. open_clip:ViT-B-32:laion2b_s34b_b79k or a checkpoint path).",
         ),
     ] = None,
     scores: Annotated[

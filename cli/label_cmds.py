@@ -33,7 +33,7 @@ def label(
             "--model",
             "-m",
             help="effnet-lite0 (offline, ImageNet-1k head), timm:ARCH:/checkpoint (a timm "
-            "classifier) or open_clip:ARCH:WEIGHTS (zero-shot over the class names).",
+            "classifier) or open_clip:ARCH:TAG|PATH (zero-shot over the class names).",
         ),
     ],
     taxonomy: Annotated[
@@ -107,7 +107,7 @@ def label(
 def list_(home: HomeOption = None) -> None:
     """Shipped taxonomies and the catalog's own, with their class counts."""
     from coyo_db.labels.taxonomy import list_taxonomies
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
 
     stdout.print(render_table(list_taxonomies(open_catalog(home))), markup=False)
 

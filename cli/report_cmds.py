@@ -32,7 +32,7 @@ def funnel(
     """Rows removed by each COYO filter rule, in order, and what remains."""
     from coyo_db.catalog import sqlfiles
     from coyo_db.errors import InputError
-    from coyo_db.query.output import write_result
+    from coyo_db.results.output import write_result
     from coyo_db.stats.funnel import funnel as run_funnel
     from coyo_db.stats.funnel import funnel_sql, funnel_table
 
@@ -108,7 +108,7 @@ def stats(
 
 
 def _print_stats(result: Stats) -> None:
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
 
     for table in result.tables:
         stdout.print(f"[bold]{table.table}[/bold]: {table.rows:,} rows")

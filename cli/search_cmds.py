@@ -89,7 +89,7 @@ def search(
     home: HomeOption = None,
 ) -> None:
     """Nearest neighbours of --text, --image or --id: ids, cosine scores and metadata."""
-    from coyo_db.query.output import write_result
+    from coyo_db.results.output import write_result
     from coyo_db.search.nearest import search as run
 
     result = run(

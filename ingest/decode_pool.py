@@ -2,12 +2,21 @@
 
 spawn, not fork: the parent holds torch and its threads, which fork does not survive. With no
 workers the "pool" decodes in the calling process, for debugging and tiny inputs.
+
+Workers die with their parent: a job killed with kill -9 leaves no decode process behind (on
+Linux the kernel sends them SIGKILL; elsewhere a watchdog thread notices the parent is gone).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
 class InlineExecutor(Executor):
@@ -39,4 +48,31 @@ def decoder_pool(workers: int) -> Executor:
         return InlineExecutor()
     import multiprocessing
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def die_with_parent(parent: int) -> None:
+    """Run in each worker as it starts: end this process when `parent` ends."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch, args=(parent,), daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)

@@ -22,6 +22,7 @@ from coyo_db.ingest.registry import table_slug
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
+    from coyo_db.ingest.image_types import DecodedImage
 
 IMAGES = "images"
 SCORES = "scores"
@@ -115,3 +116,35 @@ def score_rows(ids: np.ndarray, spec: str, columns: dict[str, np.ndarray]) -> pa
             )
         )
     return pa.concat_tables(parts) if parts else schemas.SCORES.empty_table()
+
+
+def vectors(values: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, d) vectors as a float16 fixed-size-list column."""
+    flat = np.ascontiguousarray(values, dtype=np.float16).ravel()
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), values.shape[1])
+
+
+def images_batch(decoded: list[DecodedImage], ids: np.ndarray, rules: list[str]) -> pa.RecordBatch:
+    """`images` rows for decoded good images, their ids and the id rule of each."""
+    from coyo_db.ingest.image_job import caption
+    from coyo_db.ingest.phash import phash_hex_to_uint64
+
+    phashes = [d.phash for d in decoded]
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "id_source": pa.array(rules, pa.string()),
+            "key": pa.array([d.record.key for d in decoded], pa.string()),
+            "url": pa.array([d.record.url for d in decoded], pa.string()),
+            "caption": pa.array([caption(d.record) for d in decoded], pa.string()),
+            "shard": pa.array([d.record.shard for d in decoded], pa.string()),
+            "member": pa.array([d.record.member for d in decoded], pa.string()),
+            "image_phash": pa.array(phashes, pa.string()),
+            "phash": pa.array(phash_hex_to_uint64(phashes), pa.uint64()),
+            "bytes": pa.array([d.nbytes for d in decoded], pa.int64()),
+            "width": pa.array([d.width for d in decoded], pa.int32()),
+            "height": pa.array([d.height for d in decoded], pa.int32()),
+            "format": pa.array([d.format for d in decoded], pa.string()),
+        },
+        schema=schemas.IMAGES,
+    )

@@ -28,7 +28,8 @@ named on its own must be a shard.
 What cannot be read becomes an :class:`ImageRecord` with ``error`` set (the job quarantines it
 and goes on): a zero-byte image, a tar cut short (the records before the cut come out as usual,
 then one record for the broken member), img2dataset's failed rows (with its ``error_message``).
-A ``.json`` that does not parse gives ``meta == {}`` and a logged warning, not an error.
+A ``.json`` that does not parse gives ``meta == {}`` and a logged warning, not an error. The
+readers themselves are in :mod:`coyo_db.ingest.image_records`.
 """
 
 from __future__ import annotations
@@ -49,17 +50,21 @@ from typing import Any, ClassVar
 
 from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
+from coyo_db.ingest.image_records import (
+    caption_text,
+    parquet_records,
+    parse_meta,
+    read_file,
+    tar_records,
+)
 from coyo_db.ingest.image_types import ImageRecord
 from coyo_db.ingest.parquet_sources import parquet_metadata
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"})
-# Which of a sample's image members is its image, when a tar sample holds more than one.
-_IMAGE_PREFERENCE = ("jpg", "jpeg", "png", "webp", "avif", "gif", "bmp", "tif", "tiff")
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "img", "bytes")
 FOLDER_SHARD_FILES = 10_000
-PARQUET_BATCH_ROWS = 256
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _BLOCK = tarfile.BLOCKSIZE
@@ -110,7 +115,7 @@ class TarShard(ImageShard):
         return value if isinstance(value, int) and value >= 0 else None
 
     def records(self) -> Iterator[ImageRecord]:
-        return _tar_records(self.path)
+        return tar_records(self.path)
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class ParquetShard(ImageShard):
         return self.rows
 
     def records(self) -> Iterator[ImageRecord]:
-        return _parquet_records(self)
+        return parquet_records(self)
 
 
 @dataclass(frozen=True)
@@ -181,11 +186,11 @@ class FolderShard(ImageShard):
         meta: dict[str, Any] = {}
         caption = None
         if f"{stem}.json" in self.sidecars:
-            raw = _read_file(os.path.join(self.folder, f"{stem}.json"))
-            meta = _parse_meta(raw, self.path, f"{stem}.json") if raw is not None else {}
+            raw = read_file(os.path.join(self.folder, f"{stem}.json"))
+            meta = parse_meta(raw, self.path, f"{stem}.json") if raw is not None else {}
         if f"{stem}.txt" in self.sidecars:
-            raw = _read_file(os.path.join(self.folder, f"{stem}.txt"))
-            caption = _text(raw) if raw is not None else None
+            raw = read_file(os.path.join(self.folder, f"{stem}.txt"))
+            caption = caption_text(raw) if raw is not None else None
         url = meta.get("url") if isinstance(meta.get("url"), str) else None
         if caption is None and isinstance(meta.get("caption"), str):
             caption = meta["caption"]
@@ -261,7 +266,7 @@ def _file_shard(path: Path, *, strict: bool) -> ImageShard | None:
         _check_tar(path)
         return TarShard(str(path))
     if suffix == ".parquet":
-        shard = _parquet_shard(path)
+        shard = parquet_shard(path)
         if shard is not None:
             return shard
         problem = "is a Parquet file without image bytes (no column " + ", ".join(
@@ -317,7 +322,9 @@ def _directory_shards(folder: Path, images: list[str], files: set[str]) -> list[
     return shards
 
 
-def _parquet_shard(path: Path) -> ParquetShard | None:
+def parquet_shard(path: Path) -> ParquetShard | None:
+    """The shard a Parquet file is when it holds image bytes (see :data:`IMAGE_COLUMNS`), else
+    None."""
     import pyarrow as pa
 
     metadata = parquet_metadata(path)
@@ -367,216 +374,7 @@ def _sidecar_of(path: Path) -> Path | None:
     return None
 
 
-# --- reading tars ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Sample:
-    """The members of one webdataset sample, gathered as the tar streams by."""
-
-    key: str
-    first: str
-    parts: dict[str, bytes] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)
-
-
-def _tar_records(path: str) -> Iterator[ImageRecord]:
-    sample: _Sample | None = None
-    broken: tuple[str, str] | None = None  # (member, reason) of a cut or corrupt header
-    with open(path, "rb") as fh, _open_stream(path, fh) as tar:
-        members = iter(tar)
-        while True:
-            try:
-                member = next(members, None)
-            except (tarfile.TarError, EOFError, OSError):
-                # Cut inside the padding after a member: what was read is whole.
-                log.warning("%s: cut short after byte %d", path, tar.offset)
-                break
-            if member is None:
-                broken = _tail_problem(fh, tar.offset, path)
-                break
-            if not member.isfile():
-                continue
-            key, ext = _split_member(member.name)
-            if sample is not None and key != sample.key:
-                yield _sample_record(path, sample)
-                sample = None
-            if sample is None:
-                sample = _Sample(key, member.name)
-            try:
-                extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-            except (tarfile.TarError, EOFError, OSError):
-                yield _sample_record(path, sample, error=f"truncated tar member {member.name}")
-                return
-            sample.parts.setdefault(ext, data)
-            sample.names.setdefault(ext, member.name)
-    if broken is None:
-        if sample is not None:
-            yield _sample_record(path, sample)
-        return
-    name, error = broken
-    if sample is not None and _split_member(name)[0] == sample.key:
-        yield _sample_record(path, sample, error=error)
-        return
-    if sample is not None:
-        yield _sample_record(path, sample)
-    yield ImageRecord(path, name, _split_member(name)[0].rsplit("/", 1)[-1], None, error=error)
-
-
-def _open_stream(path: str, fh: Any) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=fh, mode="r|")
-    except tarfile.TarError as exc:
-        raise SourceFileError(path, f"is not a readable tar ({exc})") from None
-
-
-def _tail_problem(fh: Any, offset: int, path: str) -> tuple[str, str] | None:
-    """After tarfile stopped at `offset`: None if the archive ended cleanly (or at least
-    between two members), else the member whose header is cut or corrupt and why."""
-    fh.seek(offset)
-    block = fh.read(_BLOCK)
-    if block and block.count(0) == len(block):
-        return None  # the end-of-archive marker
-    if not block:
-        # Cut exactly between two members: the samples read are whole, but the end-of-archive
-        # marker is missing, so more may have followed.
-        log.warning("%s: no end-of-archive marker after byte %d: cut short?", path, offset)
-        return None
-    raw = block[:100].split(b"\0", 1)[0]
-    try:
-        name = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        name = ""
-    if not (name and name.isprintable()):
-        name = ""
-    if len(block) < _BLOCK:
-        what = f"member {name}" if name else f"header at byte {offset}"
-        return name or f"@{offset}", f"truncated tar {what}"
-    what = f"of member {name}" if name else f"at byte {offset}"
-    return name or f"@{offset}", f"corrupt tar header {what}"
-
-
-def _sample_record(path: str, sample: _Sample, error: str | None = None) -> ImageRecord:
-    meta: dict[str, Any] = {}
-    if "json" in sample.parts:
-        meta = _parse_meta(sample.parts["json"], path, sample.names["json"])
-    caption = _text(sample.parts["txt"]) if "txt" in sample.parts else None
-    if caption is None and isinstance(meta.get("caption"), str):
-        caption = meta["caption"]
-    url = meta.get("url") if isinstance(meta.get("url"), str) else None
-    ext = next((e for e in _IMAGE_PREFERENCE if e in sample.parts), None)
-    member = sample.names[ext] if ext else sample.first
-    data = sample.parts[ext] if ext else None
-    if error is None and ext is None:
-        error = f"no image in sample {sample.key}"
-    elif error is None and not data:
-        error = "zero-byte image"
-    elif error is not None:
-        data = None
-    return ImageRecord(
-        shard=path,
-        member=member,
-        key=sample.key.rsplit("/", 1)[-1],
-        data=data,
-        url=url,
-        caption=caption,
-        meta=meta,
-        error=error,
-    )
-
-
-def _split_member(name: str) -> tuple[str, str]:
-    """webdataset's rule: the key runs to the first dot of the last path component."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    key = f"{folder}/{stem}" if folder else stem
-    return key, ext.lower() if dot else ""
-
-
-# --- reading Parquet ------------------------------------------------------------------------
-
-
-def _parquet_records(shard: ParquetShard) -> Iterator[ImageRecord]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    row = 0
-    try:
-        reader = pq.ParquetFile(shard.path)
-        for batch in reader.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            images = batch.column(shard.image_column)
-            if shard.image_field is not None:
-                images = images.field(shard.image_field)
-            others = batch.drop_columns([shard.image_column]).to_pylist()
-            for data, meta in zip(images.to_pylist(), others, strict=True):
-                yield _parquet_record(shard.path, row, data, meta)
-                row += 1
-    except (OSError, pa.ArrowException) as exc:
-        # A corrupt page: the rows from here on cannot be read; say so for each of them.
-        reason = f"unreadable Parquet row: {_one_line(exc)}"
-        for missing in range(row, shard.rows):
-            yield ImageRecord(shard.path, str(missing), str(missing), None, error=reason)
-
-
-def _parquet_record(path: str, row: int, data: bytes | None, meta: dict[str, Any]) -> ImageRecord:
-    key = meta.get("key")
-    caption = meta.get("caption")
-    if not isinstance(caption, str):
-        caption = meta.get("txt") if isinstance(meta.get("txt"), str) else None
-    url = meta.get("url") if isinstance(meta.get("url"), str) else None
-    status = meta.get("status")
-    error = None
-    if (status is not None and status != "success") or data is None:
-        message = meta.get("error_message")
-        if message:
-            error = f"img2dataset: {_one_line(message)}"
-        elif status is not None and status != "success":
-            error = f"img2dataset: status {status}"
-        else:
-            error = "no image bytes"
-        data = None
-    elif not data:
-        error = "zero-byte image"
-    return ImageRecord(
-        shard=path,
-        member=str(row),
-        key=str(key) if key is not None else str(row),
-        data=data,
-        url=url,
-        caption=caption,
-        meta=meta,
-        error=error,
-    )
-
-
 # --- small helpers --------------------------------------------------------------------------
-
-
-def _parse_meta(raw: bytes, shard: str, member: str) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("%s: %s is not valid JSON (%s); its metadata is ignored", shard, member, exc)
-        return {}
-    if not isinstance(meta, dict):
-        log.warning("%s: %s holds a JSON %s, not an object; ignored", shard, member, type(meta))
-        return {}
-    return meta
-
-
-def _text(raw: bytes) -> str:
-    # Verbatim, as img2dataset wrote it; only a line end that an editor added is dropped.
-    return raw.decode("utf-8", "replace").rstrip("\r\n")
-
-
-def _read_file(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        log.warning("%s: cannot be read (%s)", path, exc.strerror or exc)
-        return None
 
 
 def _stem(name: str) -> str:
@@ -597,7 +395,3 @@ def _is_binary(kind: Any) -> bool:
     return (
         pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
     )
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from coyo_db.catalog import schemas
+from coyo_db.catalog import tables
 from coyo_db.catalog.summary import IngestSummary
 from coyo_db.ingest.pair_checks import check_pairs
 from coyo_db.ingest.parquet_job import (
@@ -32,8 +32,6 @@ from coyo_db.progress import Progress
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
 
-TABLE = "pairs"
-
 
 def _pairs_checker(source: ParquetSource) -> Checker:
     repeated = repeated_ids(source.read_column("id"))
@@ -46,9 +44,8 @@ def _pairs_checker(source: ParquetSource) -> Checker:
 
 
 PAIRS_TARGET = ParquetTarget(
-    table=TABLE,
-    table_schema=schemas.PAIRS,
-    source_schema=schemas.PAIRS,
+    table=tables.PAIRS,
+    source_schema=tables.PAIRS.schema,
     command="ingest metadata",
     new_checker=_pairs_checker,
 )

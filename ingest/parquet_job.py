@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db.catalog import lance_tables, schemas
+from coyo_db.catalog import lance_tables, tables
 from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
 from coyo_db.catalog.runs import Run
 from coyo_db.catalog.summary import IngestSummary
+from coyo_db.catalog.tables import TableSpec
 from coyo_db.errors import SourceFileError
 from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
 from coyo_db.ingest.prefetch import prefetch
@@ -56,8 +57,7 @@ Checker = Callable[[pa.RecordBatch, pa.RecordBatch, int], CheckedBatch]
 class ParquetTarget:
     """What feeding one table from Parquet files needs to know."""
 
-    table: str
-    table_schema: pa.Schema
+    table: TableSpec
     source_schema: pa.Schema  # the columns read from each file, cast to these types
     command: str
     new_checker: Callable[[ParquetSource], Checker]  # one per file: checks may keep state
@@ -79,34 +79,27 @@ def ingest_parquet(
 
     `prepare` runs after every file passed preflight and before the first one is written.
     Raises :class:`InputError` for a path that matches nothing, :class:`SourceFileError` or
-    :class:`SchemaError` for a file that cannot be ingested.
+    :class:`SchemaError` for a file that cannot be ingested. Every call is logged in `runs`,
+    a failed one too.
     """
     started = time.perf_counter()
     progress = progress or NullProgress()
-    sources = preflight_all(resolve_paths(paths), target)
-
-    catalog.ensure_table(target.table, target.table_schema)
-    ledger = SourceLedger(catalog, target.table)
     run_arguments = {"paths": [str(p) for p in paths], "batch_size": batch_size}
     run = Run(catalog, target.command, {**run_arguments, **(arguments or {})})
-    summary = IngestSummary(table=target.table, run_id=run.run_id, sources_seen=len(sources))
-    todo = _not_yet_ingested(sources, ledger, summary)
-
-    progress.start(f"ingest {target.table}", total=sum(source.num_rows for source in todo))
-    try:
+    summary = IngestSummary(table=target.table.name, run_id=run.run_id)
+    with run.recorded(summary, progress, started):
+        sources = preflight_all(resolve_paths(paths), target)
+        summary.sources_seen = len(sources)
         if prepare is not None:
             prepare()
+        catalog.ensure(target.table)
+        ledger = SourceLedger(catalog, target.table.name)
+        todo = _not_yet_ingested(sources, ledger, summary)
+        progress.start(f"ingest {target.table.name}", total=sum(source.num_rows for source in todo))
         for source in todo:
             _ingest_source(
                 catalog, ledger, target, source, run.run_id, summary, progress, batch_size
             )
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        _finish(run, summary, started, status)
-        raise
-    finally:
-        progress.finish()
-    _finish(run, summary, started, "ok")
     log.info("%s", summary.line())
     return summary
 
@@ -126,7 +119,7 @@ def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetS
             log.warning(
                 "%s: ignoring columns that `%s` does not take: %s",
                 path,
-                target.table,
+                target.table.name,
                 ", ".join(unexpected),
             )
         sources.append(source)
@@ -175,7 +168,7 @@ def _ingest_source(
         batches = prefetch(job.good_batches(batch_size))
         try:
             transaction = lance_tables.stage(
-                catalog.table_uri(target.table), batches, target.table_schema
+                catalog.table_uri(target.table.name), batches, target.table.schema
             )
         except Exception:
             # Lance reports an error raised while it pulls batches as its own OSError.
@@ -249,7 +242,7 @@ class _SourceJob:
 
     def _quarantine(self, checked: CheckedBatch) -> None:
         rows = quarantine_rows(
-            table_name=self.target.table,
+            table_name=self.target.table.name,
             source=str(self.source.path),
             fingerprint=self.source.fingerprint,
             run_id=self.run_id,
@@ -259,7 +252,7 @@ class _SourceJob:
             records=records_json(checked.bad),
         )
         if self._spill is None:
-            self._spill = pa.ipc.new_file(str(self.spill_path), schemas.QUARANTINE)
+            self._spill = pa.ipc.new_file(str(self.spill_path), tables.QUARANTINE.schema)
         self._spill.write_table(rows)
         self.quarantined += rows.num_rows
         self.reasons.update(reason_counts(checked.bad_reasons))
@@ -267,7 +260,7 @@ class _SourceJob:
     def quarantine_table(self) -> pa.Table:
         """The spilled bad rows (after :meth:`close`), memory-mapped, not read into memory."""
         if self._spill is None:
-            return schemas.QUARANTINE.empty_table()
+            return tables.QUARANTINE.empty()
         self.close()
         return pa.ipc.open_file(pa.memory_map(str(self.spill_path))).read_all()
 
@@ -275,18 +268,3 @@ class _SourceJob:
         if self._spill is not None and not self._closed:
             self._spill.close()
             self._closed = True
-
-
-def _finish(run: Run, summary: IngestSummary, started: float, status: str) -> None:
-    summary.seconds = time.perf_counter() - started
-    try:
-        run.finish(
-            status,
-            rows_read=summary.rows_read,
-            rows_written=summary.rows_written,
-            rows_quarantined=summary.rows_quarantined,
-        )
-    except Exception:  # the job's own outcome matters more than its log row
-        if status == "ok":
-            raise
-        log.exception("could not record the run %s in `runs`", run.run_id)

@@ -1,36 +1,35 @@
-"""Scale-out on Ray Data: shards in, one finished table of rows per shard back to the driver.
+"""The Ray engine of the image-job runner: Ray Data reads and decodes, an actor pool runs the
+stage, the driver collects and commits each unit.
 
-The engine is generic; a job plugs in three pieces::
+::
 
-    shards --read (CPU tasks)--> Arrow tables --stage (actor pool, GPUs)--> Arrow tables
-           --driver--> on_shard(index, rows of that shard)   # commit through the ledgers
+    units --read_unit (CPU tasks)--> Arrow tables (records, decode facts, pixels)
+          --StageActor (actor pool, a GPU each)--> the same rows plus the stage's outputs
+          --driver--> job.reject / job.collect / job.commit, once per unit, when it is whole
 
-- ``read(shard)`` runs in Ray tasks (one CPU each): it reads one shard and yields Arrow tables
-  (records decoded, pixels as fixed-size binary columns). The engine numbers the rows.
-- ``stage``: a callable class, built once per actor (load the models there) and called on
-  Arrow batches of :attr:`ModelStage.batch_size` rows; it returns one output row per input row.
-  Actors take :attr:`ModelStage.num_gpus` GPUs each.
-- ``on_shard(index, table)`` runs in the driver as soon as every row of a shard has come back
-  (in any order), with the rows sorted by their position in the shard, each position once.
-  Committing there, per shard, through the job's ledgers keeps resume and "each row once"
-  exactly as in the local engine: a killed driver leaves whole shards committed or not at all.
+:func:`map_shards` is the generic part: units in, one finished table of rows per unit back to
+the driver, in any order, each row once. :class:`RayEngine` is what
+:func:`coyo_db.ingest.image_job.run_image_job` drives: it groups units by stage, builds the
+actor pool for each group, and turns each finished table back into the decoded images and
+output arrays the job's own code takes (the local engine hands it the same).
 
 Failures: a read task that dies is retried (``max_retries``), an actor that dies is restarted
 and its batch retried (``max_restarts`` / ``max_task_retries``); rows a retry sends twice are
-dropped by position, so a shard is never committed with a row twice nor with one missing.
+dropped by position, so a unit is never committed with a row twice nor with one missing.
 
-Ray is imported here only, and this module only when a job asks for ``engine="ray"``.
+Ray is imported only here, and this module only when a job asks for ``engine="ray"``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +37,9 @@ import pyarrow.compute as pc
 
 from coyo_db.errors import InputError
 from coyo_db.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from coyo_db.ingest.image_job import DecodePlan, ImageJob, UnitWork
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ OnShard = Callable[[int, pa.Table | None], None]
 
 
 @dataclass(frozen=True)
-class ModelStage:
-    """The actor-pool stage: ``cls(**kwargs)`` per actor, then ``instance(table) -> table``."""
+class ActorPool:
+    """The actor-pool step: ``cls(**kwargs)`` per actor, then ``instance(table) -> table``."""
 
     cls: type
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -72,17 +74,6 @@ def require_ray() -> Any:
     except ModuleNotFoundError:
         raise InputError("the Ray engine needs Ray Data: pip install 'coyo-db[ray]'") from None
     return ray
-
-
-ENGINES = ("local", "ray")
-
-
-def check_engine(engine: str, address: str | None) -> None:
-    """Refuse an unknown engine, and an --address without the Ray engine (one clear line)."""
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if address is not None and engine != "ray":
-        raise InputError("--address joins a Ray cluster: it needs --engine ray")
 
 
 @contextmanager
@@ -123,7 +114,7 @@ def cluster_resources() -> dict[str, float]:
 def map_shards(
     shards: Sequence[Any],
     read: Read,
-    stage: ModelStage,
+    stage: ActorPool,
     on_shard: OnShard,
     *,
     progress: Progress | None = None,
@@ -262,3 +253,114 @@ def _unique_rows(table: pa.Table) -> pa.Table:
     positions = table[POSITION].to_numpy()
     _, first = np.unique(positions, return_index=True)
     return table.take(pa.array(first))
+
+
+# ---- the runner's engine -------------------------------------------------------------------
+
+
+def cluster_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when the cluster has GPUs, else ``cpu``; a CUDA device needs GPUs."""
+    gpus = cluster_resources().get("GPU", 0)
+    if device == "auto":
+        return "cuda" if gpus else "cpu"
+    if device.startswith("cuda") and not gpus:
+        raise InputError(f"device {device!r}: the Ray cluster has no GPUs")
+    return device
+
+
+def actor_layout(device: str) -> tuple[int, int, float]:
+    """(actors, CPU threads per actor, GPUs per actor) for a stage on this cluster.
+
+    GPUs: one actor per GPU. CPUs only: half the CPUs run the stage (actors of up to 8
+    threads), half decode, which is where a CPU-only job spends its time.
+    """
+    resources = cluster_resources()
+    if device.startswith("cuda"):
+        return max(1, int(resources.get("GPU", 0))), 1, 1.0
+    cpus = max(1, int(resources.get("CPU", 1)))
+    threads = min(8, max(1, cpus // 4))
+    return max(1, cpus // (2 * threads)), threads, 0.0
+
+
+def read_unit(unit: Any, *, plan: DecodePlan, chunk: int) -> Iterator[pa.Table]:
+    """A Ray read task: one unit's records decoded `chunk` at a time, as Arrow tables."""
+    from coyo_db.ingest.decode import decode_batch
+    from coyo_db.ingest.local_engine import chunked
+    from coyo_db.ingest.ray_tables import decoded_table
+
+    for records in chunked(unit.records(), chunk):
+        decoded = decode_batch(records, plan.specs, **plan.options())
+        yield decoded_table(decoded, plan.specs, keep_bytes=plan.keep_bytes)
+
+
+class StageActor:
+    """One actor of the stage pool: the job's stage, built once on this actor's device, called
+    on the good rows of each table; its outputs come back as ``out:<name>`` columns."""
+
+    def __init__(self, stage_cls: type, stage_kwargs: dict[str, Any], specs: tuple) -> None:
+        self.stage = stage_cls(**stage_kwargs)
+        self.specs = specs
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from coyo_db.ingest.ray_tables import OUTPUT_PREFIX, good_rows, pixels, scatter
+
+        good = good_rows(table)
+        outputs: dict[str, np.ndarray] = {}
+        if good.any():
+            arrays = {
+                spec: pixels(table[f"px{i}"], spec)[good] for i, spec in enumerate(self.specs)
+            }
+            texts = [t for t, ok in zip(table["text"].to_pylist(), good, strict=True) if ok]
+            outputs = self.stage(arrays, texts)
+        out = table.drop_columns([f"px{i}" for i in range(len(self.specs))])
+        for name, values in outputs.items():
+            out = out.append_column(OUTPUT_PREFIX + name, scatter(values, good))
+        return out
+
+
+class RayEngine:
+    """Runs a job's units on the Ray instance this process is connected to."""
+
+    name = "ray"
+
+    def device(self, requested: str) -> str:
+        return cluster_device(requested)
+
+    def stage_resources(self, device: str) -> tuple[int, int, float]:
+        return actor_layout(device)
+
+    def run(self, job: ImageJob, works: list[UnitWork], progress: Progress) -> None:
+        from coyo_db.ingest.image_job import commit_unit, hand_bad, hand_good
+        from coyo_db.ingest.ray_tables import unpack
+
+        groups: dict[tuple[str, DecodePlan], list[UnitWork]] = {}
+        for work in works:
+            groups.setdefault((work.stage.key, work.decode), []).append(work)
+        started = time.perf_counter()
+        timings = job.summary.timings
+        timings.clear()
+        timings.update({"ray (read, decode, infer)": 0.0, "write": 0.0})
+        for (_, plan), group in groups.items():
+            spec = group[0].stage
+            actors, threads, gpus = actor_layout(spec.kwargs.get("device", "cpu"))
+            pool = ActorPool(
+                StageActor,
+                {"stage_cls": spec.cls, "stage_kwargs": spec.kwargs, "specs": plan.specs},
+                batch_size=job.batch_size,
+                actors=actors,
+                num_gpus=gpus,
+                num_cpus=threads,
+            )
+            read = functools.partial(read_unit, plan=plan, chunk=job.batch_size)
+
+            def on_unit(index: int, table: pa.Table | None, group=group) -> None:
+                work = group[index]
+                if table is not None:
+                    good, bad, outputs = unpack(table)
+                    hand_bad(job, work, bad)
+                    hand_good(job, work, good, outputs)
+                commit_unit(job, work)
+
+            map_shards([w.unit for w in group], read, pool, on_unit, progress=progress)
+        elapsed = time.perf_counter() - started
+        timings["ray (read, decode, infer)"] = elapsed - timings["write"]

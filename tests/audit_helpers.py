@@ -64,7 +64,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     """(catalog, truth): the tiny setup registered as refset `mini`, ingested and audited once
     per test session (the audit and report tests share it)."""
     from coyo_db.audit.contamination import audit
-    from coyo_db.audit.refsets import add_refset
+    from coyo_db.audit.refset_job import add_refset
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
 

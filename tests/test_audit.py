@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from coyo_db.audit import contamination as audit_mod
-from coyo_db.catalog import Catalog
+from coyo_db.audit.decision import decide
+from coyo_db.audit.removal import write_removal_list
+from coyo_db.catalog import Catalog, tables
 from coyo_db.errors import InputError
 from tests import audit_helpers
 
@@ -74,7 +76,7 @@ def test_views_and_removal_list(audited, tmp_path: Path) -> None:
     assert sum(r["images"] for r in summary) == sum(1 for ref in truth.values() if ref)
     ids = catalog.sql("SELECT id FROM contaminated_ids ORDER BY id")["id"].to_pylist()
     assert ids == sorted(catalog.sql("SELECT DISTINCT id FROM contamination")["id"].to_pylist())
-    count = audit_mod.write_removal_list(catalog, tmp_path / "removal.parquet")
+    count = write_removal_list(catalog, tmp_path / "removal.parquet")
     table = pq.read_table(tmp_path / "removal.parquet")
     assert count == len(ids) and sorted(table["id"].to_pylist()) == ids
     assert all(reason.startswith("copy of mini:") for reason in table["reason"].to_pylist())
@@ -88,13 +90,8 @@ def test_rerun_replaces_only_its_refset(audited, tmp_path: Path) -> None:
     other = catalog.dataset("contamination").to_table().slice(0, 1)
     other = other.set_column(1, "refset", pa.array(["other"], pa.string()))
     catalog.append("contamination", other)
-    audit_mod._replace(
-        catalog,
-        "contamination",
-        audit_mod.CONTAMINATION_SCHEMA,
-        audit_mod.CONTAMINATION_SCHEMA.empty_table(),
-        ["mini"],
-        "test",
+    audit_mod.replace_rows(
+        catalog, tables.CONTAMINATION, tables.CONTAMINATION.empty(), ["mini"], ""
     )
     left = catalog.sql("SELECT refset, count(*) AS n FROM contamination GROUP BY 1").to_pylist()
     assert left == [{"refset": "other", "n": 1}]
@@ -118,7 +115,7 @@ def test_decide_rules() -> None:
     inliers = np.array([0, 0, 0, 0, 80, 80])
     coverage = np.array([0, 0, 0, 0, 0.5, 0.01], dtype=np.float32)
     low = np.array([False, True, False, False, True, False])
-    method, score = audit_mod.decide(hamming, cosine, inliers, coverage, low)
+    method, score = decide(hamming, cosine, inliers, coverage, low)
     assert method == ["phash_exact", None, "phash_radius", "descriptor", "local", None]
     assert score[0] == 1.0 and score[4] == pytest.approx(0.8)
 
@@ -174,8 +171,12 @@ def test_torchscript_and_isc_loaders(tmp_path: Path) -> None:
         IscDescriptor(tmp_path / "bad.pth", arch="test_efficientnet", size=64)
     with pytest.raises(InputError, match="not a TorchScript"):
         load_descriptor(f"torchscript:{tmp_path / 'bad.pth'}")
-    with pytest.raises(InputError, match="unknown descriptor"):
+    with pytest.raises(InputError, match="unknown descriptor 'nope:/x'; known: effnet-lite0, isc"):
         load_descriptor("nope:/x")
+    with pytest.raises(InputError, match="needs a checkpoint path: isc:/path"):
+        load_descriptor("isc")
+    sscd = load_descriptor(f"sscd:{path}@32")  # an alias of torchscript
+    assert sscd.name == f"torchscript:{path}" and sscd.dim == 8
 
 
 def test_cli_module_imports_stay_light() -> None:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, QueryError
-from coyo_db.export.subset import export, selection_sql
+from coyo_db.export.plan import selection_sql
+from coyo_db.export.subset import export
 from coyo_db.synth.metadata import synth_table
 
 WHERE = "clip_similarity_vitb32 >= 0.3"
@@ -29,7 +30,7 @@ def add_pairs(catalog, rows: int = 4000, seed: int = 0) -> pa.Table:
 
 def add_dup_groups(catalog, ids: np.ndarray) -> set[int]:
     """Groups of two (keeper, non-keeper) over consecutive `ids`; the non-keepers."""
-    from coyo_db.dedup.groups import DUP_GROUPS
+    from coyo_db.catalog.tables import DUP_GROUPS
 
     ids = np.asarray(ids[: len(ids) // 2 * 2], dtype=np.int64)
     keeper = np.tile([True, False], len(ids) // 2)
@@ -44,16 +45,18 @@ def add_dup_groups(catalog, ids: np.ndarray) -> set[int]:
             "group_size": np.full(len(ids), 2, np.int32),
             "keep_rule": pa.array(["lowest-id"] * len(ids)),
         },
-        schema=DUP_GROUPS,
+        schema=DUP_GROUPS.schema,
     )
-    catalog.ensure_table("dup_groups", DUP_GROUPS)
+    catalog.ensure(DUP_GROUPS)
     catalog.append("dup_groups", table)
     return set(ids[~keeper].tolist())
 
 
 def add_contamination(catalog, ids) -> set[int]:
     """Hits in the audit's `contamination` table (the other evidence columns left null)."""
-    from coyo_db.audit.contamination import CONTAMINATION, CONTAMINATION_SCHEMA
+    from coyo_db.catalog import tables
+
+    CONTAMINATION, CONTAMINATION_SCHEMA = tables.CONTAMINATION.name, tables.CONTAMINATION.schema
 
     rows = [
         {

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import polars as pl
@@ -451,7 +452,10 @@ def test_files_that_are_not_parquet_stop_before_anything_is_written(
     bad.write_bytes(content)
     with pytest.raises(SourceFileError, match=problem):
         ingest_labels(catalog, [good, bad])
-    assert catalog.table_names() == []
+    assert catalog.table_names() == ["runs"]  # only the failed run's row
+    run = catalog.sql("SELECT status, error, tables_written FROM runs").to_pylist()
+    assert run == [{"status": "failed", "error": ANY, "tables_written": "{}"}]
+    assert problem in run[0]["error"]
 
 
 def test_a_file_without_label_probs_is_a_schema_error(catalog, tmp_path, labeled_rows):
@@ -494,7 +498,8 @@ def test_a_tree_pickle_carrying_code_stops_the_ingest_first(catalog, tmp_path, l
     with pytest.raises(UnsafePickleError, match=r"shutil\.rmtree"):
         ingest_labels(catalog, [path], tree=tree)
     assert path.exists()
-    assert catalog.table_names() == []
+    assert catalog.table_names() == ["runs"]  # only the failed run's row
+    assert catalog.sql("SELECT status FROM runs")["status"].to_pylist() == ["failed"]
 
 
 # ---- the command line -----------------------------------------------------------------------

@@ -25,8 +25,8 @@ from coyo_db.catalog.ledger import SourceLedger
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.images import ingest_images
 from coyo_db.ingest.models import classifiers
-from coyo_db.labels import labeling
-from coyo_db.labels.labeling import label_batch, label_images, labels_batch
+from coyo_db.labels.label_stage import LabelStage, label_batch, labels_batch
+from coyo_db.labels.labeling import label_images
 from coyo_db.labels.taxonomy import (
     IMAGENET1K,
     IMAGENET21K,
@@ -152,7 +152,7 @@ def test_images_labeled_by_other_means_are_not_labeled_again(images):
 
 
 def test_a_killed_run_resumes_with_every_row_once(images, monkeypatch):
-    real = labeling.label_decoded
+    real = LabelStage.__call__
     calls = []
 
     def killed_on_the_second_shard(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -161,11 +161,11 @@ def test_a_killed_run_resumes_with_every_row_once(images, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(labeling, "label_decoded", killed_on_the_second_shard)
+    monkeypatch.setattr(LabelStage, "__call__", killed_on_the_second_shard)
     with pytest.raises(KeyboardInterrupt):
         label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
     assert len(labels_rows(images)) == 3
-    monkeypatch.setattr(labeling, "label_decoded", real)
+    monkeypatch.setattr(LabelStage, "__call__", real)
     summary = label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
     assert (summary.sources_skipped, summary.rows_written) == (1, 3)
     assert [r["id"] for r in labels_rows(images)] == IDS
@@ -266,6 +266,8 @@ def test_zero_shot_class_embeddings_are_cached_per_model_and_class_list(tmp_path
     )
     with pytest.raises(AssertionError, match="cache"):
         other.class_embeddings()  # other templates: another cache entry
+    other.use_class_embeddings(vectors)  # another process's vectors, taken as they are
+    assert np.array_equal(other.class_embeddings(), vectors)
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     second.to("cpu")
     index, probs = second.top_k(pixels, 50)
@@ -340,6 +342,27 @@ def test_mistakes_are_input_errors(images, tmp_path):
         label_images(images, "timm:resnet18", IMAGENET1K)
     with pytest.raises(CatalogError, match="no images"):
         label_images(Catalog(tmp_path / "empty"), "effnet-lite0", IMAGENET1K)
+
+
+def test_labelers_come_from_the_model_registry():
+    from coyo_db.ingest import registry
+    from coyo_db.ingest.models import class_lists
+
+    assert registry.registered("labeler")["labeler"] == ["effnet-lite0", "open_clip", "timm"]
+    spec = "open_clip:ViT-B-32:/ckpt/b32.pt"  # the same spec as --embed and audit --model
+    assert registry.resolve("labeler", spec).entry.factory is classifiers.load_zero_shot_labeler
+    taxonomy = load_taxonomy(IMAGENET1K)
+    with pytest.raises(
+        InputError, match="unknown labeler 'minilm'; known: effnet-lite0, open_clip, timm"
+    ):
+        classifiers.load_labeler("minilm", IMAGENET1K, taxonomy)
+    with pytest.raises(InputError, match="--classes is for classifiers"):
+        classifiers.load_labeler(spec, IMAGENET1K, taxonomy, classes="x.txt")
+    with pytest.raises(InputError, match="--activation must be softmax or sigmoid"):
+        classifiers.load_labeler("effnet-lite0", IMAGENET1K, taxonomy, activation="relu")
+    # the shipped class lists live in ingest (labelers need them); labels re-exports them
+    assert (IMAGENET1K, IMAGENET21K) == (class_lists.IMAGENET1K, class_lists.IMAGENET21K)
+    assert load_taxonomy is class_lists.load_taxonomy
 
 
 def test_user_taxonomies(catalog, tmp_path):

@@ -22,9 +22,9 @@ ray = pytest.importorskip("ray")
 
 from ray_helpers import dying_read, dying_stage  # noqa: E402
 
-from coyo_db.labels import labeling_ray  # noqa: E402
 from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
+from coyo_db.ingest import ray_engine  # noqa: E402
 from coyo_db.ingest.images import ingest_images  # noqa: E402
 from coyo_db.labels.labeling import label_images  # noqa: E402
 from coyo_db.labels.taxonomy import IMAGENET1K  # noqa: E402
@@ -122,11 +122,9 @@ def test_workers_killed_mid_job_are_retried_and_each_image_is_labeled_once(
 ):
     read_marker, actor_marker = tmp_path / "read-died", tmp_path / "actor-died"
     monkeypatch.setattr(
-        labeling_ray, "read_shard", dying_read(labeling_ray.read_shard, read_marker, "00000.tar")
+        ray_engine, "read_unit", dying_read(ray_engine.read_unit, read_marker, "00000.tar")
     )
-    monkeypatch.setattr(
-        labeling_ray, "LabelStage", dying_stage(labeling_ray.LabelStage, actor_marker)
-    )
+    monkeypatch.setattr(ray_engine, "StageActor", dying_stage(ray_engine.StageActor, actor_marker))
     catalog = _copy(images_home, tmp_path / "home")
     summary = label_images(catalog, engine="ray", **OPTIONS)
     assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"

@@ -16,7 +16,8 @@ import coyo_db
 from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import CatalogError, InputError
-from coyo_db.export.manifest import MANIFEST_NAME, read_manifest, replay_export
+from coyo_db.export.manifest import MANIFEST_NAME, read_manifest
+from coyo_db.export.replay import replay_export
 from coyo_db.export.subset import export
 from coyo_db.export.writers import IdTally
 from coyo_db.synth.metadata import synth_table

@@ -20,12 +20,22 @@ from PIL import Image  # noqa: E402
 from coyo_db.errors import InputError, MissingExtraError  # noqa: E402
 from coyo_db.ingest import registry  # noqa: E402
 from coyo_db.ingest.image_types import ImageEmbedder, Preprocess, TextEmbedder  # noqa: E402
-from coyo_db.ingest.models import clip, common, effnet, minilm  # noqa: E402
+from coyo_db.ingest.models import (  # noqa: E402
+    classifiers,
+    clip,
+    common,
+    copy_descriptors,
+    effnet,
+    minilm,
+)
 
 MODEL_MODULES = (
     "coyo_db.ingest.models.effnet",
     "coyo_db.ingest.models.minilm",
     "coyo_db.ingest.models.clip",
+    "coyo_db.ingest.models.copy_descriptors",
+    "coyo_db.ingest.models.classifiers",
+    "coyo_db.ingest.models.class_lists",
 )
 ESPRESSO = 967  # ImageNet-1k class index
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -202,7 +212,7 @@ def test_open_clip_checkpoint_errors_are_clear(clip_model, tmp_path):
 
 
 def test_open_clip_spec_errors():
-    with pytest.raises(InputError, match="ARCH:WEIGHTS"):
+    with pytest.raises(InputError, match=r"expected open_clip:ARCH:TAG\|PATH"):
         registry.load_model("open_clip:ViT-B-32")
     with pytest.raises(InputError, match="unknown open_clip architecture"):
         registry.load_model("open_clip:ViT-Nope-1:random")
@@ -259,18 +269,154 @@ def test_minilm_loading_restores_the_environment(monkeypatch):
 # ---- registry and shared pieces ----------------------------------------------------------------
 
 
-def test_unknown_family_is_an_input_error(monkeypatch):
-    monkeypatch.setattr(registry, "_BUILTIN_MODULES", MODEL_MODULES)
-    with pytest.raises(InputError, match=r"unknown model 'nope'.*effnet-lite0.*minilm.*open_clip"):
-        registry.load_model("nope")
+def test_every_role_resolves_through_the_one_registry():
+    found = registry.registered()
+    assert list(found) == ["embedder", "descriptor", "labeler", "scorer"]
+    assert found["embedder"] == ["effnet-lite0", "minilm", "open_clip"]
+    assert found["descriptor"] == ["effnet-lite0", "isc", "open_clip", "torchscript"]
+    assert found["labeler"] == ["effnet-lite0", "open_clip", "timm"]
+    assert {"nsfw", "faces", "language", "profanity", "aesthetic"} <= set(found["scorer"])
+    assert registry.model_families() == found["embedder"]
+    assert registry.scorer_names() == found["scorer"]
+    assert registry.registered("labeler") == {"labeler": found["labeler"]}
+    # one name, one syntax, a factory per role
+    spec = f"open_clip:{CLIP_ARCH}:/ckpt/b32.pt"
+    for role in ("embedder", "descriptor", "labeler"):
+        resolved = registry.resolve(role, spec)
+        assert (resolved.entry.name, resolved.argument) == (
+            "open_clip",
+            f"{CLIP_ARCH}:/ckpt/b32.pt",
+        )
+        assert resolved.spec == spec and resolved.entry.role == role
+    assert registry.resolve("embedder", spec).entry.factory is clip.load_open_clip_embedder
+    assert registry.resolve("descriptor", spec).entry.factory is (
+        copy_descriptors.load_clip_descriptor
+    )
+    assert registry.resolve("labeler", spec).entry.factory is classifiers.load_zero_shot_labeler
+    summaries = {(e.role, e.name): e.summary for e in registry.entries()}
+    assert summaries[("descriptor", "isc")].startswith("``isc:PATH``")
+    assert all(summaries.values()), "every factory documents its spec in its first line"
+
+
+def test_split_spec_and_table_slug():
+    assert registry.split_spec("minilm") == ("minilm", None)
+    assert registry.split_spec(" effnet-lite0: ") == ("effnet-lite0", None)
+    assert registry.split_spec("open_clip:ViT-B-32:/a/b.pt") == ("open_clip", "ViT-B-32:/a/b.pt")
+    assert registry.table_slug("open_clip:ViT-B-32:/ckpt/b32.pt") == "open_clip_vit_b_32_b32"
+    assert copy_descriptors.descriptor_slug("effnet-lite0") == "effnet_lite0"
+
+
+class Tiny:
+    """What a test-registered model builds: its role, argument and options."""
+
+    def __init__(self, role: str, argument: str | None, **options: object) -> None:
+        self.role, self.argument, self.options = role, argument, options
+        self.name = "tiny" if argument is None else f"tiny:{argument}"
+
+
+@pytest.fixture
+def tiny_everywhere():
+    """A model `tiny` registered in all four roles (one factory each), forgotten afterwards."""
+    for role in registry.ROLES:
+        registry.register("tiny", role, aliases=("mini",))(
+            lambda argument, _role=role, **options: Tiny(_role, argument, **options)
+        )
+    yield
+    registry.unregister("tiny")
+
+
+def test_a_registered_model_works_the_same_way_in_every_role(tiny_everywhere):
+    from coyo_db.ingest.models.class_lists import IMAGENET1K
+
+    for role in registry.ROLES:
+        assert "tiny" in registry.registered(role)[role]
+    model = registry.load_model("tiny:a")
+    assert (model.role, model.argument) == ("embedder", "a")
+    scorer = registry.load_scorer("tiny")
+    assert (scorer.role, scorer.argument) == ("scorer", None)
+    descriptor = copy_descriptors.load_descriptor("mini:/x.pt")  # through the alias
+    assert (descriptor.role, descriptor.argument, descriptor.name) == (
+        "descriptor",
+        "/x.pt",
+        "tiny:/x.pt",
+    )
+    labeler = classifiers.load_labeler("tiny:b", IMAGENET1K, None, templates="a {}.")
+    assert (labeler.role, labeler.argument) == ("labeler", "b")
+    assert labeler.options["spec"] == "tiny:b" and labeler.options["templates"] == "a {}."
+    registry.unregister("tiny", "scorer")
+    with pytest.raises(InputError, match="unknown scorer 'tiny'"):
+        registry.load_scorer("tiny")
+    assert registry.load_model("mini").role == "embedder"  # other roles keep it
+
+
+def test_register_refuses_what_it_cannot_name():
+    with pytest.raises(ValueError, match="at least one role"):
+        registry.register("x")
+    with pytest.raises(ValueError, match="unknown role 'embedding'"):
+        registry.register("x", "embedding")
+    with pytest.raises(ValueError, match="no ':'"):
+        registry.register("x:y", "scorer")
+
+
+@pytest.mark.parametrize(
+    ("load", "spec", "message"),
+    [
+        (
+            registry.load_model,
+            "nope",
+            "unknown model 'nope'; known: effnet-lite0, minilm, open_clip",
+        ),
+        (
+            copy_descriptors.load_descriptor,
+            "nope:/x",
+            "unknown descriptor 'nope:/x'; known: effnet-lite0, isc, open_clip, torchscript",
+        ),
+        (registry.load_scorer, "nope", "unknown scorer 'nope'; known: aesthetic, faces,"),
+        (
+            lambda spec: classifiers.load_labeler(spec, "imagenet-1k", None),
+            "minilm",
+            "unknown labeler 'minilm'; known: effnet-lite0, open_clip, timm",
+        ),
+        (registry.load_model, "clip:ViT-B-32:random", "unknown model 'clip:ViT-B-32:random'"),
+    ],
+)
+def test_unknown_specs_are_input_errors_naming_what_is_known(load, spec, message):
+    with pytest.raises(InputError) as error:
+        load(spec)
+    assert str(error.value).startswith(message)
+
+
+def test_the_clip_descriptor_is_named_like_every_other_open_clip_model(caplog):
+    spec = f"open_clip:{CLIP_ARCH}:random"
+    with caplog.at_level("WARNING", logger="coyo_db.ingest.registry"):
+        resolved = registry.resolve("descriptor", f"clip:{CLIP_ARCH}:random")
+    assert resolved.spec == spec and resolved.entry.name == "open_clip"
+    [record] = caplog.records
+    assert "deprecated" in record.getMessage() and "\n" not in record.getMessage()
+    assert repr(spec) in record.getMessage()
+
+    torch.manual_seed(0)
+    descriptor = copy_descriptors.load_descriptor(f"clip:{CLIP_ARCH}:random")
+    assert descriptor.name == spec  # the catalog stores the canonical name
+    assert copy_descriptors.descriptor_slug(descriptor.name) == "open_clip_vit_s_32_random"
+    assert isinstance(descriptor, copy_descriptors.CopyDescriptor)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    out = descriptor.describe(pixels)
+    assert out.shape == (2, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert descriptor.describe(pixels[:0]).shape == (0, 384)
 
 
 def test_model_modules_import_without_torch():
-    """Registering the families must stay cheap: `coyo-db --help` lists them without torch."""
+    """Registering models must stay cheap: help texts list them without importing torch."""
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in MODEL_MODULES)
-        + "heavy = {'torch', 'open_clip', 'timm', 'sentence_transformers'} & set(sys.modules)\n"
+        + "from coyo_db.ingest import registry\n"
+        + "registry.load_builtins()\n"
+        + "assert registry.registered()['descriptor']\n"
+        + "heavy = {'torch', 'open_clip', 'timm', 'sentence_transformers', 'faiss', 'cv2'}\n"
+        + "heavy &= set(sys.modules)\n"
         + "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)

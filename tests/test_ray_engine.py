@@ -26,7 +26,7 @@ from ray_helpers import dying_read, dying_stage  # noqa: E402
 
 from coyo_db.catalog import Catalog  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
-from coyo_db.ingest import images_ray  # noqa: E402
+from coyo_db.ingest import ray_engine  # noqa: E402
 from coyo_db.ingest.images import ingest_images  # noqa: E402
 from coyo_db.synth.images import write_image_shards  # noqa: E402
 
@@ -118,9 +118,9 @@ def test_workers_killed_mid_job_are_retried_and_each_row_lands_once(
 ):
     read_marker, actor_marker = tmp_path / "read-died", tmp_path / "actor-died"
     monkeypatch.setattr(
-        images_ray, "read_shard", dying_read(images_ray.read_shard, read_marker, "00001.tar")
+        ray_engine, "read_unit", dying_read(ray_engine.read_unit, read_marker, "00001.tar")
     )
-    monkeypatch.setattr(images_ray, "ModelStage", dying_stage(images_ray.ModelStage, actor_marker))
+    monkeypatch.setattr(ray_engine, "StageActor", dying_stage(ray_engine.StageActor, actor_marker))
     catalog = Catalog(tmp_path / "home")
     summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
     assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"

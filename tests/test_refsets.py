@@ -13,6 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from coyo_db.audit import refsets
+from coyo_db.audit.low_info import low_information
+from coyo_db.audit.refset_job import add_refset
 from coyo_db.catalog import Catalog
 from coyo_db.errors import InputError
 from tests.audit_helpers import write_references
@@ -35,30 +37,30 @@ def test_detect_layout() -> None:
 def test_low_information() -> None:
     rng = np.random.default_rng(0)
     blank = np.full((64, 64, 3), 200, dtype=np.uint8)
-    assert refsets.low_information(blank) == "near-uniform"
+    assert low_information(blank) == "near-uniform"
     mark = np.full((64, 64, 3), 255, dtype=np.uint8)
     mark[28:36, 28:36] = rng.integers(0, 256, (8, 8, 3))  # a small mark on white
-    assert refsets.low_information(mark) == "one colour over 98% of the image"
+    assert low_information(mark) == "one colour over 98% of the image"
     silhouette = np.full((64, 64, 3), 250, dtype=np.uint8)
     silhouette[10:50, 20:44] = rng.integers(20, 26, (40, 24, 3))  # a flat shape, a little noise
     silhouette[10:50, 20:30] += 40
-    assert refsets.low_information(silhouette) == "a flat shape on one colour (cut-out or mask)"
+    assert low_information(silhouette) == "a flat shape on one colour (cut-out or mask)"
     figure = np.full((64, 64, 3), 255, dtype=np.uint8)
     figure[8:56, 16:48] = rng.integers(0, 256, (48, 32, 3))  # a detailed figure cut out on white
-    assert refsets.low_information(figure) is None
+    assert low_information(figure) is None
     mask = np.zeros((64, 64, 3), dtype=np.uint8)
     mask[:, :20] = (255, 0, 0)
     mask[:, 20:45] = (0, 0, 255)
     mask[:, 45:] = (0, 255, 0)
-    assert refsets.low_information(mask) == "3 colours"
+    assert low_information(mask) == "3 colours"
     import skimage.data
 
-    assert refsets.low_information(skimage.data.astronaut()[::4, ::4].copy()) is None
+    assert low_information(skimage.data.astronaut()[::4, ::4].copy()) is None
 
 
 def test_add_folder(tmp_path: Path, catalog: Catalog, descriptor) -> None:
     photos = write_references(tmp_path / "refs" / "sub")
-    summary = refsets.add_refset(catalog, "mini", tmp_path / "refs", workers=0)
+    summary = add_refset(catalog, "mini", tmp_path / "refs", workers=0)
     assert (summary.images, summary.failed, summary.low_info) == (5, 0, 1)
     assert summary.layout == "folder"
     images, both = refsets.load_refset(catalog, "mini", "effnet-lite0")
@@ -95,15 +97,15 @@ def test_imagenet_layout_and_replace(tmp_path: Path, catalog: Catalog) -> None:
         folder = root / f"n0144076{i}"
         folder.mkdir(parents=True)
         img.save(folder / f"ILSVRC2012_val_{i + 1:08d}.JPEG", "JPEG")
-    summary = refsets.add_refset(catalog, "imagenet-val", root, workers=0)
+    summary = add_refset(catalog, "imagenet-val", root, workers=0)
     assert summary.layout == "imagenet-val"
     images, _ = refsets.load_refset(catalog, "imagenet-val", "effnet-lite0")
     assert sorted(images["ref_path"].to_pylist()) == [
         f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(4)
     ]
     with pytest.raises(InputError, match="exists"):
-        refsets.add_refset(catalog, "imagenet-val", root, workers=0)
-    refsets.add_refset(catalog, "imagenet-val", root, workers=0, replace=True)
+        add_refset(catalog, "imagenet-val", root, workers=0)
+    add_refset(catalog, "imagenet-val", root, workers=0, replace=True)
     images, both = refsets.load_refset(catalog, "imagenet-val", "effnet-lite0")
     assert len(images) == 4 and len(both) == 8
     assert len(refsets.list_refsets(catalog)) == 1
@@ -126,7 +128,7 @@ def test_webdataset_shard_is_re_readable(tmp_path: Path, catalog: Catalog) -> No
                 info = tarfile.TarInfo(f"{i:09d}.{suffix}")
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
-    summary = refsets.add_refset(catalog, "shards", tmp_path / "shards", workers=0)
+    summary = add_refset(catalog, "shards", tmp_path / "shards", workers=0)
     assert summary.layout == "shards" and summary.images == 4
     images, _ = refsets.load_refset(catalog, "shards", "effnet-lite0")
     assert images["ref_path"][0].as_py() == "00000.tar/000000000.jpg"
@@ -137,8 +139,8 @@ def test_webdataset_shard_is_re_readable(tmp_path: Path, catalog: Catalog) -> No
 
 def test_bad_input(tmp_path: Path, catalog: Catalog) -> None:
     with pytest.raises(InputError, match="refset name"):
-        refsets.add_refset(catalog, "bad name!", tmp_path)
+        add_refset(catalog, "bad name!", tmp_path)
     with pytest.raises(InputError, match="no such file"):
-        refsets.add_refset(catalog, "missing", tmp_path / "nowhere")
+        add_refset(catalog, "missing", tmp_path / "nowhere")
     with pytest.raises(InputError, match="no refset"):
         refsets.load_refset(catalog, "missing", "effnet-lite0")

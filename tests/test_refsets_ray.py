@@ -18,13 +18,8 @@ pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 
-from coyo_db.audit.refsets import (  # noqa: E402
-    REFSET_IMAGES,
-    REFSETS,
-    add_refset,
-    descriptors_table,
-)
-from coyo_db.catalog import Catalog  # noqa: E402
+from coyo_db.audit.refset_job import add_refset  # noqa: E402
+from coyo_db.catalog import Catalog, tables  # noqa: E402
 from coyo_db.errors import InputError  # noqa: E402
 from tests.audit_helpers import write_references  # noqa: E402
 
@@ -51,10 +46,12 @@ def local(tmp_path_factory, refs) -> Catalog:
 
 
 def _tables(catalog: Catalog) -> dict[str, pa.Table]:
-    desc = catalog.dataset(descriptors_table("effnet-lite0")).to_table().sort_by("ref_id")
+    desc = (
+        catalog.dataset(tables.refset_descriptors_name("effnet-lite0")).to_table().sort_by("ref_id")
+    )
     return {
-        "images": catalog.dataset(REFSET_IMAGES).to_table().sort_by("ref_id"),
-        "refsets": catalog.dataset(REFSETS).to_table().drop_columns(["created_at"]),
+        "images": catalog.dataset(tables.REFSET_IMAGES.name).to_table().sort_by("ref_id"),
+        "refsets": catalog.dataset(tables.REFSETS.name).to_table().drop_columns(["created_at"]),
         "desc": desc,
     }
 

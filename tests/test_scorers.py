@@ -82,6 +82,16 @@ def test_every_scorer_is_registered() -> None:
     names = set(registry.scorer_names())
     expected = {"nsfw", "nsfw-clip", "faces", "faces-scrfd", "language", "profanity"}
     assert expected | {"aesthetic", "watermark"} <= names
+    assert sorted(names) == registry.registered("scorer")["scorer"]
+    # scorers live in the same registry as every other model, in the role "scorer"
+    found = registry.resolve("scorer", "aesthetic:/ckpt/sac+logos.pth@open_clip:ViT-L-14:/c.pt")
+    assert found.entry.factory is heads.load_aesthetic
+    assert found.argument == "/ckpt/sac+logos.pth@open_clip:ViT-L-14:/c.pt"
+    assert registry.resolve("scorer", "faces").entry.factory is faces.load_faces
+    with pytest.raises(InputError, match=r"unknown scorer 'nope'; known: aesthetic, faces"):
+        registry.load_scorer("nope")
+    with pytest.raises(InputError, match="unknown scorer 'effnet-lite0'"):
+        registry.load_scorer("effnet-lite0")  # an embedder is no scorer
 
 
 def test_scorer_modules_import_nothing_heavy() -> None:

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
-from coyo_db.catalog import schemas
+from coyo_db.catalog import schemas, tables
 from coyo_db.ingest.safe_pickle import UnsafePickleError
 from coyo_db.labels.taxonomy import (
     IMAGENET21K,
-    TAXONOMY_TREE,
-    TAXONOMY_TREE_TABLE,
     TreeShapeError,
     class_wnids,
     ensure_taxonomy,
@@ -193,7 +191,7 @@ def _write_pickle(path: Path, value: object) -> Path:
 def test_read_tree_gives_taxonomy_tree_rows(tmp_path):
     path = _write_pickle(tmp_path / "imagenet21k_tree.pickle", {A: [B, C], B: [D]})
     table = read_tree(path)
-    assert table.schema == TAXONOMY_TREE
+    assert table.schema == tables.TAXONOMY_TREE.schema
     assert table.to_pylist() == [
         {"taxonomy": IMAGENET21K, "parent_wnid": p, "child_wnid": c} for p, c in EDGES
     ]
@@ -212,7 +210,7 @@ def test_ingest_tree_writes_once_and_replaces_a_different_tree(catalog, tmp_path
     assert ingest_tree(catalog, path) == 0
     other = _write_pickle(tmp_path / "other.pickle", {A: [B]})
     assert ingest_tree(catalog, other) == 1
-    rows = catalog.sql(f"SELECT * FROM {TAXONOMY_TREE_TABLE}").to_pylist()
+    rows = catalog.sql(f"SELECT * FROM {tables.TAXONOMY_TREE.name}").to_pylist()
     assert rows == [{"taxonomy": IMAGENET21K, "parent_wnid": A, "child_wnid": B}]
 
 
@@ -224,4 +222,4 @@ def test_a_tree_pickle_carrying_code_writes_nothing(catalog, tmp_path):
     path = _write_pickle(tmp_path / "tree.pickle", {A: [Payload()]})
     with pytest.raises(UnsafePickleError, match=r"builtins\.eval"):
         ingest_tree(catalog, path)
-    assert not catalog.has_table(TAXONOMY_TREE_TABLE)
+    assert not catalog.has_table(tables.TAXONOMY_TREE.name)

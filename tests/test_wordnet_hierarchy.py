@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
+from coyo_db.catalog import tables
 from coyo_db.labels.hierarchy import (
     ancestors,
     descendants,
@@ -20,7 +21,6 @@ from coyo_db.labels.hierarchy import (
 from coyo_db.labels.taxonomy import (
     IMAGENET1K,
     IMAGENET21K,
-    TAXONOMY_TREE_TABLE,
     class_wnids,
     ingest_tree,
     load_taxonomy,
@@ -141,7 +141,7 @@ def test_imagenet1k_classes_are_imagenet21k_synsets_but_one():
 def test_ensure_hierarchy_writes_once(catalog):
     assert ensure_hierarchy(catalog) == len(hypernym_edges())
     assert ensure_hierarchy(catalog) == 0
-    table = catalog.dataset(TAXONOMY_TREE_TABLE).to_table()
+    table = catalog.dataset(tables.TAXONOMY_TREE.name).to_table()
     assert table.num_rows == len(hypernym_edges())
     assert set(table["taxonomy"].to_pylist()) == {IMAGENET21K}
     assert table.sort_by([("parent_wnid", "ascending"), ("child_wnid", "ascending")]).equals(
@@ -154,4 +154,4 @@ def test_a_tree_from_coyos_pickle_wins_over_wordnet(catalog, tmp_path):
     path.write_bytes(pickle.dumps({ANIMAL: [DOG], DOG: [CHIHUAHUA]}))
     assert ingest_tree(catalog, path) == 2
     assert ensure_hierarchy(catalog) == 0
-    assert catalog.dataset(TAXONOMY_TREE_TABLE).count_rows() == 2
+    assert catalog.dataset(tables.TAXONOMY_TREE.name).count_rows() == 2

@@ -128,8 +128,10 @@ def write_report(
     per_page: int = PER_PAGE,
 ) -> Path:
     """Write the report into folder `out`; returns the path of its index.html."""
-    from coyo_db.audit.contamination import CANDIDATES, CONTAMINATION
-    from coyo_db.audit.refsets import REFSET_IMAGES
+    from coyo_db.catalog import tables
+
+    CANDIDATES, CONTAMINATION = tables.CONTAMINATION_CANDIDATES.name, tables.CONTAMINATION.name
+    REFSET_IMAGES = tables.REFSET_IMAGES.name
 
     if not catalog.has_table(CONTAMINATION):
         raise CatalogError("no contamination table yet; run `coyo-db audit --refset NAME` first")

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import lance
     import polars
 
+    from coyo_db.catalog.tables import TableSpec
+
 HOME_ENV = "COYO_DB_HOME"
 DEFAULT_HOME = "coyo-db-home"
 _DUCKDB_FILE = "catalog.duckdb"
@@ -157,6 +159,11 @@ class Catalog:
     def ensure_table(self, name: str, schema: pa.Schema) -> lance.LanceDataset:
         """Open table `name`, creating it empty with `schema` when it does not exist yet."""
         return lance_tables.create_empty(self.table_uri(name), schema)
+
+    def ensure(self, spec: TableSpec) -> lance.LanceDataset:
+        """Open the table `spec` names, creating it empty with its schema when it does not
+        exist yet."""
+        return self.ensure_table(spec.name, spec.schema)
 
     def append(
         self, name: str, table: pa.Table, properties: dict[str, str] | None = None

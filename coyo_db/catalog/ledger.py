@@ -23,13 +23,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from coyo_db.catalog import lance_tables, schemas
+from coyo_db.catalog import lance_tables, tables
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
-
-SOURCES = "sources"
-QUARANTINE = "quarantine"
 
 
 def new_run_id() -> str:
@@ -80,9 +77,9 @@ class SourceLedger:
     def _load(self) -> dict[str, SourceRecord]:
         done: dict[str, SourceRecord] = {}
         recorded_version = 0
-        if self.catalog.has_table(SOURCES):
+        if self.catalog.has_table(tables.SOURCES.name):
             rows = (
-                self.catalog.dataset(SOURCES)
+                self.catalog.dataset(tables.SOURCES.name)
                 .to_table(filter=f"table_name = '{self.table_name}'")
                 .to_pylist()
             )
@@ -121,19 +118,19 @@ class SourceLedger:
 
     def discard_partial(self, fingerprint: str) -> None:
         """Remove quarantine rows left by an unfinished attempt at this source."""
-        if self.catalog.has_table(QUARANTINE):
-            dataset = self.catalog.dataset(QUARANTINE)
+        if self.catalog.has_table(tables.QUARANTINE.name):
+            dataset = self.catalog.dataset(tables.QUARANTINE.name)
             where = f"fingerprint = '{fingerprint}' AND table_name = '{self.table_name}'"
             # A delete commits a new version even when nothing matches: look first.
             if dataset.count_rows(filter=where):
                 dataset.delete(where)
 
     def quarantine(self, rows: pa.Table, fingerprint: str, run_id: str) -> None:
-        """Commit the bad records of a source (schema: :data:`schemas.QUARANTINE`)."""
+        """Commit the bad records of a source (schema: :data:`tables.QUARANTINE.schema`)."""
         if rows.num_rows:
             self.catalog.append(
-                QUARANTINE,
-                rows.cast(schemas.QUARANTINE),
+                tables.QUARANTINE.name,
+                rows.cast(tables.QUARANTINE.schema),
                 {"fingerprint": fingerprint, "run_id": run_id, "target": self.table_name},
             )
 
@@ -169,9 +166,9 @@ class SourceLedger:
                 }
                 for record, version, run_id in entries
             ],
-            schema=schemas.SOURCES,
+            schema=tables.SOURCES.schema,
         )
-        self.catalog.append(SOURCES, table)
+        self.catalog.append(tables.SOURCES.name, table)
 
 
 def quarantine_rows(
@@ -199,5 +196,5 @@ def quarantine_rows(
             "run_id": pa.array([run_id] * n, pa.string()),
             "quarantined_at": pa.array([now()] * n, pa.timestamp("us", tz="UTC")),
         },
-        schema=schemas.QUARANTINE,
+        schema=tables.QUARANTINE.schema,
     )

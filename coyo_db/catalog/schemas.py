@@ -103,12 +103,14 @@ SOURCES = pa.schema(
     ]
 )
 
-# The job log: what ran, on what, with which options, and the counts.
+# The job log: what ran, on what, with which options, how it ended, the counts, and the table
+# versions it wrote. A row is written with status `running` when the job starts and completed
+# when it ends (ok, failed, interrupted); a job killed outright stays `running`.
 RUNS = pa.schema(
     [
         pa.field("run_id", pa.string()),
         pa.field("command", pa.string()),
-        pa.field("arguments", pa.string()),
+        pa.field("arguments", pa.string()),  # JSON object
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
         pa.field("status", pa.string()),
@@ -116,6 +118,8 @@ RUNS = pa.schema(
         pa.field("rows_written", pa.int64()),
         pa.field("rows_quarantined", pa.int64()),
         pa.field("tool_version", pa.string()),
+        pa.field("tables_written", pa.string()),  # JSON object: table -> Lance version
+        pa.field("error", pa.string()),  # why a failed run failed
     ]
 )
 
@@ -152,6 +156,88 @@ SCORES = pa.schema(
 )
 
 
+# Parent -> child edges of a taxonomy's hierarchy (WordNet hypernyms for the ImageNet ones).
+TAXONOMY_TREE = pa.schema(
+    [
+        pa.field("taxonomy", pa.string()),
+        pa.field("parent_wnid", pa.string()),
+        pa.field("child_wnid", pa.string()),
+    ]
+)
+
+# Duplicate groups of every dedup method; `keeper` marks the one row of a group that stays.
+DUP_GROUPS = pa.schema(
+    [
+        pa.field("method", pa.string()),
+        pa.field("group_id", pa.int64()),
+        pa.field("id", pa.int64()),
+        pa.field("keeper", pa.bool_()),
+        pa.field("distance", pa.int32()),
+        pa.field("group_size", pa.int32()),
+        pa.field("keep_rule", pa.string()),
+    ]
+)
+
+# One row per registered reference set.
+REFSETS = pa.schema(
+    [
+        pa.field("refset", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("layout", pa.string()),
+        pa.field("images", pa.int64()),
+        pa.field("failed", pa.int64()),
+        pa.field("low_info", pa.int64()),
+        pa.field("descriptor", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# One row per reference of a reference set, keyed by (refset, ref_id).
+REFSET_IMAGES = pa.schema(
+    [
+        pa.field("refset", pa.string()),
+        pa.field("ref_id", pa.int64()),
+        pa.field("ref_path", pa.string()),
+        pa.field("shard", pa.string()),
+        pa.field("member", pa.string()),
+        pa.field("image_phash", pa.string()),
+        pa.field("phash", pa.uint64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("low_info", pa.bool_()),
+        pa.field("low_info_reason", pa.string()),
+    ]
+)
+
+# The evidence of one contamination hit: which image copies which reference, by what method.
+_EVIDENCE = [
+    pa.field("id", pa.int64()),
+    pa.field("refset", pa.string()),
+    pa.field("ref_id", pa.int64()),
+    pa.field("ref_path", pa.string()),
+    pa.field("method", pa.string()),
+    pa.field("score", pa.float32()),
+    pa.field("hamming", pa.int32()),
+    pa.field("cosine", pa.float32()),
+    pa.field("inliers", pa.int32()),
+    pa.field("coverage", pa.float32()),
+    pa.field("flipped", pa.bool_()),
+    pa.field("shard", pa.string()),
+    pa.field("member", pa.string()),
+    pa.field("run_id", pa.string()),
+]
+CONTAMINATION = pa.schema(_EVIDENCE)
+# Every candidate an audit verified, hit or not, with the reference's low-information flag.
+CONTAMINATION_CANDIDATES = pa.schema(
+    [
+        *_EVIDENCE,
+        pa.field("source", pa.string()),
+        pa.field("low_info", pa.bool_()),
+        pa.field("hit", pa.bool_()),
+    ]
+)
+
+
 def embeddings_schema(image_dim: int | None, text_dim: int | None) -> pa.Schema:
     """`embeddings__<model>`: float16 vectors per id, image and/or text, and CLIP similarity."""
     fields = [pa.field("id", pa.int64())]
@@ -162,3 +248,15 @@ def embeddings_schema(image_dim: int | None, text_dim: int | None) -> pa.Schema:
     if image_dim and text_dim:
         fields.append(pa.field("clip_similarity", pa.float32()))
     return pa.schema(fields)
+
+
+def refset_descriptors_schema(dim: int) -> pa.Schema:
+    """`refset_descriptors__<descriptor>`: a reference's copy descriptor and its mirror's."""
+    return pa.schema(
+        [
+            pa.field("refset", pa.string()),
+            pa.field("ref_id", pa.int64()),
+            pa.field("descriptor", pa.list_(pa.float16(), dim)),
+            pa.field("descriptor_flip", pa.list_(pa.float16(), dim)),
+        ]
+    )

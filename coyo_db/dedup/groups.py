@@ -33,30 +33,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coyo_db.catalog import tables
 from coyo_db.dedup.near_phash import DEFAULT_RADIUS, phash_groups
 from coyo_db.errors import CatalogError, InputError
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
+    from coyo_db.catalog.runs import Run
 
 log = logging.getLogger(__name__)
 
-TABLE = "dup_groups"
 KEEP_RULES = ("highest-clip", "lowest-id")
-SOURCES = ("pairs", "images")
+SOURCES = (tables.PAIRS.name, tables.IMAGES.name)
 KeepRule = Literal["highest-clip", "lowest-id"]
-
-DUP_GROUPS = pa.schema(
-    [
-        pa.field("method", pa.string()),
-        pa.field("group_id", pa.int64()),
-        pa.field("id", pa.int64()),
-        pa.field("keeper", pa.bool_()),
-        pa.field("distance", pa.int32()),
-        pa.field("group_size", pa.int32()),
-        pa.field("keep_rule", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -118,24 +107,26 @@ def _load_hashes(catalog: Catalog, source: str) -> tuple[np.ndarray, np.ndarray]
         raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if not catalog.has_table(source):
         raise CatalogError(f"the catalog at {catalog.location} has no table {source!r} to dedup")
-    if source == "pairs":
-        table = catalog.dataset("pairs").to_table(
+    if source == tables.PAIRS.name:
+        table = catalog.dataset(tables.PAIRS.name).to_table(
             columns=["id", "image_phash"], filter="image_phash IS NOT NULL"
         )
         return table["id"].to_numpy(), phash_hex_to_uint64(table["image_phash"])
-    table = catalog.dataset("images").to_table(columns=["id", "phash"], filter="phash IS NOT NULL")
+    table = catalog.dataset(tables.IMAGES.name).to_table(
+        columns=["id", "phash"], filter="phash IS NOT NULL"
+    )
     # An image ingested twice appears twice; one row per id.
     ids, first = np.unique(table["id"].to_numpy(), return_index=True)
     return ids, table["phash"].to_numpy()[first]
 
 
-def _clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CLIP similarities of `ids` from pairs (NaN where unknown)."""
     vitl14 = np.full(len(ids), np.nan)
     vitb32 = np.full(len(ids), np.nan)
-    if not catalog.has_table("pairs") or len(ids) == 0:
+    if not catalog.has_table(tables.PAIRS.name) or len(ids) == 0:
         return vitl14, vitb32
-    table = catalog.dataset("pairs").to_table(
+    table = catalog.dataset(tables.PAIRS.name).to_table(
         columns=["id", "clip_similarity_vitl14", "clip_similarity_vitb32"],
         filter=pc.field("id").isin(pa.array(np.unique(ids))),
     )
@@ -151,13 +142,14 @@ def _clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def write_groups(catalog: Catalog, method: str, groups: pa.Table) -> None:
-    """Replace the rows of `method` in `dup_groups` with `groups` (DUP_GROUPS schema)."""
-    if catalog.has_table(TABLE):
-        catalog.dataset(TABLE).delete(f"method = '{method.replace(chr(39), '')}'")
+    """Replace the rows of `method` in `dup_groups` with `groups` (its schema)."""
+    spec = tables.DUP_GROUPS
+    if catalog.has_table(spec.name):
+        catalog.dataset(spec.name).delete(f"method = '{method.replace(chr(39), '')}'")
     else:
-        catalog.ensure_table(TABLE, DUP_GROUPS)
+        catalog.ensure(spec)
     if groups.num_rows:
-        catalog.append(TABLE, groups.cast(DUP_GROUPS), {"method": method})
+        catalog.append(spec.name, groups.cast(spec.schema), {"method": method})
 
 
 def group_spans(gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +184,7 @@ def store_groups(
             "group_size": sizes[member_group].astype(np.int32),
             "keep_rule": pa.array([keep] * n, pa.string()),
         },
-        schema=DUP_GROUPS,
+        schema=tables.DUP_GROUPS.schema,
     )
     write_groups(catalog, method, table)
     summary = DedupSummary(
@@ -214,10 +206,25 @@ def dedup_phash(
     keep: str = "highest-clip",
 ) -> DedupSummary:
     """Near-duplicate pHash groups of `source` (pairs or images) within `radius`, written to
-    `dup_groups` under method ``phash_<source>_r<radius>`` with one keeper per group."""
+    `dup_groups` under method ``phash_<source>_r<radius>`` with one keeper per group. Logged in
+    `runs` as ``dedup phash``."""
+    from coyo_db.catalog.runs import recorded_run
 
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+    arguments = {"radius": radius, "source": source, "keep": keep}
+    with recorded_run(catalog, "dedup phash", arguments) as run:
+        summary = _dedup_phash(catalog, radius, source, keep)
+        record_counts(run, summary)
+    return summary
+
+
+def record_counts(run: Run, summary: DedupSummary) -> None:
+    """A dedup run's counts: rows scanned, group members written."""
+    run.counts(rows_read=summary.rows_scanned, rows_written=summary.rows_in_groups)
+
+
+def _dedup_phash(catalog: Catalog, radius: int, source: str, keep: str) -> DedupSummary:
     started = time.perf_counter()
     ids, hashes = _load_hashes(catalog, source)
     groups = phash_groups(ids, hashes, radius)
@@ -225,7 +232,7 @@ def dedup_phash(
     gid = groups["group_id"].to_numpy()
     member = groups["id"].to_numpy()
     if keep == "highest-clip":
-        vitl14, vitb32 = _clip_scores(catalog, member)
+        vitl14, vitb32 = clip_scores(catalog, member)
     else:
         vitl14 = vitb32 = None
     keeper = choose_keepers(gid, member, vitl14, vitb32, keep)
@@ -251,8 +258,11 @@ def dedup_phash(
 
 def dedup_report(catalog: Catalog) -> tuple[pa.Table, pa.Table]:
     """Per method: (groups, rows, removed, largest group), and the group size distribution."""
-    if not catalog.has_table(TABLE):
-        raise CatalogError(f"the catalog at {catalog.location} has no {TABLE}; run 'coyo-db dedup'")
+    if not catalog.has_table(tables.DUP_GROUPS.name):
+        raise CatalogError(
+            f"the catalog at {catalog.location} has no {tables.DUP_GROUPS.name}; "
+            "run 'coyo-db dedup'"
+        )
     summary = catalog.sql("SELECT * FROM dup_summary ORDER BY method")
     sizes = catalog.sql("SELECT * FROM dup_group_sizes ORDER BY method, size_bucket_min")
     return summary, sizes

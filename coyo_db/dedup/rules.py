@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from coyo_db.dedup.groups import KEEP_RULES, DedupSummary, choose_keepers, store_groups
+from coyo_db.catalog import tables
+from coyo_db.dedup.groups import (
+    KEEP_RULES,
+    DedupSummary,
+    choose_keepers,
+    record_counts,
+    store_groups,
+)
 from coyo_db.errors import CatalogError, InputError
 
 if TYPE_CHECKING:
@@ -54,7 +61,7 @@ def _members(catalog: Catalog, rule: str, min_count: int) -> tuple[pa.Table, int
         raise InputError(f"unknown dedup rule {rule!r}; choose one of {', '.join(RULES)}")
     if min_count < 1:
         raise InputError(f"--min-count must be at least 1, got {min_count}")
-    if not catalog.has_table("pairs"):
+    if not catalog.has_table(tables.PAIRS.name):
         raise CatalogError(f"the catalog at {catalog.location} has no table 'pairs' to dedup")
     with catalog.connection() as con:
         if rule == "text":
@@ -63,7 +70,7 @@ def _members(catalog: Catalog, rule: str, min_count: int) -> tuple[pa.Table, int
         else:
             rel = con.sql(f"SELECT * FROM dup_rule_{rule} ORDER BY id")
         table = rel.to_arrow_table()
-    return table, catalog.dataset("pairs").count_rows()
+    return table, catalog.dataset(tables.PAIRS.name).count_rows()
 
 
 def dedup_rule(
@@ -74,9 +81,20 @@ def dedup_rule(
     keep: str = "highest-clip",
 ) -> DedupSummary:
     """Groups of COYO's rule `rule` (phash_text, url or text) over `pairs`, written to
-    `dup_groups` with one keeper per group by rule `keep`; replaces that method's rows."""
+    `dup_groups` with one keeper per group by rule `keep`; replaces that method's rows. Logged
+    in `runs` as ``dedup text``."""
+    from coyo_db.catalog.runs import recorded_run
+
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+    arguments = {"rule": rule, "min_count": min_count, "keep": keep}
+    with recorded_run(catalog, "dedup text", arguments) as run:
+        summary = _dedup_rule(catalog, rule, min_count, keep)
+        record_counts(run, summary)
+    return summary
+
+
+def _dedup_rule(catalog: Catalog, rule: str, min_count: int, keep: str) -> DedupSummary:
     started = time.perf_counter()
     members, scanned = _members(catalog, rule, min_count)
     method = rule_method(rule, min_count)

@@ -39,7 +39,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coyo_db.dedup.groups import KEEP_RULES, DedupSummary, choose_keepers, group_spans, store_groups
+from coyo_db.catalog import tables
+from coyo_db.dedup.groups import (
+    KEEP_RULES,
+    DedupSummary,
+    choose_keepers,
+    clip_scores,
+    group_spans,
+    record_counts,
+    store_groups,
+)
 from coyo_db.errors import InputError
 
 if TYPE_CHECKING:
@@ -62,9 +71,7 @@ DEFAULT_MAX_VECTORS = 2_000_000
 
 
 def semantic_method(model: str, threshold: float) -> str:
-    from coyo_db.ingest.registry import table_slug
-
-    return f"semantic_{table_slug(model)}_t{threshold:g}"
+    return f"semantic_{tables.slug(model)}_t{threshold:g}"
 
 
 def cluster_count(n: int) -> int:
@@ -75,9 +82,7 @@ def cluster_count(n: int) -> int:
 
 def embeddings_dataset(catalog: Catalog, model: str):
     """The Lance dataset of `model`'s embeddings table (InputError when it cannot be deduped)."""
-    from coyo_db.ingest.image_outputs import embeddings_table
-
-    name = embeddings_table(model)
+    name = tables.embeddings_name(model)
     if not catalog.has_table(name):
         raise InputError(
             f"the catalog has no embeddings table {name!r}; "
@@ -363,9 +368,8 @@ def dedup_semantic(
 
     The table is read in partitions: k-means on `sample` rows, assignment in `batch_size`-row
     batches, pairs with at most `max_vectors` vectors in memory (see the module docstring).
+    Logged in `runs` as ``dedup semantic``.
     """
-    from coyo_db.dedup.groups import _clip_scores
-
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
     if not 0.0 < threshold <= 1.0:
@@ -378,6 +382,35 @@ def dedup_semantic(
         raise InputError(f"sample must be at least 1 row, not {sample}")
     if max_vectors < 2:
         raise InputError(f"max_vectors must be at least 2, not {max_vectors}")
+    from coyo_db.catalog.runs import recorded_run
+
+    arguments = {
+        "model": model,
+        "threshold": threshold,
+        "clusters": clusters,
+        "keep": keep,
+        "batch_size": batch_size,
+        "sample": sample,
+        "max_vectors": max_vectors,
+    }
+    with recorded_run(catalog, "dedup semantic", arguments) as run:
+        summary = _dedup_semantic(
+            catalog, model, threshold, clusters, keep, batch_size, sample, max_vectors
+        )
+        record_counts(run, summary)
+    return summary
+
+
+def _dedup_semantic(
+    catalog: Catalog,
+    model: str,
+    threshold: float,
+    clusters: int | None,
+    keep: str,
+    batch_size: int,
+    sample: int,
+    max_vectors: int,
+) -> DedupSummary:
     started = time.perf_counter()
     method = semantic_method(model, threshold)
     dataset = embeddings_dataset(catalog, model)
@@ -398,7 +431,7 @@ def dedup_semantic(
     a, b = _cluster_pairs(dataset, positions, labels, threshold, max_vectors, dim)
     gid, member, rows = _components(ids, a, b)
     if keep == "highest-clip":
-        vitl14, vitb32 = _clip_scores(catalog, member)
+        vitl14, vitb32 = clip_scores(catalog, member)
     else:
         vitl14 = vitb32 = None
     keeper = choose_keepers(gid, member, vitl14, vitb32, keep)

@@ -18,25 +18,23 @@ Lance's dataset discovery from taking it for data)::
     query_ids          the same for the rows the SQL gave (differs from ids only when a
                        webdataset export found no image for some rows)
 
-:func:`replay_export` runs the recorded SQL again with every table pinned to its recorded
-version (Lance time travel) and compares the ids: with a target it writes the export again,
-without one it only checks.
+:func:`coyo_db.export.replay.replay_export` runs the recorded SQL again with every table pinned
+to its recorded version (Lance time travel) and compares the ids: with a target it writes the
+export again, without one it only checks.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coyo_db.errors import InputError
-from coyo_db.progress import Progress
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
-    from coyo_db.export.subset import ExportPlan, ExportResult
+    from coyo_db.export.plan import ExportPlan
     from coyo_db.export.writers import IdTally, WrittenFile
 
 MANIFEST_NAME = "_manifest.json"
@@ -120,81 +118,3 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"coyo-db reads ({MANIFEST_VERSION}); upgrade coyo-db"
         )
     return manifest
-
-
-@dataclass
-class ReplayResult:
-    """A manifest run again: the ids it recorded and the ids the same SQL gives now."""
-
-    manifest_path: Path
-    expected: dict[str, Any]
-    actual: dict[str, Any]
-    export: ExportResult | None = None
-
-    @property
-    def same_ids(self) -> bool:
-        keys = ("count", "set_hash")
-        return all(self.expected[k] == self.actual[k] for k in keys)
-
-    @property
-    def same_order(self) -> bool:
-        return self.same_ids and self.expected["sha256"] == self.actual["sha256"]
-
-    def line(self) -> str:
-        where = f" -> {self.export.path}" if self.export is not None else ""
-        if self.same_ids:
-            order = "same order" if self.same_order else "another order"
-            return (
-                f"replayed {self.manifest_path}{where}: the same {self.actual['count']:,} ids "
-                f"({order})"
-            )
-        return (
-            f"replayed {self.manifest_path}{where}: DIFFERENT ids: {self.actual['count']:,} "
-            f"now, {self.expected['count']:,} recorded"
-        )
-
-
-def replay_export(
-    catalog: Catalog,
-    manifest: str | Path,
-    to: str | Path | None = None,
-    *,
-    fmt: str | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> ReplayResult:
-    """Run the export of `manifest` again at its table versions; write it to `to` when given
-    (as `fmt`, default the recorded format), and compare the ids with the recorded ones."""
-    from coyo_db.export.subset import ExportPlan, ExportRows, run_export
-    from coyo_db.export.writers import IdTally
-
-    file = manifest_path(manifest)
-    recorded = read_manifest(file)
-    versions = {str(k): int(v) for k, v in recorded["table_versions"].items()}
-    plan = ExportPlan(
-        selection=recorded.get("selection", {}).get("sql", recorded["sql"]),
-        sql=recorded["sql"],
-        versions=versions,
-        exclusions=recorded.get("exclusions", []),
-    )
-    if to is None:
-        tally = IdTally()
-        with catalog.connection(versions=versions) as con:
-            _, batches = ExportRows(con, plan).stream()
-            for batch in batches:
-                tally.update(batch.column("id"))
-        return ReplayResult(file, recorded["query_ids"], tally.as_dict())
-    options = recorded.get("options", {})
-    result = run_export(
-        catalog,
-        plan,
-        to,
-        fmt or recorded["format"],
-        origin={**recorded.get("selection", {}), "replay_of": str(file.resolve())},
-        shard_rows=int(options.get("shard_rows", 1_000_000)),
-        samples_per_shard=int(options.get("samples_per_shard", 10_000)),
-        overwrite=overwrite,
-        progress=progress,
-    )
-    result_manifest = result.manifest
-    return ReplayResult(file, recorded["query_ids"], result_manifest["query_ids"], result)

@@ -14,10 +14,13 @@ The rows are exactly what one SQL statement returns:
 
 The export reads every table at the Lance version it had when the export began, and records
 those versions, the SQL as run, the exclusions with their counts, the files and fingerprints of
-the ids in a manifest (:mod:`coyo_db.export.manifest`) inside the export folder; re-running the SQL
-at
-those versions gives the same ids. Output goes to a temporary folder beside the target and is
-renamed into place at the end, so a target is never left half-written.
+the ids in a manifest (:mod:`coyo_db.export.manifest`) inside the export folder; re-running the
+SQL at those versions gives the same ids. Output goes to a temporary folder beside the target and
+is renamed into place at the end, so a target is never left half-written. Every export that
+writes is logged in `runs` (command ``export``).
+
+The selection and exclusions are planned in :mod:`coyo_db.export.plan`, the rows streamed by
+:mod:`coyo_db.export.rows`, and written by :mod:`coyo_db.export.writers`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from coyo_db.catalog import tables
 from coyo_db.errors import InputError
+from coyo_db.export.plan import DEFAULT_SOURCE, ExportPlan, plan_export, selection_sql
+from coyo_db.export.rows import ExportRows
 from coyo_db.export.writers import IdTally, WrittenFile
 from coyo_db.progress import NullProgress, Progress
 
@@ -45,129 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("parquet", "webdataset", "lance")
-DEFAULT_COLUMNS: tuple[str, ...] = ("url", "text", "id")
-DEFAULT_SOURCE = "pairs"
 DEFAULT_SHARD_ROWS = 1_000_000
 DEFAULT_SAMPLES_PER_SHARD = 10_000
-BATCH_ROWS = 1 << 17
-_INTEGER_TYPES = {
-    "BIGINT",
-    "INTEGER",
-    "SMALLINT",
-    "TINYINT",
-    "UBIGINT",
-    "UINTEGER",
-    "USMALLINT",
-    "UTINYINT",
-}
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """A default exclusion: ids of `view` (made from `table`) leave the export."""
-
-    reason: str
-    table: str
-    view: str
-    keep_option: str
-
-
-EXCLUSIONS: tuple[Exclusion, ...] = (
-    Exclusion("duplicates", "dup_groups", "export_duplicate_ids", "--keep-duplicates"),
-    Exclusion("contaminated", "contamination", "export_contaminated_ids", "--keep-contaminated"),
-)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def selection_sql(
-    *,
-    where: str | None = None,
-    sql: str | None = None,
-    columns: Sequence[str] = (),
-    source: str = DEFAULT_SOURCE,
-) -> str:
-    """The selection of an export: from `where` over `source` (``url, text, id`` plus
-    `columns`; ``*`` for all), or `sql` (one SELECT statement)."""
-    from coyo_db.catalog.readonly import split_statements
-
-    if (where is None) == (sql is None):
-        raise InputError("give the rows to export with --where or with --sql-file, not both")
-    if sql is not None:
-        if columns:
-            raise InputError("--columns goes with --where; a --sql-file selects its own columns")
-        statements = split_statements(sql)
-        if len(statements) != 1 or statements[0].type.name != "SELECT":
-            raise InputError("an export's --sql-file must hold exactly one SELECT statement")
-        return sql.strip().rstrip(";").strip()
-    if not where.strip():
-        raise InputError("--where is empty; use --where 'true' to export every row")
-    wanted = [c.strip() for c in columns if c.strip()]
-    if "*" in wanted:
-        projection = "*"
-    else:
-        names = list(dict.fromkeys([*DEFAULT_COLUMNS, *wanted]))
-        projection = ", ".join(_quote(n) for n in names)
-    return f"SELECT {projection}\nFROM {_quote(source)}\nWHERE ({where}\n)"
-
-
-def export_sql(selection: str, views: Sequence[str]) -> str:
-    """The SQL as run: `selection` without the ids of each exclusion view in `views`."""
-    if not views:
-        return selection
-    conditions = "\n  AND ".join(f"id NOT IN (SELECT id FROM {view})" for view in views)
-    return f"WITH selection AS (\n{selection}\n)\nSELECT *\nFROM selection\nWHERE {conditions}"
-
-
-@dataclass
-class ExportPlan:
-    """What an export will run: the selection, the SQL as run and the table versions."""
-
-    selection: str
-    sql: str
-    versions: dict[str, int]
-    exclusions: list[dict[str, Any]]
-
-    @property
-    def applied_views(self) -> list[str]:
-        return [e["view"] for e in self.exclusions if e["applied"]]
-
-    @property
-    def present_views(self) -> list[str]:
-        return [e["view"] for e in self.exclusions if e["present"]]
-
-
-def plan_export(
-    catalog: Catalog,
-    selection: str,
-    *,
-    keep_duplicates: bool = False,
-    keep_contaminated: bool = False,
-) -> ExportPlan:
-    """The SQL as run and the table versions for `selection`, exclusions decided by which
-    tables the catalog holds now."""
-    versions = catalog.versions()
-    keep = {"duplicates": keep_duplicates, "contaminated": keep_contaminated}
-    entries = []
-    for exclusion in EXCLUSIONS:
-        present = exclusion.table in versions
-        entry: dict[str, Any] = {
-            "reason": exclusion.reason,
-            "table": exclusion.table,
-            "view": exclusion.view,
-            "present": present,
-            "applied": present and not keep[exclusion.reason],
-            "table_version": versions.get(exclusion.table),
-        }
-        if not present:
-            entry["note"] = f"no {exclusion.table} table in the catalog: nothing excluded"
-        elif keep[exclusion.reason]:
-            entry["note"] = f"kept ({exclusion.keep_option})"
-        entries.append(entry)
-    views = [e["view"] for e in entries if e["applied"]]
-    return ExportPlan(selection, export_sql(selection, views), versions, entries)
 
 
 @dataclass
@@ -258,16 +143,46 @@ def run_export(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Run `plan` at its table versions and write the result to `to` (atomically)."""
-    from coyo_db.export import manifest as manifests
+    """Run `plan` at its table versions and write the result to `to` (atomically); logged in
+    `runs` as ``export``."""
+    from coyo_db.catalog.runs import recorded_run
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if shard_rows < 1 or samples_per_shard < 1:
         raise InputError("--shard-rows and --samples-per-shard must be at least 1")
-    progress = progress or NullProgress()
     target = Path(to).expanduser().resolve()
-    check_target(target, overwrite=overwrite)
+    options = {"shard_rows": shard_rows, "samples_per_shard": samples_per_shard}
+    arguments = {
+        "to": str(target),
+        "format": fmt,
+        **(origin or {}),
+        "sql": plan.sql,
+        "table_versions": plan.versions,
+        **options,
+        "overwrite": overwrite,
+    }
+    with recorded_run(catalog, "export", arguments) as run:
+        check_target(target, overwrite=overwrite)
+        result = _write_export(
+            catalog, plan, target, fmt, origin or {}, options, progress or NullProgress()
+        )
+        run.counts(rows_read=result.counts["selected"], rows_written=result.rows)
+    return result
+
+
+def _write_export(
+    catalog: Catalog,
+    plan: ExportPlan,
+    target: Path,
+    fmt: str,
+    origin: dict[str, Any],
+    options: dict[str, int],
+    progress: Progress,
+) -> ExportResult:
+    from coyo_db.export import manifest as manifests
+
+    shard_rows, samples_per_shard = options["shard_rows"], options["samples_per_shard"]
     started = time.perf_counter()
     created_at = manifests.utc_now()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -292,14 +207,14 @@ def run_export(
         manifest = manifests.build_manifest(
             catalog=catalog,
             fmt=fmt,
-            origin=origin or {},
+            origin=origin,
             plan=plan,
             exclusions=rows.exclusions,
             counts=counts,
             files=written.files,
             ids=ids,
             query_ids=query_ids,
-            options={"shard_rows": shard_rows, "samples_per_shard": samples_per_shard},
+            options=options,
             created_at=created_at,
             seconds=seconds,
             extra=written.extra,
@@ -335,119 +250,6 @@ def _move_into_place(staging: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
-
-
-def _query_error(exc: Exception) -> Exception:
-    from coyo_db.errors import QueryError
-
-    return QueryError(" ".join(str(exc).split()))
-
-
-class ExportRows:
-    """The rows of an export, in the selection's order: the selection streamed in batches with
-    the excluded ids dropped in Arrow.
-
-    This gives exactly the rows of the SQL as run (``plan.sql``), but keeps the selection's
-    row order: DuckDB's parallel hash join behind ``NOT IN`` does not keep it. The excluded ids
-    of the selection are found first by one query over the selection's ids (it also gives the
-    counts per reason), then each batch drops them with a sorted-array lookup.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, plan: ExportPlan) -> None:
-        import duckdb
-        import numpy as np
-
-        self.con = con
-        self.plan = plan
-        self.selected = 0
-        try:
-            relation = con.sql(plan.selection)
-            names, types = relation.columns, [str(t) for t in relation.types]
-        except duckdb.Error as exc:
-            raise _query_error(exc) from None
-        if "id" not in names:
-            raise InputError(
-                f"an export needs an id column; the selection gives {', '.join(names) or 'none'}"
-            )
-        id_type = types[names.index("id")]
-        if id_type not in _INTEGER_TYPES:
-            raise InputError(f"an export's id column must be an integer, not {id_type}")
-        self.exclusions = [dict(e) for e in plan.exclusions]
-        self.drop = np.zeros(0, dtype=np.int64)
-        self.expected_dropped = self.dropped = 0
-        present = [e for e in self.exclusions if e["present"]]
-        for entry in self.exclusions:
-            entry["excluded"] = 0
-        if present:
-            self._find_excluded(present)
-
-    def _find_excluded(self, present: list[dict[str, Any]]) -> None:
-        import duckdb
-        import numpy as np
-
-        flags = ", ".join(f"id IN (SELECT id FROM {e['view']}) AS {e['reason']}" for e in present)
-        anywhere = " OR ".join(f"id IN (SELECT id FROM {e['view']})" for e in present)
-        query = (
-            f"WITH selection AS (\n{self.plan.selection}\n)\n"
-            f"SELECT id, {flags}\nFROM selection\nWHERE {anywhere}"
-        )
-        try:
-            flagged = self.con.sql(query).to_arrow_table()
-        except duckdb.Error as exc:
-            raise _query_error(exc) from None
-        ids = flagged["id"].to_numpy()
-        dropped = np.zeros(len(ids), dtype=bool)
-        for entry in present:
-            hit = flagged[entry["reason"]].to_numpy(zero_copy_only=False).astype(bool)
-            if entry["applied"]:
-                entry["excluded"] = int(hit.sum())
-                dropped |= hit
-            else:
-                entry["kept"] = int(hit.sum())
-        self.drop = np.unique(ids[dropped])
-        self.expected_dropped = int(dropped.sum())
-        duplicates = next((e for e in present if e["reason"] == "duplicates"), None)
-        if duplicates is not None:
-            methods = self.con.sql(
-                "SELECT method, count(*) FILTER (WHERE NOT keeper) AS non_keepers "
-                "FROM dup_groups GROUP BY method ORDER BY method"
-            ).fetchall()
-            duplicates["methods"] = {m: int(n) for m, n in methods}
-
-    def stream(self, batch_rows: int = BATCH_ROWS) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """The schema and the batches of the export's rows (the selection runs once)."""
-        import duckdb
-
-        try:
-            reader = self.con.sql(self.plan.selection).to_arrow_reader(batch_rows)
-        except duckdb.Error as exc:
-            raise _query_error(exc) from None
-        return reader.schema, self._filtered(reader)
-
-    def _filtered(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-        import duckdb
-        import numpy as np
-
-        try:
-            for batch in reader:
-                self.selected += batch.num_rows
-                if batch.column("id").null_count:
-                    raise InputError("the selection gives rows with a NULL id; filter them out")
-                if len(self.drop):
-                    ids = batch.column("id").to_numpy(zero_copy_only=False)
-                    at = np.searchsorted(self.drop, ids).clip(max=len(self.drop) - 1)
-                    keep = self.drop[at] != ids
-                    if not keep.all():
-                        self.dropped += int(len(keep) - keep.sum())
-                        batch = batch.filter(pa.array(keep))
-                yield batch
-        except duckdb.Error as exc:
-            raise _query_error(exc) from None
-        if self.dropped != self.expected_dropped:
-            raise InputError(
-                "the selection gave other rows on its second run (random(), or LIMIT without "
-                "ORDER BY?); an export needs a deterministic selection, e.g. ORDER BY hash(id)"
-            )
 
 
 @dataclass
@@ -506,7 +308,7 @@ def _write_webdataset(
 
     from coyo_db.export.writers import write_webdataset
 
-    if "images" not in plan.versions:
+    if tables.IMAGES.name not in plan.versions:
         raise InputError(
             "a webdataset export writes the images themselves; the catalog has no images "
             "table (run coyo-db ingest images first)"

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db.catalog import schemas
+from coyo_db.catalog import schemas, tables
 from coyo_db.catalog.summary import IngestSummary
 from coyo_db.ingest.parquet_job import (
     DEFAULT_BATCH_SIZE,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE = "labels"
 COYO_LABELED_SOURCE = "coyo-labeled-300m"
 
 # The source columns the table needs; url, imagehash, width and height repeat `pairs`.
@@ -90,16 +89,15 @@ def ingest_labels(
     cannot be ingested. Files already ingested (same content) are skipped.
     """
     n_classes = num_classes(taxonomy)
-    edges = read_tree(tree, taxonomy) if tree is not None else None
 
-    def prepare() -> None:
+    def prepare() -> None:  # within the run, after every file passed preflight
+        edges = read_tree(tree, taxonomy) if tree is not None else None
         ensure_taxonomy(catalog, taxonomy)
         if edges is not None:
             store_tree(catalog, edges, tree)
 
     target = ParquetTarget(
-        table=TABLE,
-        table_schema=schemas.LABELS,
+        table=tables.LABELS,
         source_schema=SOURCE_COLUMNS,
         command="ingest labels",
         new_checker=partial(_labels_checker, n_classes),

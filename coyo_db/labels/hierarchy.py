@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from coyo_db.labels.taxonomy import IMAGENET21K, TAXONOMY_TREE, TAXONOMY_TREE_TABLE
+from coyo_db.catalog import tables
+from coyo_db.labels.taxonomy import IMAGENET21K
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -48,7 +49,7 @@ def hypernym_edges() -> tuple[tuple[str, str], ...]:
 
 
 def hierarchy_table(taxonomy: str = IMAGENET21K) -> pa.Table:
-    """The shipped edges as rows of :data:`coyo_db.labels.taxonomy.TAXONOMY_TREE`."""
+    """The shipped edges as rows of :data:`coyo_db.catalog.tables.TAXONOMY_TREE`."""
     edges = hypernym_edges()
     return pa.table(
         {
@@ -56,7 +57,7 @@ def hierarchy_table(taxonomy: str = IMAGENET21K) -> pa.Table:
             "parent_wnid": pa.array([parent for _, parent in edges], pa.string()),
             "child_wnid": pa.array([child for child, _ in edges], pa.string()),
         },
-        schema=TAXONOMY_TREE,
+        schema=tables.TAXONOMY_TREE.schema,
     )
 
 
@@ -65,12 +66,14 @@ def ensure_hierarchy(catalog: Catalog, taxonomy: str = IMAGENET21K) -> int:
 
     Returns the number of edges written (0 when a tree was there already).
     """
-    if catalog.has_table(TAXONOMY_TREE_TABLE):
-        held = catalog.dataset(TAXONOMY_TREE_TABLE).count_rows(filter=f"taxonomy = '{taxonomy}'")
+    if catalog.has_table(tables.TAXONOMY_TREE.name):
+        held = catalog.dataset(tables.TAXONOMY_TREE.name).count_rows(
+            filter=f"taxonomy = '{taxonomy}'"
+        )
         if held:
             return 0
     table = hierarchy_table(taxonomy)
-    catalog.append(TAXONOMY_TREE_TABLE, table, {"taxonomy": taxonomy, "source": SOURCE})
+    catalog.append(tables.TAXONOMY_TREE.name, table, {"taxonomy": taxonomy, "source": SOURCE})
     log.info("wrote the WordNet hierarchy (%d edges) as the tree of %s", table.num_rows, taxonomy)
     return table.num_rows
 

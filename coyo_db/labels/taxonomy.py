@@ -2,37 +2,44 @@
 
 The catalog keeps them in two tables:
 
-- `taxonomies` (:data:`schemas.TAXONOMIES`): one row per class (taxonomy, index, wnid, name,
+- `taxonomies` (:data:`tables.TAXONOMIES`): one row per class (taxonomy, index, wnid, name,
   definition). Two taxonomies ship in the package: ``imagenet-21k``
   (`coyo_db/data/imagenet21k.tsv.gz`: the 21,841 fall11 synsets sorted by wnid,
   COYO-Labeled-300M's index order) and ``imagenet-1k`` (`imagenet1k.tsv.gz`: the ILSVRC-2012
   classes in their usual order, named as open_clip's zero-shot names them, with their wnids,
-  which map them onto ImageNet-21k). :func:`ensure_taxonomy`, which any job that writes labels
+  which map them onto ImageNet-21k), read by :mod:`coyo_db.ingest.models.class_lists` (the
+  labelers use them too). :func:`ensure_taxonomy`, which any job that writes labels
   calls first, writes them. A user's own class list (a text file, one class a line) becomes a
   taxonomy with :func:`add_taxonomy`; :func:`resolve_taxonomy` finds any of them by name.
-- `taxonomy_tree` (:data:`TAXONOMY_TREE`): the hierarchy as (taxonomy, parent_wnid, child_wnid)
-  edges, read from a pickle such as COYO's `imagenet21k_tree.pickle` by :func:`ingest_tree`.
-  That file's layout is not documented, so :func:`tree_edges` accepts the shapes a synset tree
-  plausibly has and refuses any other with a message saying what it found.
+- `taxonomy_tree` (:data:`tables.TAXONOMY_TREE`): the hierarchy as (taxonomy, parent_wnid,
+  child_wnid) edges, read from a pickle such as COYO's `imagenet21k_tree.pickle` by
+  :func:`ingest_tree`. That file's layout is not documented, so :func:`tree_edges` accepts the
+  shapes a synset tree plausibly has and refuses any other with a message saying what it found.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db.catalog import schemas
+from coyo_db.catalog import tables
 from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
+from coyo_db.ingest.models.class_lists import (
+    IMAGENET1K,  # noqa: F401 - re-exported: callers import it from here
+    IMAGENET21K,
+    SHIPPED_FILES,
+    available_taxonomies,
+    class_wnids,
+    load_taxonomy,
+    num_classes,
+)
 from coyo_db.ingest.safe_pickle import load_plain
 
 if TYPE_CHECKING:
@@ -40,63 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGENET21K = "imagenet-21k"
-IMAGENET1K = "imagenet-1k"
-TAXONOMIES = "taxonomies"
-TAXONOMY_TREE_TABLE = "taxonomy_tree"
-
-TAXONOMY_TREE = pa.schema(
-    [
-        pa.field("taxonomy", pa.string()),
-        pa.field("parent_wnid", pa.string()),
-        pa.field("child_wnid", pa.string()),
-    ]
-)
-
-# Taxonomies shipped in coyo_db/data, by the name rows carry in their `taxonomy` column.
-_SHIPPED = {IMAGENET21K: "imagenet21k.tsv.gz", IMAGENET1K: "imagenet1k.tsv.gz"}
-
 WNID = re.compile(r"^n\d{8}$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def available_taxonomies() -> list[str]:
-    """Names of the taxonomies shipped with coyo-db."""
-    return sorted(_SHIPPED)
-
-
-@cache
-def load_taxonomy(name: str = IMAGENET21K) -> pa.Table:
-    """The shipped class list `name` as rows of :data:`schemas.TAXONOMIES`, in index order."""
-    import pyarrow.csv as pacsv
-
-    if name not in _SHIPPED:
-        raise InputError(f"unknown taxonomy {name!r}; known: {', '.join(available_taxonomies())}")
-    raw = gzip.decompress(resources.files("coyo_db.data").joinpath(_SHIPPED[name]).read_bytes())
-    table = pacsv.read_csv(
-        pa.BufferReader(raw),
-        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={
-                "index": pa.int32(),
-                "wnid": pa.string(),
-                "name": pa.string(),
-                "definition": pa.string(),
-            }
-        ),
-    )
-    taxonomy = pa.array([name] * table.num_rows, pa.string())
-    return table.add_column(0, "taxonomy", taxonomy).select(schemas.TAXONOMIES.names)
-
-
-def num_classes(name: str = IMAGENET21K) -> int:
-    """How many classes taxonomy `name` has (label indices run from 0 to this minus one)."""
-    return load_taxonomy(name).num_rows
-
-
-def class_wnids(name: str = IMAGENET21K) -> list[str]:
-    """The wnid of every class of taxonomy `name`, in index order."""
-    return load_taxonomy(name).column("wnid").to_pylist()
 
 
 def ensure_taxonomy(catalog: Catalog, name: str = IMAGENET21K) -> int:
@@ -105,15 +57,15 @@ def ensure_taxonomy(catalog: Catalog, name: str = IMAGENET21K) -> int:
     Returns the number of rows written (0 when the catalog already held it in full).
     """
     rows = load_taxonomy(name)
-    if catalog.has_table(TAXONOMIES):
-        dataset = catalog.dataset(TAXONOMIES)
+    if catalog.has_table(tables.TAXONOMIES.name):
+        dataset = catalog.dataset(tables.TAXONOMIES.name)
         held = dataset.count_rows(filter=f"taxonomy = '{name}'")
         if held == rows.num_rows:
             return 0
         if held:  # a different build of the same taxonomy: replace it
             log.info("replacing %d rows of taxonomy %s", held, name)
             dataset.delete(f"taxonomy = '{name}'")
-    catalog.append(TAXONOMIES, rows, {"taxonomy": name})
+    catalog.append(tables.TAXONOMIES.name, rows, {"taxonomy": name})
     log.info("wrote taxonomy %s (%d classes)", name, rows.num_rows)
     return rows.num_rows
 
@@ -153,7 +105,7 @@ def read_class_file(path: str | Path) -> list[tuple[str | None, str]]:
 
 
 def user_taxonomy_rows(name: str, classes: Sequence[tuple[str | None, str]]) -> pa.Table:
-    """Rows of :data:`schemas.TAXONOMIES` for a user's class list (no definitions)."""
+    """Rows of :data:`tables.TAXONOMIES` for a user's class list (no definitions)."""
     n = len(classes)
     return pa.table(
         {
@@ -163,7 +115,7 @@ def user_taxonomy_rows(name: str, classes: Sequence[tuple[str | None, str]]) -> 
             "name": pa.array([c for _, c in classes], pa.string()),
             "definition": pa.nulls(n, pa.string()),
         },
-        schema=schemas.TAXONOMIES,
+        schema=tables.TAXONOMIES.schema,
     )
 
 
@@ -172,8 +124,18 @@ def add_taxonomy(catalog: Catalog, name: str, path: str | Path) -> int:
 
     Returns the number of classes written: 0 when the catalog holds the same list already. A
     different list under a name already taken is refused (labels point into it by index).
+    Logged in `runs` as ``taxonomy add``.
     """
-    if name in _SHIPPED:
+    from coyo_db.catalog.runs import recorded_run
+
+    with recorded_run(catalog, "taxonomy add", {"name": name, "path": str(path)}) as run:
+        written = _add_taxonomy(catalog, name, path)
+        run.counts(rows_written=written)
+    return written
+
+
+def _add_taxonomy(catalog: Catalog, name: str, path: str | Path) -> int:
+    if name in SHIPPED_FILES:
         raise InputError(f"{name!r} is a shipped taxonomy; choose another name")
     if not _USER_NAME.match(name):
         raise InputError(
@@ -188,25 +150,25 @@ def add_taxonomy(catalog: Catalog, name: str, path: str | Path) -> int:
             f"taxonomy {name!r} already exists with other classes ({held.num_rows}); "
             "labels point into it by index, so choose another name"
         )
-    catalog.append(TAXONOMIES, rows, {"taxonomy": name, "source": str(path)})
+    catalog.append(tables.TAXONOMIES.name, rows, {"taxonomy": name, "source": str(path)})
     log.info("wrote taxonomy %s (%d classes) from %s", name, rows.num_rows, path)
     return rows.num_rows
 
 
 def catalog_taxonomy(catalog: Catalog, name: str) -> pa.Table | None:
     """Taxonomy `name` as the catalog holds it, in index order; None when it holds none."""
-    if not catalog.has_table(TAXONOMIES):
+    if not catalog.has_table(tables.TAXONOMIES.name):
         return None
-    table = catalog.dataset(TAXONOMIES).to_table(filter=pc.field("taxonomy") == name)
+    table = catalog.dataset(tables.TAXONOMIES.name).to_table(filter=pc.field("taxonomy") == name)
     if not table.num_rows:
         return None
-    return table.sort_by("index").select(schemas.TAXONOMIES.names)
+    return table.sort_by("index").select(tables.TAXONOMIES.schema.names)
 
 
 def resolve_taxonomy(catalog: Catalog, spec: str) -> tuple[str, pa.Table]:
     """(name, classes in index order) for a shipped taxonomy, one the catalog holds, or a
     class-list file (registered under its file stem first)."""
-    if spec in _SHIPPED:
+    if spec in SHIPPED_FILES:
         ensure_taxonomy(catalog, spec)
         return spec, load_taxonomy(spec)
     held = catalog_taxonomy(catalog, spec)
@@ -215,7 +177,7 @@ def resolve_taxonomy(catalog: Catalog, spec: str) -> tuple[str, pa.Table]:
     path = Path(spec).expanduser()
     if path.is_file():
         name = path.stem
-        add_taxonomy(catalog, name, path)
+        _add_taxonomy(catalog, name, path)  # within the run of the job resolving it
         table = catalog_taxonomy(catalog, name)
         assert table is not None
         return name, table
@@ -228,21 +190,27 @@ def resolve_taxonomy(catalog: Catalog, spec: str) -> tuple[str, pa.Table]:
 def list_taxonomies(catalog: Catalog) -> pa.Table:
     """Every taxonomy: shipped ones (held or not) and the catalog's own, with class counts."""
     held: dict[str, int] = {}
-    if catalog.has_table(TAXONOMIES):
-        names = catalog.dataset(TAXONOMIES).to_table(columns=["taxonomy"]).column("taxonomy")
+    if catalog.has_table(tables.TAXONOMIES.name):
+        names = (
+            catalog.dataset(tables.TAXONOMIES.name)
+            .to_table(columns=["taxonomy"])
+            .column("taxonomy")
+        )
         counts = pc.value_counts(names)
         held = {
             v.as_py(): c.as_py()
             for v, c in zip(counts.field("values"), counts.field("counts"), strict=True)
         }
-    names = sorted(set(_SHIPPED) | set(held))
+    names = sorted(set(SHIPPED_FILES) | set(held))
     return pa.table(
         {
             "taxonomy": pa.array(names, pa.string()),
             "classes": pa.array(
-                [num_classes(n) if n in _SHIPPED else held[n] for n in names], pa.int64()
+                [num_classes(n) if n in SHIPPED_FILES else held[n] for n in names], pa.int64()
             ),
-            "kind": pa.array(["shipped" if n in _SHIPPED else "user" for n in names], pa.string()),
+            "kind": pa.array(
+                ["shipped" if n in SHIPPED_FILES else "user" for n in names], pa.string()
+            ),
             "in_catalog": pa.array([n in held for n in names], pa.bool_()),
         }
     )
@@ -319,7 +287,7 @@ def tree_edges(tree: Any, classes: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def read_tree(path: str | Path, taxonomy: str = IMAGENET21K) -> pa.Table:
-    """The edges of the tree pickle at `path` as rows of :data:`TAXONOMY_TREE`.
+    """The edges of the tree pickle at `path` as rows of :data:`tables.TAXONOMY_TREE`.
 
     The pickle is read with :func:`coyo_db.ingest.safe_pickle.load_plain`: one that carries any
     object other than plain containers and scalars is refused without running anything.
@@ -351,7 +319,7 @@ def read_tree(path: str | Path, taxonomy: str = IMAGENET21K) -> pa.Table:
             "parent_wnid": pa.array(parents, pa.string()),
             "child_wnid": pa.array(children, pa.string()),
         },
-        schema=TAXONOMY_TREE,
+        schema=tables.TAXONOMY_TREE.schema,
     )
 
 
@@ -366,8 +334,8 @@ def ingest_tree(catalog: Catalog, path: str | Path, taxonomy: str = IMAGENET21K)
 def store_tree(catalog: Catalog, edges: pa.Table, path: str | Path) -> int:
     """Write the edges :func:`read_tree` made of the file at `path` (see :func:`ingest_tree`)."""
     taxonomy = edges.column("taxonomy")[0].as_py()
-    if catalog.has_table(TAXONOMY_TREE_TABLE):
-        dataset = catalog.dataset(TAXONOMY_TREE_TABLE)
+    if catalog.has_table(tables.TAXONOMY_TREE.name):
+        dataset = catalog.dataset(tables.TAXONOMY_TREE.name)
         held = dataset.to_table(
             columns=["parent_wnid", "child_wnid"], filter=f"taxonomy = '{taxonomy}'"
         )
@@ -377,7 +345,7 @@ def store_tree(catalog: Catalog, edges: pa.Table, path: str | Path) -> int:
             log.info("replacing the %d-edge tree of %s", held.num_rows, taxonomy)
             dataset.delete(f"taxonomy = '{taxonomy}'")
     catalog.append(
-        TAXONOMY_TREE_TABLE,
+        tables.TAXONOMY_TREE.name,
         edges,
         {"taxonomy": taxonomy, "source": str(path), "fingerprint": file_fingerprint(path)},
     )

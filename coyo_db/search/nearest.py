@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from coyo_db.catalog import tables
 from coyo_db.errors import InputError
 
 if TYPE_CHECKING:
@@ -109,7 +110,8 @@ def _normalise(vector: np.ndarray) -> np.ndarray:
 
 def filter_positions(catalog: Catalog, where: str, ids: np.ndarray) -> np.ndarray:
     """Index positions whose id passes `where` (over pairs, else images)."""
-    base = "pairs" if catalog.has_table("pairs") else "images"
+    pairs, images = tables.PAIRS.name, tables.IMAGES.name
+    base = pairs if catalog.has_table(pairs) else images
     if not catalog.has_table(base):
         raise InputError("--where needs a pairs or images table to filter on")
     allowed = catalog.sql(f"SELECT DISTINCT id FROM {base} WHERE ({where}\n)")["id"].to_numpy()
@@ -257,11 +259,12 @@ def with_metadata(catalog: Catalog, ids: np.ndarray, scores: np.ndarray) -> pa.T
     )
     columns = ["h.rank", "h.id", "h.score"]
     joins = []
-    if catalog.has_table("pairs"):
+    pairs, images = catalog.has_table(tables.PAIRS.name), catalog.has_table(tables.IMAGES.name)
+    if pairs:
         columns += ["p.url", "p.text"]
         joins.append("LEFT JOIN pairs AS p ON p.id = h.id")
-    if catalog.has_table("images"):
-        if not catalog.has_table("pairs"):
+    if images:
+        if not pairs:
             columns += ["i.url", "i.caption AS text"]
         columns += ["i.key", "i.shard", "i.member"]
         joins.append(

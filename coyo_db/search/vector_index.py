@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coyo_db.catalog import tables
 from coyo_db.dedup.semantic import take_rows
 from coyo_db.errors import InputError, MissingExtraError
 
@@ -90,9 +91,7 @@ class IndexMeta:
 
 
 def index_dir(catalog: Catalog, model: str) -> Path:
-    from coyo_db.ingest.registry import table_slug
-
-    return catalog.home / INDEXES_DIR / table_slug(model)
+    return catalog.home / INDEXES_DIR / tables.slug(model)
 
 
 def choose_kind(n: int, dim: int) -> str:
@@ -131,18 +130,31 @@ def build_index(
 ) -> IndexMeta:
     """Build the index of `model`'s image vectors and store it in the catalog (replacing any
     earlier one). `gpu` None uses GPUs when faiss has them; IVF kinds add the vectors
-    `batch_size` rows at a time."""
-    from coyo_db.export.manifest import utc_now
-    from coyo_db.ingest.image_outputs import embeddings_table
-    from coyo_db.version import __version__
+    `batch_size` rows at a time. Logged in `runs` as ``index build``."""
+    from coyo_db.catalog.runs import recorded_run
 
     if kind not in KINDS:
         raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {batch_size}")
     faiss = faiss_module()
+    options = {"kind": kind, "nlist": nlist, "pq_m": pq_m, "nprobe": nprobe, "gpu": gpu}
+    with recorded_run(catalog, "index build", {"model": model, **options}) as run:
+        meta = _build_index(faiss, catalog, model, options, batch_size)
+        run.counts(rows_read=meta.count, rows_written=meta.count)
+    return meta
+
+
+def _build_index(
+    faiss: Any, catalog: Catalog, model: str, options: dict[str, Any], batch_size: int
+) -> IndexMeta:
+    from coyo_db.export.manifest import utc_now
+    from coyo_db.version import __version__
+
+    kind, nlist, pq_m = options["kind"], options["nlist"], options["pq_m"]
+    nprobe, gpu = options["nprobe"], options["gpu"]
     started = time.perf_counter()
-    table = embeddings_table(model)
+    table = tables.embeddings_name(model)
     if not catalog.has_table(table):
         raise InputError(
             f"the catalog has no embeddings table {table!r}; "

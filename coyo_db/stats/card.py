@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from coyo_db.catalog import tables
 from coyo_db.catalog.schemas import SCORE_COLUMNS
 from coyo_db.errors import CatalogError, InputError
 
@@ -163,12 +164,12 @@ def _numeric_measures(schema: pa.Schema) -> list[_Measure]:
 def _specs(catalog: Catalog) -> dict[str, tuple[list[tuple[str, str]], list[_Measure]]]:
     """For each loaded table: (distinct columns as (name, expr), numeric measures)."""
     specs: dict[str, tuple[list[tuple[str, str]], list[_Measure]]] = {}
-    if catalog.has_table("pairs"):
-        schema = catalog.dataset("pairs").schema
+    if catalog.has_table(tables.PAIRS.name):
+        schema = catalog.dataset(tables.PAIRS.name).schema
         distinct = [(name, _quote(name)) for name in PAIRS_DISTINCT if name in schema.names]
-        specs["pairs"] = (distinct, _numeric_measures(schema))
-    if catalog.has_table("labels"):
-        specs["labels"] = (
+        specs[tables.PAIRS.name] = (distinct, _numeric_measures(schema))
+    if catalog.has_table(tables.LABELS.name):
+        specs[tables.LABELS.name] = (
             [("id", '"id"'), ("top1_label", '"labels"[1]')],
             [
                 _Measure("labels_per_row", 'len("labels")', "int64", False),
@@ -308,7 +309,7 @@ def histograms(
     columns: Sequence[str] = SCORE_COLUMNS,
     *,
     bins: int = 50,
-    table: str = "pairs",
+    table: str = tables.PAIRS.name,
 ) -> dict[str, Histogram]:
     """Equal-width histograms of numeric `columns`, binned and counted in DuckDB.
 

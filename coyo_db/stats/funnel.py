@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from coyo_db.catalog import tables
 from coyo_db.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def funnel_sql() -> str:
 
 def funnel(catalog: Catalog) -> list[FunnelStep]:
     """The filter funnel of the catalog's `pairs`, one step per rule in COYO's order."""
-    if not catalog.has_table("pairs"):
+    if not catalog.has_table(tables.PAIRS.name):
         raise CatalogError(
             f"the catalog at {catalog.location} has no table 'pairs'; "
             "load it with 'coyo-db ingest metadata'"

@@ -65,7 +65,7 @@ def run_demo(
     from coyo_db.dedup.groups import dedup_phash
     from coyo_db.ingest.metadata import ingest_metadata
     from coyo_db.labels.coyo_labeled import ingest_labels
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
     from coyo_db.stats.card import stats
     from coyo_db.stats.funnel import funnel
     from coyo_db.synth.labels import synth_labels

@@ -74,18 +74,19 @@ def _write_shard(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
 def run_audit_demo(
     catalog: Catalog, data: Path, *, seed: int = 0, emit: Callable[[str], None]
 ) -> AuditDemoResult:
-    from coyo_db.audit.contamination import audit, write_removal_list
-    from coyo_db.audit.refsets import add_refset
+    from coyo_db.audit.contamination import audit
+    from coyo_db.audit.refset_job import add_refset
+    from coyo_db.audit.removal import write_removal_list
     from coyo_db.audit.report import write_report
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.synth.images import _picture
+    from coyo_db.synth.images import picture as draw_picture
 
     rng = np.random.default_rng(seed + 7)
     refs_dir = data / "audit" / "reference-set"
     refs_dir.mkdir(parents=True, exist_ok=True)
     pictures = []
     for i in range(REFERENCES):
-        picture = _picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
+        picture = draw_picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
         picture.save(refs_dir / f"eval-{i:03d}.jpg", quality=92)
         pictures.append(picture)
     # The planted images stand for pairs rows whose images were not downloaded yet, so that the
@@ -102,7 +103,7 @@ def run_audit_demo(
         planted[key] = f"eval-{i:03d}.jpg"
     unrelated = 6
     for j in range(unrelated):
-        image = _picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
+        image = draw_picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
         samples.append((f"unrelated-{j:03d}", _jpeg(image, 90), free[len(KINDS) + j]))
     shard = data / "audit" / "planted.tar"
     _write_shard(shard, samples)

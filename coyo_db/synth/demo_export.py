@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coyo_db.catalog import tables
+
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
 
@@ -35,7 +37,7 @@ class ExportDemoResult:
 def run_export_demo(
     catalog: Catalog, data: Path, *, seed: int = 0, emit: Callable[[str], None]
 ) -> ExportDemoResult:
-    from coyo_db.export.manifest import replay_export
+    from coyo_db.export.replay import replay_export
     from coyo_db.export.subset import export
 
     result = ExportDemoResult()
@@ -56,7 +58,7 @@ def run_export_demo(
     emit(replay.line())
     result.replay_same_ids = replay.same_ids
 
-    if not catalog.has_table("images"):
+    if not catalog.has_table(tables.IMAGES.name):
         emit("no images in the catalog: webdataset export and image search skipped")
         return result
     shards = export(
@@ -80,11 +82,10 @@ def _search_step(
     emit: Callable[[str], None],
     result: ExportDemoResult,
 ) -> None:
-    from coyo_db.ingest.image_outputs import embeddings_table
     from coyo_db.search.nearest import search
     from coyo_db.search.vector_index import build_index
 
-    if not catalog.has_table(embeddings_table(MODEL)):
+    if not catalog.has_table(tables.embeddings_name(MODEL)):
         emit(f"no {MODEL} embeddings: image search skipped")
         return
     meta = build_index(catalog, MODEL)
@@ -110,10 +111,9 @@ def _plant_query(catalog: Catalog, data: Path, seed: int) -> tuple[int, Path]:
     from PIL import Image
 
     from coyo_db.ingest.image_fetch import fetch_images
-    from coyo_db.ingest.image_outputs import embeddings_table
     from coyo_db.search.vector_index import load_table_vectors
 
-    ids, vectors, _, _ = load_table_vectors(catalog, embeddings_table(MODEL))
+    ids, vectors, _, _ = load_table_vectors(catalog, tables.embeddings_name(MODEL))
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -1.0)
     alone = np.flatnonzero(similarity.max(axis=1) < FAMILY_COSINE)

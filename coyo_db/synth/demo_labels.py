@@ -65,7 +65,7 @@ def run_labels_demo(
     everything under "artifact, artefact" at probability >= 0.2. `data` and `seed` are the
     demo's (nothing here is random)."""
     from coyo_db.labels.labeling import label_images
-    from coyo_db.query.output import render_table
+    from coyo_db.results.output import render_table
 
     summary = label_images(catalog, MODEL, TAXONOMY, top_k=TOP_K, batch_size=32, workers=0)
     emit(summary.line())

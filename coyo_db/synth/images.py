@@ -31,7 +31,8 @@ class PlantedCopy:
     kind: str
 
 
-def _picture(rng: np.random.Generator, width: int, height: int):  # type: ignore[no-untyped-def]
+def picture(rng: np.random.Generator, width: int, height: int):  # type: ignore[no-untyped-def]
+    """A random RGB picture: a noisy two-colour gradient with a few filled shapes on it."""
     from PIL import Image, ImageDraw
 
     top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
@@ -98,7 +99,7 @@ def write_image_shards(
             planted.append(PlantedCopy(key, source_key, kind))
         else:
             width, height = int(rng.integers(256, 640)), int(rng.integers(256, 640))
-            image = _picture(rng, width, height)
+            image = picture(rng, width, height)
             originals.append((key, image))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=90)

@@ -1,6 +1,7 @@
 """Labelers: models that give each image a probability per class of a taxonomy.
 
-Three kinds, chosen by the model spec (which also becomes `labels.source`):
+Three kinds, registered by name in :mod:`coyo_db.ingest.registry` (role ``labeler``) and chosen
+by the model spec, which also becomes `labels.source`:
 
 - ``effnet-lite0`` (or ``effnet-lite0:/weights.pth``): the shipped EfficientNet-Lite0 and its
   ImageNet-1k head; offline.
@@ -9,7 +10,7 @@ Three kinds, chosen by the model spec (which also becomes `labels.source`):
   Its class order comes from a class file (``classes=``: one wnid or class name per output, in
   output order) or, for ImageNet heads, from timm's own synset lists (picked by the number of
   outputs: 1000, 11221, 11821, 12000, 21841, 21843).
-- ``open_clip:ARCH:WEIGHTS``: zero-shot over the taxonomy's class names with prompt templates;
+- ``open_clip:ARCH:TAG|PATH``: zero-shot over the taxonomy's class names with prompt templates;
   the class text embeddings are cached per model and taxonomy (see :class:`ZeroShot`).
 
 A classifier's classes are mapped onto the taxonomy by wnid (or by name when the taxonomy has
@@ -35,7 +36,8 @@ import pyarrow as pa
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
 from coyo_db.ingest.models import common
-from coyo_db.ingest.registry import load_model, split_spec, table_slug
+from coyo_db.ingest.models.class_lists import IMAGENET1K, IMAGENET21K, class_wnids
+from coyo_db.ingest.registry import build, load_model, register, table_slug
 
 if TYPE_CHECKING:
     import torch
@@ -134,8 +136,6 @@ class EffNetLabeler(Labeler):
     ImageNet-1k classes works the same way)."""
 
     def __init__(self, model: Any, spec: str, taxonomy: pa.Table, activation: Activation):
-        from coyo_db.labels.taxonomy import IMAGENET1K, class_wnids
-
         self.model = model
         self.name = spec
         self.preprocess = model.preprocess
@@ -256,8 +256,6 @@ def template_strings(templates: str | None) -> list[str]:
 def prompt_names(taxonomy_name: str, taxonomy: pa.Table) -> list[str]:
     """The class names prompts use: ImageNet-21k's first lemma ("dog" of "dog, domestic dog,
     Canis familiaris"), other taxonomies' names as they are."""
-    from coyo_db.labels.taxonomy import IMAGENET21K
-
     names = taxonomy.column("name").to_pylist()
     if taxonomy_name == IMAGENET21K:
         return [name.split(", ")[0] for name in names]
@@ -312,6 +310,12 @@ class ZeroShot(Labeler):
         slug = table_slug(self.name)
         return self.cache_dir / f"{slug}__{self.taxonomy_name}__{digest.hexdigest()[:16]}.npy"
 
+    def use_class_embeddings(self, vectors: np.ndarray) -> None:
+        """Take class embeddings computed elsewhere (a Ray actor gets the driver's, so every
+        process labels with the same vectors)."""
+        self._classes = np.asarray(vectors, np.float32)
+        self._tensor = None
+
     def class_embeddings(self) -> np.ndarray:
         """(classes, dim) float32, L2-normalised: the mean of each class's prompt embeddings."""
         if self._classes is not None:
@@ -359,7 +363,66 @@ def _weights_sample(module: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-# ---- by spec ----------------------------------------------------------------------------------
+# ---- registered by name -----------------------------------------------------------------------
+# A labeler's factory gets the spec's argument and the options load_labeler passes on.
+
+
+@register("effnet-lite0", "labeler")
+def load_effnet_labeler(
+    argument: str | None,
+    *,
+    spec: str,
+    taxonomy: pa.Table,
+    classes: str | Path | None = None,
+    templates: str | None = None,
+    activation: Activation = "softmax",
+    **_: Any,
+) -> Labeler:
+    """``effnet-lite0[:/weights.pth]``: EfficientNet-Lite0's ImageNet-1k head (offline)."""
+    if templates:
+        raise InputError("--templates is for zero-shot (open_clip:...) models")
+    if classes:
+        raise InputError("--classes is for timm:ARCH:/checkpoint classifiers")
+    model = load_model(spec)
+    if not hasattr(model, "logits") or getattr(model, "num_classes", 0) != 1000:
+        raise InputError(f"{spec} has no ImageNet-1k head to label with")
+    return EffNetLabeler(model, spec, taxonomy, activation)
+
+
+@register("timm", "labeler")
+def load_timm_labeler(
+    argument: str | None,
+    *,
+    spec: str,
+    taxonomy: pa.Table,
+    classes: str | Path | None = None,
+    templates: str | None = None,
+    activation: Activation = "softmax",
+    **_: Any,
+) -> Labeler:
+    """``timm:ARCH:/checkpoint``: a timm classifier from a local checkpoint (--classes FILE)."""
+    if templates:
+        raise InputError("--templates is for zero-shot (open_clip:...) models")
+    return TimmClassifier(argument, spec, taxonomy, classes=classes, activation=activation)
+
+
+@register("open_clip", "labeler")
+def load_zero_shot_labeler(
+    argument: str | None,
+    *,
+    spec: str,
+    taxonomy_name: str,
+    taxonomy: pa.Table,
+    classes: str | Path | None = None,
+    templates: str | None = None,
+    cache_dir: Path | None = None,
+    **_: Any,
+) -> Labeler:
+    """``open_clip:ARCH:TAG|PATH``: CLIP zero-shot over the taxonomy's class names."""
+    if classes:
+        raise InputError("--classes is for classifiers; zero-shot uses the taxonomy's names")
+    model = load_model(spec)
+    return ZeroShot(model, spec, taxonomy_name, taxonomy, templates=templates, cache_dir=cache_dir)
 
 
 def load_labeler(
@@ -375,28 +438,14 @@ def load_labeler(
     """The labeler for model `spec` over `taxonomy` (its rows in index order), on the CPU."""
     if activation not in ("softmax", "sigmoid"):
         raise InputError(f"--activation must be softmax or sigmoid, not {activation!r}")
-    family, argument = split_spec(spec)
-    if family == "open_clip":
-        if classes:
-            raise InputError("--classes is for classifiers; zero-shot uses the taxonomy's names")
-        return ZeroShot(
-            load_model(spec),
-            spec,
-            taxonomy_name,
-            taxonomy,
-            templates=templates,
-            cache_dir=cache_dir,
-        )
-    if templates:
-        raise InputError("--templates is for zero-shot (open_clip:...) models")
-    if family == "timm":
-        return TimmClassifier(argument, spec, taxonomy, classes=classes, activation=activation)
-    if classes:
-        raise InputError("--classes is for timm:ARCH:/checkpoint classifiers")
-    model = load_model(spec)
-    if not hasattr(model, "logits") or getattr(model, "num_classes", 0) != 1000:
-        raise InputError(
-            f"{spec} is not a classifier coyo-db can label with; use effnet-lite0, "
-            "timm:ARCH:/checkpoint [--classes FILE] or open_clip:ARCH:WEIGHTS (zero-shot)"
-        )
-    return EffNetLabeler(model, spec, taxonomy, activation)
+    return build(
+        "labeler",
+        spec,
+        spec=spec,
+        taxonomy_name=taxonomy_name,
+        taxonomy=taxonomy,
+        classes=classes,
+        templates=templates,
+        activation=activation,
+        cache_dir=cache_dir,
+    )

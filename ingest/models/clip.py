@@ -1,7 +1,8 @@
 """open_clip models: one object that embeds images and captions in a shared space.
 
-Specs are ``open_clip:ARCH:WEIGHTS`` with ARCH an open_clip architecture (``ViT-B-32``,
-``ViT-L-14``, ...; see ``open_clip.list_models()``) and WEIGHTS one of
+Specs are ``open_clip:ARCH:TAG|PATH`` (the same in every command: embeddings, copy descriptors,
+zero-shot labels) with ARCH an open_clip architecture (``ViT-B-32``, ``ViT-L-14``, ...; see
+``open_clip.list_models()``) and after it one of
 
 - a pretrained tag (``laion2b_s34b_b79k``, ``openai``, ...): fetched from the hub, or its cache,
   by open_clip; offline and uncached this fails with a message asking for a local checkpoint;
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
 from coyo_db.ingest.models import common
-from coyo_db.ingest.registry import register_model
+from coyo_db.ingest.registry import register
 
 if TYPE_CHECKING:
     import numpy as np
@@ -157,13 +158,13 @@ def load_checkpoint_into(model: Any, state: dict[str, torch.Tensor], spec: str) 
 
 
 def load_open_clip(argument: str | None, spec: str | None = None) -> OpenClip:
-    """The model for ``open_clip:ARCH:WEIGHTS`` (`argument` is ``ARCH:WEIGHTS``)."""
+    """The model for ``open_clip:ARCH:TAG|PATH`` (`argument` is ``ARCH:TAG|PATH``)."""
     spec = spec or f"open_clip:{argument or ''}"
     arch, _, weights = (argument or "").partition(":")
     arch, weights = arch.strip(), weights.strip()
     if not arch or not weights:
         raise InputError(
-            f"{spec}: expected open_clip:ARCH:WEIGHTS, e.g. open_clip:ViT-B-32:laion2b_s34b_b79k, "
+            f"{spec}: expected open_clip:ARCH:TAG|PATH, e.g. open_clip:ViT-B-32:laion2b_s34b_b79k, "
             "open_clip:ViT-B-32:/path/to/checkpoint.pt or open_clip:ViT-B-32:random"
         )
     open_clip = _open_clip()
@@ -180,6 +181,7 @@ def load_open_clip(argument: str | None, spec: str | None = None) -> OpenClip:
     return OpenClip(model, _tokenizer(open_clip, arch, spec), spec)
 
 
-@register_model("open_clip")
-def _load(argument: str | None) -> Any:
+@register("open_clip", "embedder")
+def load_open_clip_embedder(argument: str | None) -> Any:
+    """``open_clip:ARCH:TAG|PATH|random``: an open_clip model (image and text towers)."""
     return load_open_clip(argument)

@@ -16,7 +16,10 @@ Specs (``--model``):
 - ``torchscript:/path/model.pt``: a TorchScript descriptor taking a normalised float batch
   (N, 3, S, S) and returning (N, D), such as SSCD's ``sscd_disc_mixup.torchscript.pt``
   (S = 288 by default; ``torchscript:/path.pt@320`` picks another size).
-- ``clip:ARCH:PATH``: an open_clip image tower from a local checkpoint (as ``ingest --embed``).
+- ``open_clip:ARCH:TAG|PATH``: an open_clip image tower, named as everywhere else (``ingest
+  --embed``, ``label --model``); ``clip:ARCH:PATH`` still works and logs a deprecation warning.
+
+Each kind registers itself in :mod:`coyo_db.ingest.registry` in the role ``descriptor``.
 
 Every descriptor has the same interface (:class:`CopyDescriptor`): a name, a dimension, the
 :class:`~coyo_db.ingest.image_types.Preprocess` its pixels need (so the decode code of image
@@ -36,6 +39,7 @@ import numpy as np
 
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
+from coyo_db.ingest.registry import build, load_model, register, table_slug
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +54,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ISC_ARCH = "tf_efficientnetv2_m.in21k_ft_in1k"
 ISC_SIZE = 512
 SSCD_SIZE = 288
-_SIZE_SUFFIX = re.compile(r"@(\d+)$")
+SIZE_SUFFIX = re.compile(r"@(\d+)$")
 
 
 @runtime_checkable
@@ -226,11 +230,9 @@ class TorchScriptDescriptor(_TorchDescriptor):
 class ClipDescriptor:
     """An open_clip image tower used as a copy descriptor (weak under heavy JPEG)."""
 
-    def __init__(self, spec: str) -> None:
-        from coyo_db.ingest.registry import load_model
-
-        self.model = load_model(f"open_clip:{spec}")
-        self.name = f"clip:{spec}"
+    def __init__(self, argument: str) -> None:
+        self.name = f"open_clip:{argument}"
+        self.model = load_model(self.name)
         self.dim = int(self.model.dim)
         self.preprocess = self.model.preprocess
 
@@ -243,42 +245,55 @@ class ClipDescriptor:
         return self.model.embed_images(pixels).float().cpu().numpy()
 
 
+# ---- registered by name -----------------------------------------------------------------------
+
+
+def _needs_path(name: str, argument: str | None) -> str:
+    if not argument:
+        raise InputError(f"descriptor {name!r} needs a checkpoint path: {name}:/path/to/file")
+    return argument
+
+
+@register("effnet-lite0", "descriptor")
+def load_effnet_descriptor(argument: str | None) -> CopyDescriptor:
+    """``effnet-lite0`` (offline default): EfficientNet-Lite0 features, GeM at two depths."""
+    return EffNetCopyDescriptor(argument)
+
+
+@register("isc", "descriptor")
+def load_isc_descriptor(argument: str | None) -> CopyDescriptor:
+    """``isc:PATH``: the ISC21 descriptor (isc_ft_v107) from its training checkpoint."""
+    return IscDescriptor(_needs_path("isc", argument))
+
+
+@register("torchscript", "descriptor", aliases=("sscd",))
+def load_torchscript_descriptor(argument: str | None) -> CopyDescriptor:
+    """``torchscript:PATH[@SIZE]``: a TorchScript descriptor such as SSCD (288 px by default)."""
+    path = _needs_path("torchscript", argument)
+    match = SIZE_SUFFIX.search(path)
+    if match:
+        return TorchScriptDescriptor(path[: match.start()], int(match.group(1)))
+    return TorchScriptDescriptor(path)
+
+
+@register("open_clip", "descriptor", deprecated_aliases=("clip",))
+def load_clip_descriptor(argument: str | None) -> CopyDescriptor:
+    """``open_clip:ARCH:TAG|PATH``: an open_clip image tower (weak under heavy JPEG)."""
+    return ClipDescriptor(argument or "")
+
+
 _LOADED: dict[str, CopyDescriptor] = {}
 
 
 def load_descriptor(spec: str = DEFAULT_DESCRIPTOR) -> CopyDescriptor:
     """The descriptor for `spec` (see the module docstring); loaded once per process."""
     if spec not in _LOADED:
-        _LOADED[spec] = _load(spec)
+        _LOADED[spec] = build("descriptor", spec)
     return _LOADED[spec]
-
-
-def _load(spec: str) -> CopyDescriptor:
-    family, _, argument = spec.partition(":")
-    family = family.strip()
-    if family == "effnet-lite0":
-        return EffNetCopyDescriptor(argument or None)
-    if not argument:
-        raise InputError(f"descriptor {spec!r} needs a checkpoint path: {family}:/path/to/file")
-    if family == "isc":
-        return IscDescriptor(argument)
-    if family in ("torchscript", "sscd"):
-        match = _SIZE_SUFFIX.search(argument)
-        if match:
-            return TorchScriptDescriptor(argument[: match.start()], int(match.group(1)))
-        return TorchScriptDescriptor(argument)
-    if family == "clip":
-        return ClipDescriptor(argument)
-    raise InputError(
-        f"unknown descriptor {spec!r}; use effnet-lite0, isc:PATH, torchscript:PATH[@SIZE] "
-        "or clip:ARCH:PATH"
-    )
 
 
 def descriptor_slug(name: str) -> str:
     """A descriptor name as a table-name suffix (``effnet-lite0`` -> ``effnet_lite0``)."""
-    from coyo_db.ingest.registry import table_slug
-
     return table_slug(name)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
 from coyo_db.ingest.models import common
-from coyo_db.ingest.registry import register_model
+from coyo_db.ingest.registry import register
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,7 +130,7 @@ class EffNetLite0:
         return common.l2_normalise(features), logits.softmax(dim=-1)
 
 
-@register_model("effnet-lite0")
+@register("effnet-lite0", "embedder")
 def load_effnet_lite0(argument: str | None) -> Any:
     """``effnet-lite0`` (the shipped ImageNet weights) or ``effnet-lite0:/path/weights.pth``."""
     if argument is None:

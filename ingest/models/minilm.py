@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from coyo_db.errors import InputError
 from coyo_db.ingest.models import common
-from coyo_db.ingest.registry import register_model
+from coyo_db.ingest.registry import register
 
 if TYPE_CHECKING:
     import torch
@@ -107,7 +107,7 @@ class MiniLM:
         return common.l2_normalise(vectors)
 
 
-@register_model("minilm")
+@register("minilm", "embedder")
 def load_minilm(argument: str | None) -> Any:
     """``minilm``: the shipped all-MiniLM-L6-v2."""
     if argument is not None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
-from coyo_db.ingest.registry import register_scorer
+from coyo_db.ingest.registry import register
 from coyo_db.ingest.scorers import common
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class ScrfdFaces:
         return {"num_faces_scrfd": np.asarray(counts, dtype=np.int32)}
 
 
-@register_scorer("faces")
+@register("faces", "scorer")
 def load_faces(checkpoint: str | None) -> HaarFaces:
     """``faces`` (OpenCV's shipped frontal-face cascade) or ``faces:/path/cascade.xml``."""
     if checkpoint is None:
@@ -263,7 +263,7 @@ def load_faces(checkpoint: str | None) -> HaarFaces:
     return HaarFaces(checkpoint, name=f"faces:{checkpoint}")
 
 
-@register_scorer("faces-scrfd")
+@register("faces-scrfd", "scorer")
 def load_faces_scrfd(checkpoint: str | None) -> ScrfdFaces:
     """``faces-scrfd:/path/scrfd.onnx``: an InsightFace SCRFD export."""
     if checkpoint is None:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from coyo_db.errors import InputError
 from coyo_db.ingest.models.common import load_state_dict_file
-from coyo_db.ingest.registry import register_scorer
+from coyo_db.ingest.registry import register
 from coyo_db.ingest.scorers import common
 
 if TYPE_CHECKING:
@@ -264,19 +264,19 @@ def load_head(kind: HeadKind, argument: str | None) -> EmbeddingHead:
     return EmbeddingHead(kind, path, embedder, name=f"{kind.name}:{argument}")
 
 
-@register_scorer("aesthetic")
+@register("aesthetic", "scorer")
 def load_aesthetic(argument: str | None) -> EmbeddingHead:
     """``aesthetic:/ckpt/sac+logos+ava1-l14-linearMSE.pth[@MODEL]``: LAION aesthetic v2."""
     return load_head(AESTHETIC, argument)
 
 
-@register_scorer("watermark")
+@register("watermark", "scorer")
 def load_watermark(argument: str | None) -> EmbeddingHead:
     """``watermark:/ckpt/head.pth[@MODEL]``: a 2-output watermark head over embeddings."""
     return load_head(WATERMARK, argument)
 
 
-@register_scorer("nsfw-clip")
+@register("nsfw-clip", "scorer")
 def load_nsfw_clip(argument: str | None) -> EmbeddingHead:
     """``nsfw-clip:/ckpt/head.pth[@MODEL]``: LAION's CLIP-based NSFW head, ported to torch."""
     return load_head(NSFW_CLIP, argument)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_types import Preprocess
-from coyo_db.ingest.registry import register_scorer
+from coyo_db.ingest.registry import register
 from coyo_db.ingest.scorers import common
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class NudeNetScorer:
         return {COLUMN: exposed_scores(self.raw_outputs(pixels))}
 
 
-@register_scorer("nsfw")
+@register("nsfw", "scorer")
 def load_nsfw(checkpoint: str | None) -> NudeNetScorer:
     """``nsfw`` (NudeNet's shipped 320n model) or ``nsfw:/path/nudenet-export.onnx``."""
     if checkpoint is None:

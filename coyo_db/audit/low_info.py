@@ -1,0 +1,55 @@
+"""Low-information images: blank, near-uniform, masks and flat shapes.
+
+Such images match half the web by pHash and by global descriptors; reference sets flag them
+(`refset_images.low_info`) and the audit keeps them out of its loose matching.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Thresholds, on the descriptor's pixels (a few hundred pixels a side).
+UNIFORM_STD = 8.0  # grey-level standard deviation below this: blank or near-uniform
+BLANK_SHARE = 0.9  # one colour (16 levels a channel) over this share: a blank with a mark
+DOMINANT_SHARE = 0.6  # a background over this share, and flat pixels on it: cut-out or mask
+FEW_COLOURS = 8  # at most this many colours (8 levels a channel) over 99% of the pixels
+
+
+def low_information(pixels: np.ndarray) -> str | None:
+    """Why an (H, W, 3) uint8 image carries too little to match safely, or None.
+
+    Flagged: near-uniform images, one colour over :data:`BLANK_SHARE` of the image (a blank
+    frame with a small mark), a handful of colours over 99% of the pixels (masks, flat icons),
+    and a flat shape on one colour (a silhouette or mask cut out on a background: the
+    background over :data:`DOMINANT_SHARE` and the rest flat). A detailed figure cut out on
+    white, or a photo of the night sky, is not flagged: its non-background pixels carry texture.
+    """
+    rgb = pixels.reshape(-1, 3)
+    grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if float(grey.std()) < UNIFORM_STD:
+        return "near-uniform"
+    q16 = (rgb >> 4).astype(np.int32)
+    codes = (q16[:, 0] << 8) | (q16[:, 1] << 4) | q16[:, 2]
+    counts = np.bincount(codes, minlength=4096)
+    dominant = int(counts.argmax())
+    share = counts[dominant] / len(codes)
+    if share >= BLANK_SHARE:
+        return f"one colour over {100 * share:.0f}% of the image"
+    q8 = ((rgb >> 5).astype(np.int32) * np.array([64, 8, 1])).sum(axis=1)
+    covering = _colours_covering(q8, 0.99)
+    if covering <= FEW_COLOURS:
+        return f"{covering} colours"
+    if share >= DOMINANT_SHARE:
+        rest = codes != dominant
+        rest_grey = grey[rest]
+        if _colours_covering(q8[rest], 0.95) <= FEW_COLOURS or float(rest_grey.std()) < 12:
+            return "a flat shape on one colour (cut-out or mask)"
+    return None
+
+
+def _colours_covering(codes: np.ndarray, share: float) -> int:
+    """How many of the most frequent codes cover `share` of `codes`."""
+    if len(codes) == 0:
+        return 0
+    counts = np.sort(np.bincount(codes))[::-1]
+    return int(np.searchsorted(np.cumsum(counts), share * len(codes)) + 1)
