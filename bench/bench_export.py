@@ -5,7 +5,7 @@ home of this benchmark's own), plus a `dup_groups` table marking 5% of the rows 
 non-keepers. Contenders, each writing Parquet of the same rows:
 
 - coyo-db: :func:`coyo_db.export.subset.export` (the call behind `coyo-db export --format parquet`):
-  the exclusion pass, the selection streamed as Arrow, duplicates dropped, Parquet shards of
+  the exclusion pass, the selection streamed as Arrow, duplicates dropped, Parquet files of
   1,000,000 rows, id fingerprints and the manifest, written to a temporary folder and renamed;
 - DuckDB COPY: the export's SQL as run (the selection with ``id NOT IN`` the duplicates),
   ``COPY (...) TO 'file.parquet' (FORMAT parquet)`` over the same registered Lance table.

@@ -42,7 +42,7 @@ def build_home(rows: int, dim: int) -> Path:
     import pyarrow as pa
 
     from coyo_db.catalog import Catalog, schemas
-    from coyo_db.ingest.image_outputs import embeddings_table
+    from coyo_db.catalog.tables import embeddings_name as embeddings_table
 
     home = OUT / f"home-search-{rows}-{dim}"
     if (home / ".complete").exists():
@@ -82,7 +82,7 @@ def main() -> None:
     import numpy as np
 
     from coyo_db.catalog import Catalog
-    from coyo_db.ingest.image_outputs import embeddings_table
+    from coyo_db.catalog.tables import embeddings_name as embeddings_table
     from coyo_db.search.nearest import knn
     from coyo_db.search.vector_index import build_index, load_index, load_table_vectors
 

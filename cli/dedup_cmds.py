@@ -19,9 +19,9 @@ def phash(
         int,
         typer.Option("--radius", "-r", help="Hamming radius: 0 groups identical pHashes only."),
     ] = 4,
-    source: Annotated[
+    table: Annotated[
         str,
-        typer.Option("--source", help="pairs (image_phash column) or images (computed pHash)."),
+        typer.Option("--table", help="pairs (image_phash column) or images (computed pHash)."),
     ] = "pairs",
     keep: Annotated[
         str,
@@ -32,11 +32,13 @@ def phash(
         ),
     ] = "highest-clip",
     home: HomeOption = None,
+    source: Annotated[str | None, typer.Option("--source", hidden=True)] = None,  # old --table
 ) -> None:
     """Group rows whose pHashes lie within --radius bits; replaces this method's groups."""
     from coyo_db.dedup.groups import dedup_phash
 
-    summary = dedup_phash(open_catalog(home, create=False), radius, source=source, keep=keep)
+    table = source if source is not None else table
+    summary = dedup_phash(open_catalog(home, create=False), radius, table=table, keep=keep)
     stdout.print(summary.line())
 
 

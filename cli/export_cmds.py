@@ -40,7 +40,7 @@ def export(
             "--columns", "-c", help="Columns to add to url, text, id (comma-separated; * for all)."
         ),
     ] = None,
-    source: Annotated[
+    table: Annotated[
         str, typer.Option("--from", help="Table or view --where reads (pairs_filtered, ...).")
     ] = "pairs",
     keep_duplicates: Annotated[
@@ -59,20 +59,27 @@ def export(
             "without --to, only check that the same ids come back.",
         ),
     ] = None,
-    shard_rows: Annotated[
-        int, typer.Option("--shard-rows", help="Rows per Parquet file.")
+    rows_per_file: Annotated[
+        int, typer.Option("--rows-per-file", help="Rows per Parquet file.")
     ] = 1_000_000,
-    samples_per_shard: Annotated[
-        int, typer.Option("--samples-per-shard", help="Samples per webdataset tar.")
+    samples_per_file: Annotated[
+        int, typer.Option("--samples-per-file", help="Samples per webdataset tar.")
     ] = 10_000,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a non-empty --to.")
     ] = False,
     home: HomeOption = None,
+    # the options' earlier names, still accepted
+    shard_rows: Annotated[int | None, typer.Option("--shard-rows", hidden=True)] = None,
+    samples_per_shard: Annotated[
+        int | None, typer.Option("--samples-per-shard", hidden=True)
+    ] = None,
 ) -> None:
     """Export the rows of --where or --sql-file (minus duplicates and contaminated ids)."""
     from coyo_db.errors import InputError
 
+    rows_per_file = shard_rows if shard_rows is not None else rows_per_file
+    samples_per_file = samples_per_shard if samples_per_shard is not None else samples_per_file
     catalog = open_catalog(home, create=False)
     if manifest is not None:
         from coyo_db.export.replay import replay_export
@@ -107,11 +114,11 @@ def export(
         sql=sql,
         fmt=fmt or "parquet",
         columns=columns.split(",") if columns else (),
-        source=source,
+        table=table,
         keep_duplicates=keep_duplicates,
         keep_contaminated=keep_contaminated,
-        shard_rows=shard_rows,
-        samples_per_shard=samples_per_shard,
+        rows_per_file=rows_per_file,
+        samples_per_file=samples_per_file,
         overwrite=overwrite,
         progress=RichProgress("rows"),
     )

@@ -32,7 +32,7 @@ class SourceFileError(CoyoDbError):
 
 
 class SchemaError(SourceFileError):
-    """A source file lacks a column, or holds one whose type cannot be cast."""
+    """An input file lacks a column, or holds one whose type cannot be cast."""
 
 
 class QueryError(CoyoDbError):

@@ -86,7 +86,7 @@ def _from_tar(path: str, members: set[str]) -> dict[str, bytes | str]:
 def _from_parquet(path: str, members: set[str]) -> dict[str, bytes | str]:
     import pyarrow.parquet as pq
 
-    from coyo_db.ingest.image_sources import parquet_shard as _parquet_shard
+    from coyo_db.ingest.image_shards import parquet_shard as _parquet_shard
 
     shard = _parquet_shard(Path(path))
     if shard is None:

@@ -1,6 +1,6 @@
 """The one way an image's id is found, wherever images are read (ingest, `audit --path`).
 
-In order of preference:
+Its origins, in order of preference:
 
 1. ``json``: the COYO `id` in img2dataset's .json (keep it with
    ``--save_additional_columns '["id"]'``), when it is an integer that fits int64;
@@ -9,10 +9,10 @@ In order of preference:
 4. ``hash``: a stable 63-bit hash of the shard's file name and the member, so the same shard
    gives the same ids wherever it is stored.
 
-`images.id_source` records which rule gave each row its id. So a removal list written by an
+`images.id_origin` records where each row's id came from. So a removal list written by an
 audit of raw shards names the ids the same shards get when they are ingested.
 
-The url rule is one join per unit (shard) against `pairs`, over one DuckDB connection kept for
+The url origin is one join per unit (shard) against `pairs`, over one DuckDB connection kept for
 the whole run, not one connection per batch.
 """
 
@@ -39,7 +39,7 @@ INT64_MIN = -(1 << 63)
 
 
 def hashed_id(shard: str, member: str) -> int:
-    """The ``hash`` rule: 63 bits of blake2b over the shard's file name and the member."""
+    """The ``hash`` origin: 63 bits of blake2b over the shard's file name and the member."""
     digest = hashlib.blake2b(f"{Path(shard).name}/{member}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
@@ -66,28 +66,28 @@ class IdResolver:
         self._has_pairs = catalog is not None and catalog.has_table(tables.PAIRS.name)
 
     def resolve(self, records: Sequence[ImageRecord]) -> tuple[np.ndarray, list[str]]:
-        """(ids as int64, the rule that gave each) for `records`, in order."""
+        """(ids as int64, the origin of each) for `records`, in order."""
         ids = np.zeros(len(records), np.int64)
-        rules = [""] * len(records)
+        origins = [""] * len(records)
         by_url: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             found = as_int64(record.meta.get("id")) if isinstance(record.meta, dict) else None
             if found is not None:
-                ids[i], rules[i] = found, "json"
+                ids[i], origins[i] = found, "json"
             elif record.url:
                 by_url.setdefault(record.url, []).append(i)
         for url, found in self._ids_by_url(list(by_url)).items():
             for i in by_url[url]:
-                ids[i], rules[i] = found, "url"
+                ids[i], origins[i] = found, "url"
         for i, record in enumerate(records):
-            if rules[i]:
+            if origins[i]:
                 continue
             key = as_int64(record.key) if record.key.isdigit() else None
             if key is not None:
-                ids[i], rules[i] = key, "key"
+                ids[i], origins[i] = key, "key"
             else:
-                ids[i], rules[i] = hashed_id(record.shard, record.member), "hash"
-        return ids, rules
+                ids[i], origins[i] = hashed_id(record.shard, record.member), "hash"
+        return ids, origins
 
     def _ids_by_url(self, urls: list[str]) -> dict[str, int]:
         if not urls or not self._has_pairs:

@@ -121,6 +121,8 @@ class JobSummary(IngestSummary):
     """The counts every image job reports (units are shards, rows are images) and where the
     time went."""
 
+    INPUTS = "shards"
+
     timings: dict[str, float] = field(
         default_factory=lambda: {READ_DECODE: 0.0, INFER: 0.0, WRITE: 0.0}
     )
@@ -217,7 +219,7 @@ def commit_unit(job: ImageJob, work: UnitWork) -> None:
     job.summary.timings[WRITE] = job.summary.timings.get(WRITE, 0.0) + (
         time.perf_counter() - started
     )
-    job.summary.sources_ingested += 1
+    job.summary.inputs_done += 1
 
 
 class Engine(Protocol):

@@ -15,21 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from coyo_db.catalog import schemas
-from coyo_db.catalog.ledger import SourceLedger
+from coyo_db.catalog import tables
+from coyo_db.catalog.ledger import Ledger
 from coyo_db.ingest.image_types import EmbeddingScorer, ImageEmbedder, TextEmbedder
-from coyo_db.ingest.registry import table_slug
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.image_types import DecodedImage
-
-IMAGES = "images"
-SCORES = "scores"
-
-
-def embeddings_table(model_name: str) -> str:
-    return f"embeddings__{table_slug(model_name)}"
 
 
 @dataclass
@@ -40,7 +32,7 @@ class ModelOutput:
     model: Any
     table: str
     schema: pa.Schema
-    ledger: SourceLedger | None = None
+    ledger: Ledger | None = None
 
     @property
     def images(self) -> bool:
@@ -60,9 +52,9 @@ class ScorerOutput:
 
     spec: str
     scorer: Any
-    ledger: SourceLedger | None = None
-    table: str = SCORES
-    schema: pa.Schema = field(default_factory=lambda: schemas.SCORES)
+    ledger: Ledger | None = None
+    table: str = tables.SCORES.name
+    schema: pa.Schema = field(default_factory=lambda: tables.SCORES.schema)
 
     def fingerprint(self, shard_fingerprint: str) -> str:
         return f"{shard_fingerprint}:{self.spec}"
@@ -71,17 +63,17 @@ class ScorerOutput:
 def model_output(spec: str, model: Any) -> ModelOutput:
     image_dim = model.dim if isinstance(model, ImageEmbedder) else None
     text_dim = model.dim if isinstance(model, TextEmbedder) else None
-    schema = schemas.embeddings_schema(image_dim, text_dim)
-    return ModelOutput(spec, model, embeddings_table(spec), schema)
+    spec_table = tables.embeddings(spec, image_dim, text_dim)
+    return ModelOutput(spec, model, spec_table.name, spec_table.schema)
 
 
 def attach_ledgers(catalog: Catalog, outputs: list[ModelOutput | ScorerOutput]) -> None:
     """Create the tables if needed and give every output its table's ledger."""
-    ledgers: dict[str, SourceLedger] = {}
+    ledgers: dict[str, Ledger] = {}
     for output in outputs:
         catalog.ensure_table(output.table, output.schema)
         if output.table not in ledgers:
-            ledgers[output.table] = SourceLedger(catalog, output.table)
+            ledgers[output.table] = Ledger(catalog, output.table)
         output.ledger = ledgers[output.table]
 
 
@@ -112,10 +104,10 @@ def score_rows(ids: np.ndarray, spec: str, columns: dict[str, np.ndarray]) -> pa
                     "label": label,
                     "scorer": pa.array([spec] * n, pa.string()),
                 },
-                schema=schemas.SCORES,
+                schema=tables.SCORES.schema,
             )
         )
-    return pa.concat_tables(parts) if parts else schemas.SCORES.empty_table()
+    return pa.concat_tables(parts) if parts else tables.SCORES.empty()
 
 
 def vectors(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -124,8 +116,10 @@ def vectors(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), values.shape[1])
 
 
-def images_batch(decoded: list[DecodedImage], ids: np.ndarray, rules: list[str]) -> pa.RecordBatch:
-    """`images` rows for decoded good images, their ids and the id rule of each."""
+def images_batch(
+    decoded: list[DecodedImage], ids: np.ndarray, origins: list[str]
+) -> pa.RecordBatch:
+    """`images` rows for decoded good images, their ids and the id origin of each."""
     from coyo_db.ingest.image_job import caption
     from coyo_db.ingest.phash import phash_hex_to_uint64
 
@@ -133,7 +127,7 @@ def images_batch(decoded: list[DecodedImage], ids: np.ndarray, rules: list[str])
     return pa.RecordBatch.from_pydict(
         {
             "id": pa.array(ids, pa.int64()),
-            "id_source": pa.array(rules, pa.string()),
+            "id_origin": pa.array(origins, pa.string()),
             "key": pa.array([d.record.key for d in decoded], pa.string()),
             "url": pa.array([d.record.url for d in decoded], pa.string()),
             "caption": pa.array([caption(d.record) for d in decoded], pa.string()),
@@ -146,5 +140,5 @@ def images_batch(decoded: list[DecodedImage], ids: np.ndarray, rules: list[str])
             "height": pa.array([d.height for d in decoded], pa.int32()),
             "format": pa.array([d.format for d in decoded], pa.string()),
         },
-        schema=schemas.IMAGES,
+        schema=tables.IMAGES.schema,
     )

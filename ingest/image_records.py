@@ -4,7 +4,7 @@ batches, and the sidecar files (.json metadata, .txt captions) beside images.
 A tar is read member by member, never whole; a tar cut short yields the records before the cut
 as usual, then one record for the broken member. A corrupt Parquet page yields one error record
 for each row it made unreadable. A ``.json`` that does not parse gives ``meta == {}`` and a
-logged warning, not an error (see :mod:`coyo_db.ingest.image_sources` for the shard kinds).
+logged warning, not an error (see :mod:`coyo_db.ingest.image_shards` for the shard kinds).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from coyo_db.errors import SourceFileError
 from coyo_db.ingest.image_types import ImageRecord
 
 if TYPE_CHECKING:
-    from coyo_db.ingest.image_sources import ParquetShard
+    from coyo_db.ingest.image_shards import ParquetShard
 
 log = logging.getLogger(__name__)
 

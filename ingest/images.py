@@ -12,7 +12,7 @@ pass over the images for the new outputs alone. Records that cannot be read or d
 with the reason, and the job goes on: read = written + quarantined.
 
 Ids come from :class:`coyo_db.ingest.image_ids.IdResolver` (the .json id, the `pairs` row with
-the same url, a numeric key, or a stable hash); `images.id_source` says which.
+the same url, a numeric key, or a stable hash); `images.id_origin` says which.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import lance_tables, tables
-from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_ids import IdResolver
 from coyo_db.ingest.image_job import (
@@ -51,7 +51,7 @@ from coyo_db.ingest.image_outputs import (
     score_rows,
     vectors,
 )
-from coyo_db.ingest.image_sources import ImageShard, find_shards
+from coyo_db.ingest.image_shards import ImageShard, find_shards
 from coyo_db.ingest.image_stage import (
     ModelStage,
     image_key,
@@ -187,7 +187,7 @@ class ImageIngestJob(ImageJob):
             for output in self.model_outputs:
                 output.model.to(self.device)
         self.catalog.ensure_table(tables.IMAGES.name, tables.IMAGES.schema)
-        self.images_ledger = SourceLedger(self.catalog, tables.IMAGES.name)
+        self.images_ledger = Ledger(self.catalog, tables.IMAGES.name)
         attach_ledgers(self.catalog, [*self.model_outputs, *self.scorer_outputs])
 
     # ---- planning -------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class ImageIngestJob(ImageJob):
         for shard in self.shards:
             state = self._state(shard)
             if state is None:
-                self.summary.sources_skipped += 1
+                self.summary.inputs_skipped += 1
                 continue
             specs = tuple(preprocess_specs(state.models, state.scorers))
             decode = DecodePlan(specs, self.phash, self.max_pixels)
@@ -252,9 +252,9 @@ class ImageIngestJob(ImageJob):
         records = [d.record for d in state.good]
         if state.known_ids is not None:
             ids = np.array([state.known_ids.get(r.member, -1) for r in records], np.int64)
-            keep, rules = ids >= 0, []
+            keep, origins = ids >= 0, []
         else:
-            ids, rules = self.ids.resolve(records)
+            ids, origins = self.ids.resolve(records)
             keep = np.ones(len(ids), dtype=bool)
         outputs = _concat(state.outputs)
         captions = [caption(r) for r in records]
@@ -294,7 +294,7 @@ class ImageIngestJob(ImageJob):
             self.images_ledger.quarantine(
                 self._quarantine(shard, state.bad), fingerprint, self.run_id
             )
-            rows = [images_batch(state.good, ids, rules)] if state.good else []
+            rows = [images_batch(state.good, ids, origins)] if state.good else []
             self._commit_table(
                 self.images_ledger,
                 tables.IMAGES.name,
@@ -313,7 +313,7 @@ class ImageIngestJob(ImageJob):
 
     def _commit_table(
         self,
-        ledger: SourceLedger,
+        ledger: Ledger,
         table: str,
         schema: pa.Schema,
         batches: list[pa.RecordBatch],
@@ -324,19 +324,19 @@ class ImageIngestJob(ImageJob):
     ) -> None:
         transaction = lance_tables.stage(self.catalog.table_uri(table), batches, schema)
         written = sum(b.num_rows for b in batches)
-        record = SourceRecord(str(shard.path), fingerprint, read, written, bad)
-        ledger.commit_source(transaction, record, self.run_id)
+        record = LedgerEntry(str(shard.path), fingerprint, read, written, bad)
+        ledger.commit_input(transaction, record, self.run_id)
         self.summary.tables[table] = self.summary.tables.get(table, 0) + written
 
     def _quarantine(self, shard: ImageShard, bad: list[DecodedImage]) -> pa.Table:
         if not bad:
             return tables.QUARANTINE.schema.empty_table()
         records = [d.record for d in bad]
-        ids, rules = self.ids.resolve(records)
-        known = np.array([rule != "hash" for rule in rules])
+        ids, origins = self.ids.resolve(records)
+        known = np.array([origin != "hash" for origin in origins])
         return quarantine_rows(
             table_name=tables.IMAGES.name,
-            source=str(shard.path),
+            input=str(shard.path),
             fingerprint=shard.fingerprint,
             run_id=self.run_id,
             row_index=pa.array(range(len(records)), pa.int64()),

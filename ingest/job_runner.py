@@ -67,7 +67,7 @@ def run_image_job(
         job.run_id = job.summary.run_id = run.run_id
         with run.recorded(job.summary, progress, started):
             works = job.plan()
-            job.summary.sources_seen = job.summary.sources_skipped + len(works)
+            job.summary.inputs_seen = job.summary.inputs_skipped + len(works)
             counts = [work.unit.count() for work in works]
             total = None if any(c is None for c in counts) else sum(counts)
             progress.start(job.command, total=total)

@@ -19,13 +19,13 @@ import pyarrow as pa
 from coyo_db.catalog import tables
 from coyo_db.catalog.summary import IngestSummary
 from coyo_db.ingest.pair_checks import check_pairs
+from coyo_db.ingest.parquet_inputs import ParquetInput
 from coyo_db.ingest.parquet_job import (
     DEFAULT_BATCH_SIZE,
     Checker,
     ParquetTarget,
     ingest_parquet,
 )
-from coyo_db.ingest.parquet_sources import ParquetSource
 from coyo_db.ingest.row_checks import repeated_ids
 from coyo_db.progress import Progress
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
 
 
-def _pairs_checker(source: ParquetSource) -> Checker:
-    repeated = repeated_ids(source.read_column("id"))
+def _pairs_checker(parquet: ParquetInput) -> Checker:
+    repeated = repeated_ids(parquet.read_column("id"))
 
     def check(raw: pa.RecordBatch, cast: pa.RecordBatch, first_row: int):  # type: ignore[no-untyped-def]
         part = None if repeated is None else repeated[first_row : first_row + raw.num_rows]
@@ -45,7 +45,7 @@ def _pairs_checker(source: ParquetSource) -> Checker:
 
 PAIRS_TARGET = ParquetTarget(
     table=tables.PAIRS,
-    source_schema=tables.PAIRS.schema,
+    input_schema=tables.PAIRS.schema,
     command="ingest metadata",
     new_checker=_pairs_checker,
 )

@@ -47,15 +47,15 @@ def normalise_phash(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Array]:
 
 
 def check_pairs(
-    source: pa.RecordBatch, batch: pa.RecordBatch, repeated: np.ndarray | None = None
+    raw: pa.RecordBatch, batch: pa.RecordBatch, repeated: np.ndarray | None = None
 ) -> CheckedBatch:
     """Apply the rules to `batch` (cast to :data:`schemas.PAIRS`).
 
-    `source` is the same rows as read from the file (kept for the quarantine records);
+    `raw` is the same rows as read from the file (kept for the quarantine records);
     `repeated` is this batch's slice of :func:`repeated_ids` for its file.
     """
     batch, bad_phash = normalise_phash(batch)
-    return split_by_rules(batch, source, _rule_masks(batch, bad_phash, repeated))
+    return split_by_rules(batch, raw, _rule_masks(batch, bad_phash, repeated))
 
 
 def _rule_masks(

@@ -10,7 +10,7 @@ The job, file by file:
    ahead of the writer; each batch is cast, checked by the target's rules, its good rows
    staged as Lance fragments and its bad rows spilled to a temporary Arrow file;
 4. the bad rows are committed to `quarantine`, then the staged rows to the table in one atomic
-   commit, then the file is marked done (:class:`coyo_db.catalog.ledger.SourceLedger`).
+   commit, then the file is marked done (:class:`coyo_db.catalog.ledger.Ledger`).
 
 A file is therefore wholly in the table or not at all: corruption found mid-read raises
 :class:`SourceFileError` before that file's fragments are committed, and files committed before
@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import lance_tables, tables
-from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.catalog.runs import Run
 from coyo_db.catalog.summary import IngestSummary
 from coyo_db.catalog.tables import TableSpec
 from coyo_db.errors import SourceFileError
-from coyo_db.ingest.parquet_sources import ParquetSource, preflight, resolve_paths
+from coyo_db.ingest.parquet_inputs import ParquetInput, preflight, resolve_paths
 from coyo_db.ingest.prefetch import prefetch
 from coyo_db.ingest.row_checks import CheckedBatch, reason_counts, records_json
 from coyo_db.progress import NullProgress, Progress
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64 * 1024
 
-# (batch as read, batch cast to the source columns, its first row's index in the file)
+# (batch as read, batch cast to the input columns, its first row's index in the file)
 Checker = Callable[[pa.RecordBatch, pa.RecordBatch, int], CheckedBatch]
 
 
@@ -58,11 +58,11 @@ class ParquetTarget:
     """What feeding one table from Parquet files needs to know."""
 
     table: TableSpec
-    source_schema: pa.Schema  # the columns read from each file, cast to these types
+    input_schema: pa.Schema  # the columns read from each file, cast to these types
     command: str
-    new_checker: Callable[[ParquetSource], Checker]  # one per file: checks may keep state
+    new_checker: Callable[[ParquetInput], Checker]  # one per file: checks may keep state
     to_table: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None  # good rows -> table
-    known_unused: frozenset[str] = frozenset()  # source columns deliberately not stored
+    known_unused: frozenset[str] = frozenset()  # input columns deliberately not stored
 
 
 def ingest_parquet(
@@ -88,33 +88,35 @@ def ingest_parquet(
     run = Run(catalog, target.command, {**run_arguments, **(arguments or {})})
     summary = IngestSummary(table=target.table.name, run_id=run.run_id)
     with run.recorded(summary, progress, started):
-        sources = preflight_all(resolve_paths(paths), target)
-        summary.sources_seen = len(sources)
+        inputs = preflight_all(resolve_paths(paths), target)
+        summary.inputs_seen = len(inputs)
         if prepare is not None:
             prepare()
         catalog.ensure(target.table)
-        ledger = SourceLedger(catalog, target.table.name)
-        todo = _not_yet_ingested(sources, ledger, summary)
-        progress.start(f"ingest {target.table.name}", total=sum(source.num_rows for source in todo))
-        for source in todo:
-            _ingest_source(
-                catalog, ledger, target, source, run.run_id, summary, progress, batch_size
+        ledger = Ledger(catalog, target.table.name)
+        todo = _not_yet_ingested(inputs, ledger, summary)
+        progress.start(
+            f"ingest {target.table.name}", total=sum(input_file.num_rows for input_file in todo)
+        )
+        for input_file in todo:
+            _ingest_file(
+                catalog, ledger, target, input_file, run.run_id, summary, progress, batch_size
             )
     log.info("%s", summary.line())
     return summary
 
 
-def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetSource]:
+def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetInput]:
     """Preflight every file; raise for the first bad one (the others are logged)."""
-    sources: list[ParquetSource] = []
+    inputs: list[ParquetInput] = []
     problems: list[SourceFileError] = []
     for path in files:
         try:
-            source = preflight(path, target.source_schema)
+            input_file = preflight(path, target.input_schema)
         except SourceFileError as exc:
             problems.append(exc)
             continue
-        unexpected = [name for name in source.plan.extra if name not in target.known_unused]
+        unexpected = [name for name in input_file.plan.extra if name not in target.known_unused]
         if unexpected:
             log.warning(
                 "%s: ignoring columns that `%s` does not take: %s",
@@ -122,7 +124,7 @@ def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetS
                 target.table.name,
                 ", ".join(unexpected),
             )
-        sources.append(source)
+        inputs.append(input_file)
     if problems:
         for problem in problems[1:]:
             log.error("%s", problem)
@@ -131,40 +133,40 @@ def preflight_all(files: Sequence[Path], target: ParquetTarget) -> list[ParquetS
             more = len(problems) - 1
             raise type(first)(first.path, f"{first.problem} (and {more} more bad files, logged)")
         raise first
-    return sources
+    return inputs
 
 
 def _not_yet_ingested(
-    sources: list[ParquetSource], ledger: SourceLedger, summary: IngestSummary
-) -> list[ParquetSource]:
-    todo: list[ParquetSource] = []
+    inputs: list[ParquetInput], ledger: Ledger, summary: IngestSummary
+) -> list[ParquetInput]:
+    todo: list[ParquetInput] = []
     queued: set[str] = set()
-    for source in sources:
-        done = ledger.done(source.fingerprint)
-        if done is None and source.fingerprint not in queued:
-            todo.append(source)
-            queued.add(source.fingerprint)
+    for input_file in inputs:
+        done = ledger.done(input_file.fingerprint)
+        if done is None and input_file.fingerprint not in queued:
+            todo.append(input_file)
+            queued.add(input_file.fingerprint)
             continue
-        same = done.source if done is not None else "another file of this run"
-        log.info("%s: skipped, already ingested (same content as %s)", source.path, same)
-        summary.sources_skipped += 1
+        same = done.input if done is not None else "another file of this run"
+        log.info("%s: skipped, already ingested (same content as %s)", input_file.path, same)
+        summary.inputs_skipped += 1
     return todo
 
 
-def _ingest_source(
+def _ingest_file(
     catalog: Catalog,
-    ledger: SourceLedger,
+    ledger: Ledger,
     target: ParquetTarget,
-    source: ParquetSource,
+    input_file: ParquetInput,
     run_id: str,
     summary: IngestSummary,
     progress: Progress,
     batch_size: int,
 ) -> None:
     """Stage, quarantine and commit one file; nothing of it is visible unless all of it is."""
-    ledger.discard_partial(source.fingerprint)
+    ledger.discard_partial(input_file.fingerprint)
     with tempfile.TemporaryDirectory(prefix="coyo-db-ingest-") as scratch:
-        job = _SourceJob(target, source, run_id, Path(scratch) / "quarantine.arrow", progress)
+        job = _FileJob(target, input_file, run_id, Path(scratch) / "quarantine.arrow", progress)
         batches = prefetch(job.good_batches(batch_size))
         try:
             transaction = lance_tables.stage(
@@ -178,19 +180,23 @@ def _ingest_source(
         finally:
             batches.close()  # stops the reading thread if the writer gave up early
             job.close()
-        record = SourceRecord(
-            str(source.path), source.fingerprint, job.rows_read, job.rows_written, job.quarantined
+        record = LedgerEntry(
+            str(input_file.path),
+            input_file.fingerprint,
+            job.rows_read,
+            job.rows_written,
+            job.quarantined,
         )
-        ledger.quarantine(job.quarantine_table(), source.fingerprint, run_id)
-        ledger.commit_source(transaction, record, run_id)
+        ledger.quarantine(job.quarantine_table(), input_file.fingerprint, run_id)
+        ledger.commit_input(transaction, record, run_id)
     log.info(
         "%s: %d rows read, %d written, %d quarantined",
-        source.path,
+        input_file.path,
         job.rows_read,
         job.rows_written,
         job.quarantined,
     )
-    summary.sources_ingested += 1
+    summary.inputs_done += 1
     summary.rows_read += job.rows_read
     summary.rows_written += job.rows_written
     summary.rows_quarantined += job.quarantined
@@ -198,19 +204,19 @@ def _ingest_source(
         summary.quarantine_reasons[reason] = summary.quarantine_reasons.get(reason, 0) + count
 
 
-class _SourceJob:
+class _FileJob:
     """One file's batches: good rows out to Lance, bad rows to a spill file, counts kept."""
 
     def __init__(
         self,
         target: ParquetTarget,
-        source: ParquetSource,
+        input_file: ParquetInput,
         run_id: str,
         spill_path: Path,
         progress: Progress,
     ) -> None:
         self.target = target
-        self.source = source
+        self.input_file = input_file
         self.run_id = run_id
         self.spill_path = spill_path
         self.progress = progress
@@ -225,9 +231,9 @@ class _SourceJob:
     def good_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """The file's good rows in the table's schema; bad rows are spilled on the way."""
         try:
-            check = self.target.new_checker(self.source)
-            for raw in self.source.iter_batches(batch_size):
-                checked = check(raw, self.source.cast(raw), self.rows_read)
+            check = self.target.new_checker(self.input_file)
+            for raw in self.input_file.iter_batches(batch_size):
+                checked = check(raw, self.input_file.cast(raw), self.rows_read)
                 if checked.bad.num_rows:
                     self._quarantine(checked)
                 self.rows_read += raw.num_rows
@@ -243,8 +249,8 @@ class _SourceJob:
     def _quarantine(self, checked: CheckedBatch) -> None:
         rows = quarantine_rows(
             table_name=self.target.table.name,
-            source=str(self.source.path),
-            fingerprint=self.source.fingerprint,
+            input=str(self.input_file.path),
+            fingerprint=self.input_file.fingerprint,
             run_id=self.run_id,
             row_index=pc.add(checked.bad_index, self.rows_read),
             ids=checked.bad_ids,

@@ -7,11 +7,12 @@ stage, the driver collects and commits each unit.
           --StageActor (actor pool, a GPU each)--> the same rows plus the stage's outputs
           --driver--> job.reject / job.collect / job.commit, once per unit, when it is whole
 
-:func:`map_shards` is the generic part: units in, one finished table of rows per unit back to
-the driver, in any order, each row once. :class:`RayEngine` is what
-:func:`coyo_db.ingest.image_job.run_image_job` drives: it groups units by stage, builds the
-actor pool for each group, and turns each finished table back into the decoded images and
-output arrays the job's own code takes (the local engine hands it the same).
+:func:`map_units` is the generic part: units in (the image jobs' units are shards, but it does
+not care what they are), one finished table of rows per unit back to the driver, in any order,
+each row once. :class:`RayEngine` is what :func:`coyo_db.ingest.image_job.run_image_job`
+drives: it groups units by stage, builds the actor pool for each group, and turns each finished
+table back into the decoded images and output arrays the job's own code takes (the local engine
+hands it the same).
 
 Failures: a read task that dies is retried (``max_retries``), an actor that dies is restarted
 and its batch retried (``max_restarts`` / ``max_task_retries``); rows a retry sends twice are
@@ -43,16 +44,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHARD = "_shard"  # the shard's index in the job's list
-POSITION = "_pos"  # the row's position within its shard
-TOTAL = "_total"  # rows in the shard, on the shard's last table only (-1 elsewhere)
-_BOOKKEEPING = (SHARD, POSITION, TOTAL)
+UNIT = "_unit"  # the unit's index in the job's list
+POSITION = "_pos"  # the row's position within its unit
+TOTAL = "_total"  # rows in the unit, on the unit's last table only (-1 elsewhere)
+_BOOKKEEPING = (UNIT, POSITION, TOTAL)
 
 # A crash that repeats (a decoder that segfaults on one image) must fail the job, not loop.
 MAX_RETRIES = 3
 
 Read = Callable[[Any], Iterator[pa.Table]]
-OnShard = Callable[[int, pa.Table | None], None]
+OnUnit = Callable[[int, pa.Table | None], None]
 
 
 @dataclass(frozen=True)
@@ -111,20 +112,20 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-def map_shards(
-    shards: Sequence[Any],
+def map_units(
+    units: Sequence[Any],
     read: Read,
     stage: ActorPool,
-    on_shard: OnShard,
+    on_unit: OnUnit,
     *,
     progress: Progress | None = None,
 ) -> None:
-    """Run `read` and `stage` over `shards` on Ray Data; `on_shard` each shard once, in the
-    driver, as soon as all its rows are back (``None`` for a shard that yielded no rows)."""
+    """Run `read` and `stage` over `units` on Ray Data; `on_unit` each unit once, in the
+    driver, as soon as all its rows are back (``None`` for a unit that yielded no rows)."""
     import ray.data
 
     progress = progress or NullProgress()
-    if not shards:
+    if not units:
         return
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -132,14 +133,14 @@ def map_shards(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     items = ray.data.from_items(
-        [{SHARD: i} for i in range(len(shards))], override_num_blocks=len(shards)
+        [{UNIT: i} for i in range(len(units))], override_num_blocks=len(units)
     )
     with warnings.catch_warnings():
         # Retries have no named parameter in Ray Data 2.60 and pass as remote args, which it
         # flags as deprecated; without them a crash that repeats would be retried forever.
         warnings.simplefilter("ignore", DeprecationWarning)
         dataset = items.map_batches(
-            functools.partial(_read_task, shards=list(shards), read=read),
+            functools.partial(_read_task, units=list(units), read=read),
             batch_size=1,
             batch_format="numpy",
             num_cpus=1,
@@ -155,20 +156,18 @@ def map_shards(
             max_restarts=MAX_RETRIES,
             max_task_retries=MAX_RETRIES,
         )
-    gather = _Gather(on_shard, progress)
+    gather = _Gather(on_unit, progress)
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         gather.add(batch)
-    gather.close(len(shards))
+    gather.close(len(units))
 
 
-def _read_task(
-    batch: dict[str, np.ndarray], *, shards: list[Any], read: Read
-) -> Iterator[pa.Table]:
-    """One shard: its tables with the row positions, the total on the last one."""
-    for index in batch[SHARD].tolist():
+def _read_task(batch: dict[str, np.ndarray], *, units: list[Any], read: Read) -> Iterator[pa.Table]:
+    """One unit: its tables with the row positions, the total on the last one."""
+    for index in batch[UNIT].tolist():
         position = 0
         previous: pa.Table | None = None
-        for table in read(shards[index]):
+        for table in read(units[index]):
             if table.num_rows == 0:
                 continue
             if previous is not None:
@@ -179,10 +178,10 @@ def _read_task(
             yield _number(previous, index, position - previous.num_rows, position)
 
 
-def _number(table: pa.Table, shard: int, first: int, total: int) -> pa.Table:
+def _number(table: pa.Table, unit: int, first: int, total: int) -> pa.Table:
     n = table.num_rows
     return (
-        table.append_column(SHARD, pa.array(np.full(n, shard, np.int64)))
+        table.append_column(UNIT, pa.array(np.full(n, unit, np.int64)))
         .append_column(POSITION, pa.array(np.arange(first, first + n, dtype=np.int64)))
         .append_column(TOTAL, pa.array(np.full(n, total, np.int64)))
     )
@@ -205,10 +204,10 @@ class _StageActor:
 
 
 class _Gather:
-    """Rows by shard until a shard is whole; then `on_shard` once."""
+    """Rows by unit until a unit is whole; then `on_unit` once."""
 
-    def __init__(self, on_shard: OnShard, progress: Progress) -> None:
-        self.on_shard = on_shard
+    def __init__(self, on_unit: OnUnit, progress: Progress) -> None:
+        self.on_unit = on_unit
         self.progress = progress
         self.parts: dict[int, list[pa.Table]] = {}
         self.received: dict[int, int] = {}
@@ -216,11 +215,11 @@ class _Gather:
         self.done: set[int] = set()
 
     def add(self, batch: pa.Table) -> None:
-        shard_column = batch[SHARD].to_numpy()
-        for index in np.unique(shard_column).tolist():
-            if index in self.done:  # a retry sent rows of a shard already committed
+        unit_column = batch[UNIT].to_numpy()
+        for index in np.unique(unit_column).tolist():
+            if index in self.done:  # a retry sent rows of a unit already committed
                 continue
-            part = batch.filter(pa.array(shard_column == index))
+            part = batch.filter(pa.array(unit_column == index))
             self.parts.setdefault(index, []).append(part)
             self.received[index] = self.received.get(index, 0) + part.num_rows
             total = pc.max(part[TOTAL]).as_py()
@@ -236,16 +235,16 @@ class _Gather:
         del self.parts[index]
         self.done.add(index)
         self.progress.advance(table.num_rows)
-        self.on_shard(index, table.drop_columns(list(_BOOKKEEPING)))
+        self.on_unit(index, table.drop_columns(list(_BOOKKEEPING)))
 
     def close(self, count: int) -> None:
         incomplete = sorted(self.parts)
         if incomplete:
-            raise RuntimeError(f"Ray returned shard(s) {incomplete} incomplete")
+            raise RuntimeError(f"Ray returned unit(s) {incomplete} incomplete")
         for index in range(count):
-            if index not in self.done:  # a shard with no records at all
+            if index not in self.done:  # a unit with no records at all
                 self.done.add(index)
-                self.on_shard(index, None)
+                self.on_unit(index, None)
 
 
 def _unique_rows(table: pa.Table) -> pa.Table:
@@ -361,6 +360,6 @@ class RayEngine:
                     hand_good(job, work, good, outputs)
                 commit_unit(job, work)
 
-            map_shards([w.unit for w in group], read, pool, on_unit, progress=progress)
+            map_units([w.unit for w in group], read, pool, on_unit, progress=progress)
         elapsed = time.perf_counter() - started
         timings["ray (read, decode, infer)"] = elapsed - timings["write"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,12 +213,7 @@ def scorer_names() -> list[str]:
 
 def table_slug(name: str) -> str:
     """A model name as a table-name suffix: ``open_clip:ViT-B-32:laion2b`` ->
-    ``open_clip_vit_b_32_laion2b``; a checkpoint path contributes its file stem only."""
-    family, argument = split_spec(name)
-    parts = [family]
-    if argument:
-        for part in argument.split(":"):
-            if "/" in part or "\\" in part:
-                part = re.split(r"[/\\]", part)[-1].rsplit(".", 1)[0]
-            parts.append(part)
-    return re.sub(r"[^a-z0-9]+", "_", "_".join(parts).lower()).strip("_")
+    ``open_clip_vit_b_32_laion2b`` (the table registry's rule, :func:`tables.slug`)."""
+    from coyo_db.catalog import tables
+
+    return tables.slug(name)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coyo_db.ingest.parquet_sources import is_text_type
+from coyo_db.ingest.parquet_inputs import is_text_type
 
 DUPLICATE_ID = "duplicate id"
 _EMPTY_INDEX = pa.array([], pa.int64())
@@ -108,11 +108,11 @@ def duplicates(ids: pa.Array, seen: SeenIds) -> pa.Array:
 
 
 def split_by_rules(
-    batch: pa.RecordBatch, source: pa.RecordBatch, rules: Sequence[tuple[str, Mask]]
+    batch: pa.RecordBatch, raw: pa.RecordBatch, rules: Sequence[tuple[str, Mask]]
 ) -> CheckedBatch:
     """Split `batch` by `rules` ((reason, row mask without nulls) in order).
 
-    `source` is the same rows as read from the file, kept for the quarantine records.
+    `raw` is the same rows as read from the file, kept for the quarantine records.
     """
     masks = [
         (reason, mask if isinstance(mask, pa.Array) else pa.array(mask)) for reason, mask in rules
@@ -121,7 +121,7 @@ def split_by_rules(
     for _, mask in masks[1:]:
         bad_mask = pc.or_(bad_mask, mask)
     if not pc.any(bad_mask).as_py():
-        return CheckedBatch(batch, _EMPTY_INDEX, _EMPTY_REASONS, _EMPTY_INDEX, source[:0])
+        return CheckedBatch(batch, _EMPTY_INDEX, _EMPTY_REASONS, _EMPTY_INDEX, raw[:0])
     bad_index = pc.indices_nonzero(bad_mask).cast(pa.int64())
     reasons = join_reasons([(reason, pc.take(mask, bad_index)) for reason, mask in masks])
     return CheckedBatch(
@@ -129,7 +129,7 @@ def split_by_rules(
         bad_index=bad_index,
         bad_reasons=reasons,
         bad_ids=pc.take(batch.column("id"), bad_index),
-        bad=source.take(bad_index),
+        bad=raw.take(bad_index),
     )
 
 

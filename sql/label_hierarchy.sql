@@ -14,7 +14,7 @@
 --       the exact name a taxonomy gives it ('dog, domestic dog, Canis familiaris'); find
 --       wnids with: SELECT wnid, name FROM taxonomies WHERE name ILIKE '%dog%'.
 --   labels_under(synset, p)
---       (id, taxonomy, source, rank, label, wnid, name, prob): one row per labelled image
+--       (id, taxonomy, model, rank, label, wnid, name, prob): one row per labelled image
 --       with a label at probability >= p that is `synset` or lies under it: the most
 --       probable such label (its rank, index, wnid, name and probability).
 --
@@ -44,15 +44,15 @@ WITH classes AS (
     SELECT
         id,
         taxonomy,
-        source,
+        model,
         CAST(generate_subscripts(labels, 1) - 1 AS INTEGER) AS rank,
         unnest(labels) AS label,
         unnest(label_probs) AS prob
     FROM labels
     WHERE label_probs[1] >= p
 )
-SELECT r.id, r.taxonomy, r.source, r.rank, r.label, c.wnid, c.name, r.prob
+SELECT r.id, r.taxonomy, r.model, r.rank, r.label, c.wnid, c.name, r.prob
 FROM ranked AS r
 JOIN classes AS c ON c.taxonomy = r.taxonomy AND c."index" = r.label
 WHERE r.prob >= p
-QUALIFY row_number() OVER (PARTITION BY r.id, r.taxonomy, r.source ORDER BY r.rank) = 1;
+QUALIFY row_number() OVER (PARTITION BY r.id, r.taxonomy, r.model ORDER BY r.rank) = 1;

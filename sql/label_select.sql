@@ -1,23 +1,23 @@
 -- requires: labels, taxonomies
 -- Selecting images by their labels: the common cases of COYO-Labeled-style top-k labels.
 --
--- Every macro reads `labels` (one row per image, taxonomy and source: `labels` class indices
+-- Every macro reads `labels` (one row per image, taxonomy and model: `labels` class indices
 -- and `label_probs` probabilities, best first, as COYO-Labeled-300M and `coyo-db label` write
 -- them) and names classes through `taxonomies`. They rely on label_probs being descending
 -- (ingest refuses rows that are not), so an image with no probability >= p at rank 0 has none
 -- at all and is skipped before its lists are unnested. Filter the result on `taxonomy` and
--- `source` when the catalog holds labels from several models.
+-- `model` when the catalog holds labels from several models.
 --
 -- Macros (table macros: SELECT ... FROM labels_top1(0.5)):
 --   labels_top1(p)
---       (id, taxonomy, source, label, wnid, name, prob): each image's best class, for the
+--       (id, taxonomy, model, label, wnid, name, prob): each image's best class, for the
 --       images whose best class has probability >= p. "Take the top-1 above a threshold."
 --   labels_any_topk(k, p)
---       (id, taxonomy, source, rank, label, wnid, name, prob): one row per label among an
+--       (id, taxonomy, model, rank, label, wnid, name, prob): one row per label among an
 --       image's top k whose probability is >= p (rank 0 is the best). Select images where any
 --       of the top k is a class: ... FROM labels_any_topk(5, 0.1) WHERE name = 'tabby cat'.
 --   labels_multihot(p)
---       (id, taxonomy, source, labels, num_classes): the sparse multi-hot target at threshold
+--       (id, taxonomy, model, labels, num_classes): the sparse multi-hot target at threshold
 --       p, i.e. the class indices with probability >= p, sorted ascending, and the size of the
 --       taxonomy (the length of the dense vector), for images with at least one such class.
 --       This is what multi-label training on COYO-Labeled consumes (COYO's ViT training
@@ -30,7 +30,7 @@ CREATE OR REPLACE TEMP MACRO labels_top1(p) AS TABLE
 SELECT
     l.id,
     l.taxonomy,
-    l.source,
+    l.model,
     l.labels[1] AS label,
     t.wnid,
     t.name,
@@ -45,14 +45,14 @@ WITH ranked AS (
     SELECT
         id,
         taxonomy,
-        source,
+        model,
         CAST(generate_subscripts(list_slice(labels, 1, k), 1) - 1 AS INTEGER) AS rank,
         unnest(list_slice(labels, 1, k)) AS label,
         unnest(list_slice(label_probs, 1, k)) AS prob
     FROM labels
     WHERE label_probs[1] >= p
 )
-SELECT r.id, r.taxonomy, r.source, r.rank, r.label, t.wnid, t.name, r.prob
+SELECT r.id, r.taxonomy, r.model, r.rank, r.label, t.wnid, t.name, r.prob
 FROM ranked AS r
 LEFT JOIN taxonomies AS t
     ON t.taxonomy = r.taxonomy AND t."index" = r.label
@@ -65,7 +65,7 @@ WITH sizes AS (
 SELECT
     l.id,
     l.taxonomy,
-    l.source,
+    l.model,
     list_sort(list_where(l.labels, list_transform(l.label_probs, lambda x: x >= p))) AS labels,
     s.num_classes
 FROM labels AS l

@@ -7,14 +7,14 @@
 -- to 1). `taxonomies` holds each taxonomy's classes (index, wnid, name, definition).
 --
 -- Views:
---   labels_long(id, taxonomy, source, rank, label, wnid, name, prob)
+--   labels_long(id, taxonomy, model, rank, label, wnid, name, prob)
 --       one row per element of the lists; rank 0 is the best class. wnid and name come from
 --       `taxonomies`; they are NULL for an index the taxonomy does not have (ingest refuses
 --       such rows, so this only happens for tables written by other means).
 --
 -- Cost: one scan of `labels`; the three unnests run in lockstep over the same list offsets
 -- (generate_subscripts numbers the elements), and the join's build side is the taxonomy
--- (21,841 rows for ImageNet-21k). A filter on id, taxonomy or source is applied before the
+-- (21,841 rows for ImageNet-21k). A filter on id, taxonomy or model is applied before the
 -- lists are unnested; to select images by class, `list_contains(labels, k)` on `labels` avoids
 -- unnesting the rows that lack it.
 
@@ -23,7 +23,7 @@ WITH ranked AS (
     SELECT
         id,
         taxonomy,
-        source,
+        model,
         CAST(generate_subscripts(labels, 1) - 1 AS INTEGER) AS rank,
         unnest(labels) AS label,
         unnest(label_probs) AS prob
@@ -32,7 +32,7 @@ WITH ranked AS (
 SELECT
     r.id,
     r.taxonomy,
-    r.source,
+    r.model,
     r.rank,
     r.label,
     t.wnid,

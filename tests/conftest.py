@@ -47,7 +47,7 @@ def coyo_rows() -> list[dict]:
 
 @pytest.fixture
 def labeled_rows() -> list[dict]:
-    """The 5 published COYO-Labeled-300M rows (label lists cut short in the source)."""
+    """The 5 published COYO-Labeled-300M rows (label lists cut short in the published preview)."""
     return load_jsonl("coyo_labeled300m_preview_rows.jsonl")
 
 

@@ -175,9 +175,9 @@ def test_rerun_replaces_the_method_and_keeps_others(synth_catalog):
 def test_dedup_over_images_and_user_mistakes(tmp_path):
     catalog = Catalog(tmp_path / "home")
     with pytest.raises(CatalogError, match="no table 'images'"):
-        dedup_phash(catalog, source="images")
-    with pytest.raises(InputError, match="source"):
-        dedup_phash(catalog, source="urls")
+        dedup_phash(catalog, table="images")
+    with pytest.raises(InputError, match="table"):
+        dedup_phash(catalog, table="urls")
     with pytest.raises(CatalogError, match="dup_groups"):
         dedup_report(catalog)
     phash = np.array([5, 5 ^ 3, 1 << 40, 5], dtype=np.uint64)
@@ -196,7 +196,7 @@ def test_dedup_over_images_and_user_mistakes(tmp_path):
         schema=schemas.IMAGES,
     )
     catalog.append("images", full)
-    summary = dedup_phash(catalog, 2, source="images", keep="lowest-id")
+    summary = dedup_phash(catalog, 2, table="images", keep="lowest-id")
     assert (summary.method, summary.rows_scanned, summary.groups) == ("phash_images_r2", 3, 1)
     rows = catalog.sql("SELECT id, keeper, distance FROM dup_groups ORDER BY id").to_pylist()
     assert rows == [

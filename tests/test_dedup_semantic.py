@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from coyo_db.catalog import schemas
+from coyo_db.catalog.tables import embeddings_name as embeddings_table
 from coyo_db.dedup.semantic import cluster_count, dedup_semantic, semantic_groups
 from coyo_db.errors import InputError
-from coyo_db.ingest.image_outputs import embeddings_table
 
 MODEL = "effnet-lite0"
 DIM = 64

@@ -42,7 +42,7 @@ def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):
     unique = catalog.sql("SELECT count(*) AS n FROM pairs_unique")["n"][0].as_py()
     assert result.dedup_removed > 0 and unique == 3_000 - result.dedup_removed
 
-    labeled = catalog.sql("SELECT count(*) AS n FROM labels WHERE source = 'coyo-labeled-300m'")
+    labeled = catalog.sql("SELECT count(*) AS n FROM labels WHERE model = 'coyo-labeled-300m'")
     labeled = labeled["n"][0].as_py()
     assert labeled == result.labels_ingested > 0
     text = "\n".join(lines)
@@ -56,7 +56,7 @@ def test_demo_builds_a_catalog_whose_numbers_add_up(tmp_path):
     assert images.found_by_embedding <= images.copies and images.copies > 0
 
     labeling = result.labeling
-    model_labels = catalog.sql("SELECT count(*) AS n FROM labels WHERE source = 'effnet-lite0'")
+    model_labels = catalog.sql("SELECT count(*) AS n FROM labels WHERE model = 'effnet-lite0'")
     assert labeling.labeled == model_labels["n"][0].as_py() == 24
 
     # The demo's pictures are procedural (flat shapes on gradients): few local features, so a

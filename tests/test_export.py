@@ -89,7 +89,7 @@ def read_ids(folder) -> list[int]:
 
 def test_parquet_export_holds_exactly_the_rows_of_the_query_in_shards(catalog, tmp_path):
     pairs = add_pairs(catalog)
-    result = export(catalog, tmp_path / "out", where=WHERE, columns=["width"], shard_rows=500)
+    result = export(catalog, tmp_path / "out", where=WHERE, columns=["width"], rows_per_file=500)
     want = expected_ids(pairs, WHERE)
     assert read_ids(tmp_path / "out") == want  # same rows, in the selection's (scan) order
     files = sorted((tmp_path / "out").glob("part-*.parquet"))
@@ -279,7 +279,7 @@ def test_webdataset_export_reads_back_with_the_webdataset_package(image_catalog,
     dups = add_dup_groups(catalog, np.array(ids[:4]))  # drops ids[1] and ids[3]
     wanted = [i for i in ids[:20] if i not in dups]  # 4 of them have no image
     sql = f"SELECT url, text, id, width FROM pairs WHERE id IN ({', '.join(map(str, ids[:20]))})"
-    result = export(catalog, tmp_path / "wds", sql=sql, fmt="webdataset", samples_per_shard=5)
+    result = export(catalog, tmp_path / "wds", sql=sql, fmt="webdataset", samples_per_file=5)
     assert result.counts["exported"] == 14
     assert result.counts["missing_images"] == 4
     assert result.manifest["missing_image_reasons"] == {"no row in the images table": 4}

@@ -15,7 +15,7 @@ from imagedata import (
 )
 
 from coyo_db.ingest.image_fetch import fetch_images
-from coyo_db.ingest.image_sources import find_shards
+from coyo_db.ingest.image_shards import find_shards
 
 
 def test_every_shard_kind_gives_back_the_bytes_it_recorded(tmp_path):

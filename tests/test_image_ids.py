@@ -16,7 +16,7 @@ def _record(member: str, key: str, meta: dict | None = None, url: str | None = N
     return ImageRecord("/data/shards/00000.tar", member, key, b"", url=url, meta=meta or {})
 
 
-def test_rules_in_order_of_preference(tmp_path):
+def test_origins_in_order_of_preference(tmp_path):
     catalog = Catalog(tmp_path / "home")
     pairs = [{name: None for name in tables.PAIRS.schema.names} | {"id": 77, "url": "u://a"}]
     catalog.append(tables.PAIRS.name, pa.Table.from_pylist(pairs, schema=tables.PAIRS.schema))

@@ -52,14 +52,14 @@ def test_every_unit_is_committed_once_and_counts_reconcile(tmp_path, shards, wor
     summary = run_image_job(MeanColourJob(catalog, shards), workers=workers)
     rows = _rows(catalog)
     assert len(rows) == len(set(rows)) == len(IDS) + 1
-    assert (summary.sources_seen, summary.sources_ingested) == (4, 4)
+    assert (summary.inputs_seen, summary.inputs_done) == (4, 4)
     assert (summary.rows_read, summary.rows_written, summary.rows_quarantined) == (20, 19, 1)
     assert summary.rows_read == summary.rows_written + summary.rows_quarantined
     run = catalog.sql("SELECT status, command FROM runs").to_pylist()
     assert run == [{"status": "ok", "command": "toy mean colours"}]
 
     again = run_image_job(MeanColourJob(catalog, shards), workers=workers)
-    assert (again.sources_skipped, again.rows_read) == (4, 0)
+    assert (again.inputs_skipped, again.rows_read) == (4, 0)
     assert _rows(catalog) == rows
 
 

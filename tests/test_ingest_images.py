@@ -53,7 +53,7 @@ def test_images_table_holds_exact_phash_sizes_and_locations(tmp_path, shards):
     assert summary.rows_read == summary.rows_written == len(IDS)
     rows = catalog.sql("SELECT * FROM images ORDER BY id").to_pylist()
     assert [r["id"] for r in rows] == IDS
-    assert {r["id_source"] for r in rows} == {"json"}
+    assert {r["id_origin"] for r in rows} == {"json"}
     originals = _images_in(shards)
     for row in rows:
         image = Image.open(io.BytesIO(originals[row["id"]]))
@@ -98,9 +98,9 @@ def test_a_second_run_adds_only_the_new_outputs(tmp_path, shards):
     ingest_images(catalog, shards, workers=0)
     version = catalog.dataset("images").version
     again = ingest_images(catalog, shards, workers=0)
-    assert again.sources_skipped == len(shards) and again.rows_read == 0
+    assert again.inputs_skipped == len(shards) and again.rows_read == 0
     more = ingest_images(catalog, shards, scores=["language"], workers=0)
-    assert more.sources_ingested == len(shards)
+    assert more.inputs_done == len(shards)
     assert catalog.dataset("images").version == version, "images must not be written again"
     assert catalog.sql("SELECT count(*) AS n FROM scores")["n"][0].as_py() == 2 * len(IDS)
     ids = catalog.sql("SELECT DISTINCT id FROM scores ORDER BY id")["id"].to_pylist()
@@ -116,10 +116,10 @@ def test_ids_come_from_the_url_in_pairs_when_the_json_has_none(tmp_path, coyo_ro
     paths, _ = write_image_shards(tmp_path / "s", [1, 2, 3], urls=urls, seed=5)
     _drop_json_ids(paths[0])
     ingest_images(catalog, paths, workers=0)
-    got = catalog.sql("SELECT url, id, id_source FROM images ORDER BY url").to_pylist()
+    got = catalog.sql("SELECT url, id, id_origin FROM images ORDER BY url").to_pylist()
     expected = sorted((row["url"], row["id"]) for row in coyo_rows[:3])
     assert [(r["url"], r["id"]) for r in got] == expected
-    assert {r["id_source"] for r in got} == {"url"}
+    assert {r["id_origin"] for r in got} == {"url"}
 
 
 def _drop_json_ids(tar_path: Path) -> None:
@@ -175,20 +175,20 @@ KILLER = textwrap.dedent(
     import os, sys
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.catalog.ledger import SourceLedger
+    from coyo_db.catalog.ledger import Ledger
 
-    real = SourceLedger.commit_source
+    real = Ledger.commit_input
     done = []
 
     def commit_then_die(self, transaction, record, run_id):
         version = real(self, transaction, record, run_id)
         if self.table_name == "images":
-            done.append(record.source)
+            done.append(record.input)
             if len(done) == 1:
                 os._exit(9)
         return version
 
-    SourceLedger.commit_source = commit_then_die
+    Ledger.commit_input = commit_then_die
     ingest_images(Catalog(sys.argv[1]), sys.argv[2:], scores=["language"], workers=0)
     """
 )
@@ -206,7 +206,7 @@ def test_a_killed_ingest_resumes_with_each_row_once(tmp_path, shards):
     catalog = Catalog(home)
     assert catalog.sql("SELECT count(*) AS n FROM images")["n"][0].as_py() == 12
     summary = ingest_images(catalog, shards, scores=["language"], workers=0)
-    assert summary.sources_skipped == 1 and summary.sources_ingested == len(shards) - 1
+    assert summary.inputs_skipped == 1 and summary.inputs_done == len(shards) - 1
     counts = catalog.sql(
         "SELECT (SELECT count(*) FROM images) AS images, "
         "(SELECT count(DISTINCT id) FROM images) AS ids, "

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coyo_db.catalog import schemas
-from coyo_db.catalog.ledger import SourceLedger
+from coyo_db.catalog.ledger import Ledger
 from coyo_db.cli.app import app
 from coyo_db.errors import SchemaError, SourceFileError
 from coyo_db.ingest.row_checks import DUPLICATE_ID, SeenIds
@@ -28,12 +28,12 @@ from coyo_db.ingest.safe_pickle import UnsafePickleError
 from coyo_db.labels.coyo_labeled import (
     BAD_INDEX,
     BAD_PROB,
+    INPUT_COLUMNS,
     LENGTHS_DIFFER,
     NOT_DESCENDING,
     NULL_ID,
     NULL_LABELS,
     NULL_PROBS,
-    SOURCE_COLUMNS,
     check_labels,
     ingest_labels,
 )
@@ -110,20 +110,20 @@ def padded(row: dict, seed: int = 0) -> dict:
     }
 
 
-def write_labeled(path: Path, rows: list[dict], schema: pa.Schema = schemas.LABELED_SOURCE) -> Path:
+def write_labeled(path: Path, rows: list[dict], schema: pa.Schema = schemas.COYO_LABELED) -> Path:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
 
 
-def source_rows(path: Path) -> pl.DataFrame:
+def input_rows(path: Path) -> pl.DataFrame:
     return pl.from_arrow(pq.read_table(path))  # type: ignore[return-value]
 
 
 def expected_long(path: Path) -> pl.DataFrame:
-    """labels_long computed independently with Polars from the source file and the taxonomy."""
+    """labels_long computed independently with Polars from the input file and the taxonomy."""
     taxonomy = pl.from_arrow(load_taxonomy()).select(pl.col("index").alias("label"), "wnid", "name")
     return (
-        source_rows(path)
+        input_rows(path)
         .select("id", "labels", "label_probs")
         .with_columns(rank=pl.int_ranges(pl.col("labels").list.len(), dtype=pl.Int32))
         .explode("labels", "label_probs", "rank")
@@ -148,12 +148,12 @@ def test_full_length_rows_decode_to_ranked_named_labels(catalog, tmp_path, label
 
     stored = catalog.sql("SELECT * FROM labels ORDER BY id").to_pylist()
     assert {r["taxonomy"] for r in stored} == {"imagenet-21k"}
-    assert {r["source"] for r in stored} == {"coyo-labeled-300m"}
+    assert {r["model"] for r in stored} == {"coyo-labeled-300m"}
     assert stored[0]["labels"] == CARD_ROW["labels"]
     assert stored[0]["label_probs"] == pytest.approx(CARD_ROW["label_probs"], rel=1e-7)
 
     long = labels_long(catalog)
-    assert long.columns == ["id", "taxonomy", "source", "rank", "label", "wnid", "name", "prob"]
+    assert long.columns == ["id", "taxonomy", "model", "rank", "label", "wnid", "name", "prob"]
     assert long.height == 6 * TOP_K
     assert (
         long.group_by("id").agg(pl.col("rank").sort()).get_column("rank").to_list()
@@ -235,12 +235,11 @@ def test_bad_rows_are_quarantined_with_every_reason(catalog, tmp_path, labeled_r
     assert summary.rows_quarantined == len(BAD_ROWS)
 
     quarantined = catalog.sql(
-        "SELECT row_index, id, reason, record, table_name, source FROM quarantine"
-        " ORDER BY row_index"
+        "SELECT row_index, id, reason, record, table_name, input FROM quarantine ORDER BY row_index"
     ).to_pylist()
     assert {q["row_index"]: q["reason"] for q in quarantined} == expected
     assert {q["table_name"] for q in quarantined} == {"labels"}
-    assert {q["source"] for q in quarantined} == {str(path.resolve())}
+    assert {q["input"] for q in quarantined} == {str(path.resolve())}
     for q in quarantined:
         record = json.loads(q["record"])
         assert record["id"] == q["id"] == rows[q["row_index"]]["id"]
@@ -316,7 +315,7 @@ def test_vectorised_checks_agree_with_a_row_by_row_reference():
     for seed in range(300):
         rng = random.Random(seed)
         rows = _random_rows(rng)
-        batch = pa.RecordBatch.from_pylist(rows, schema=SOURCE_COLUMNS)
+        batch = pa.RecordBatch.from_pylist(rows, schema=INPUT_COLUMNS)
         batch = batch.slice(rng.randint(0, len(rows) - 1))  # offsets that do not start at 0
         seen: set = set()
         expected = [_reference_reasons(row, 10, seen) for row in batch.to_pylist()]
@@ -339,9 +338,9 @@ def test_reingest_adds_nothing(catalog, tmp_path, labeled_rows):
     again = ingest_labels(catalog, [tmp_path])
     copy = shutil.copy(path, tmp_path / "renamed-copy.parquet")
     renamed = ingest_labels(catalog, [copy])
-    assert first.sources_ingested == 1
-    assert (again.sources_skipped, again.rows_read) == (1, 0)
-    assert (renamed.sources_skipped, renamed.rows_read) == (1, 0)
+    assert first.inputs_done == 1
+    assert (again.inputs_skipped, again.rows_read) == (1, 0)
+    assert (renamed.inputs_skipped, renamed.rows_read) == (1, 0)
     current = catalog.versions()
     assert {k: current[k] for k in ("labels", "taxonomies")} == {
         k: versions[k] for k in ("labels", "taxonomies")
@@ -353,7 +352,7 @@ def test_the_same_content_twice_in_one_run_is_ingested_once(catalog, tmp_path, l
     path = write_labeled(tmp_path / "part.parquet", [short(r) for r in labeled_rows])
     copy = shutil.copy(path, tmp_path / "mirror.parquet")
     summary = ingest_labels(catalog, [path, copy])
-    assert (summary.sources_ingested, summary.sources_skipped) == (1, 1)
+    assert (summary.inputs_done, summary.inputs_skipped) == (1, 1)
     assert catalog.dataset("labels").count_rows() == 5
 
 
@@ -362,17 +361,17 @@ def test_a_run_killed_before_the_labels_commit_resumes_exactly_once(
 ):
     rows = [short(r) for r in labeled_rows] + [{**short(labeled_rows[0]), "id": None}]
     path = write_labeled(tmp_path / "part.parquet", rows)
-    real_commit = SourceLedger.commit_source
+    real_commit = Ledger.commit_input
 
     def killed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SourceLedger, "commit_source", killed)
+    monkeypatch.setattr(Ledger, "commit_input", killed)
     with pytest.raises(KeyboardInterrupt):
         ingest_labels(catalog, [path])
     assert catalog.dataset("labels").count_rows() == 0
     assert catalog.dataset("quarantine").count_rows() == 1  # committed before the kill
-    monkeypatch.setattr(SourceLedger, "commit_source", real_commit)
+    monkeypatch.setattr(Ledger, "commit_input", real_commit)
 
     summary = ingest_labels(catalog, [path])
     assert (summary.rows_written, summary.rows_quarantined) == (5, 1)
@@ -386,18 +385,18 @@ def test_a_run_killed_after_the_labels_commit_is_recognised_as_done(
     catalog, tmp_path, labeled_rows, monkeypatch
 ):
     path = write_labeled(tmp_path / "part.parquet", [short(r) for r in labeled_rows])
-    real_write = SourceLedger._write
+    real_write = Ledger._write
 
     def killed(self, entries):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SourceLedger, "_write", killed)
+    monkeypatch.setattr(Ledger, "_write", killed)
     with pytest.raises(KeyboardInterrupt):
         ingest_labels(catalog, [path])
-    monkeypatch.setattr(SourceLedger, "_write", real_write)
+    monkeypatch.setattr(Ledger, "_write", real_write)
     assert catalog.dataset("labels").count_rows() == 5
     summary = ingest_labels(catalog, [path])
-    assert (summary.sources_skipped, summary.rows_written) == (1, 0)
+    assert (summary.inputs_skipped, summary.rows_written) == (1, 0)
     assert catalog.dataset("labels").count_rows() == 5
 
 
@@ -423,8 +422,8 @@ def test_runs_progress_and_summary(catalog, tmp_path, labeled_rows):
     summary = ingest_labels(catalog, paths, progress=progress, batch_size=2)
     assert progress.calls[0] == ("start", 5) and progress.calls[-1] == ("finish",)
     assert sum(c[1] for c in progress.calls if c[0] == "advance") == 5
-    assert (summary.sources_seen, summary.sources_ingested, summary.rows_written) == (2, 2, 5)
-    assert "labels: 2 of 2 sources ingested" in summary.line()
+    assert (summary.inputs_seen, summary.inputs_done, summary.rows_written) == (2, 2, 5)
+    assert "labels: 2 of 2 files ingested" in summary.line()
     run = catalog.sql("SELECT * FROM runs").to_pylist()
     assert len(run) == 1 and run[0]["run_id"] == summary.run_id
     assert (run[0]["command"], run[0]["status"], run[0]["rows_written"]) == (
@@ -432,8 +431,8 @@ def test_runs_progress_and_summary(catalog, tmp_path, labeled_rows):
         "ok",
         5,
     )
-    sources = catalog.sql("SELECT rows_read FROM sources WHERE table_name = 'labels'")
-    assert sorted(sources.column("rows_read").to_pylist()) == [2, 3]
+    entries = catalog.sql("SELECT rows_read FROM ledger WHERE table_name = 'labels'")
+    assert sorted(entries.column("rows_read").to_pylist()) == [2, 3]
 
 
 @pytest.mark.parametrize(
@@ -459,7 +458,7 @@ def test_files_that_are_not_parquet_stop_before_anything_is_written(
 
 
 def test_a_file_without_label_probs_is_a_schema_error(catalog, tmp_path, labeled_rows):
-    schema = pa.schema([f for f in schemas.LABELED_SOURCE if f.name != "label_probs"])
+    schema = pa.schema([f for f in schemas.COYO_LABELED if f.name != "label_probs"])
     path = write_labeled(tmp_path / "a.parquet", [short(r) for r in labeled_rows], schema)
     with pytest.raises(SchemaError, match="label_probs"):
         ingest_labels(catalog, [path])
@@ -514,7 +513,7 @@ def test_cli_ingests_labels_and_tree(tmp_path, labeled_rows):
         app, ["ingest", "labels", str(path), "--tree", str(tree), "--home", home]
     )
     assert result.exit_code == 0, result.output
-    assert "labels: 1 of 1 sources ingested" in result.stdout
+    assert "labels: 1 of 1 files ingested" in result.stdout
     assert "5 rows read = 5 written + 0 quarantined" in result.stdout
 
 

@@ -26,7 +26,7 @@ from coyo_db.catalog import Catalog, schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, SchemaError, SourceFileError
 from coyo_db.ingest.metadata import ingest_metadata
-from coyo_db.ingest.parquet_sources import resolve_paths
+from coyo_db.ingest.parquet_inputs import resolve_paths
 from coyo_db.ingest.prefetch import prefetch
 from coyo_db.ingest.row_checks import records_json, repeated_ids
 
@@ -76,7 +76,7 @@ def read_quarantine(catalog: Catalog) -> pa.Table:
     return (
         catalog.dataset("quarantine")
         .to_table()
-        .sort_by([("source", "ascending"), ("row_index", "ascending")])
+        .sort_by([("input", "ascending"), ("row_index", "ascending")])
     )
 
 
@@ -118,15 +118,15 @@ def test_real_rows_read_back_equal(catalog: Catalog, coyo_parquet: Path, coyo_ro
         assert row["watermark_score"] == np.float32(by_id[row["id"]]["watermark_score"])
         assert row["text"] == by_id[row["id"]]["text"]  # byte for byte, "&" and all
     assert summary.rows_read == summary.rows_written == len(coyo_rows)
-    assert summary.rows_quarantined == 0 and summary.sources_ingested == 1
+    assert summary.rows_quarantined == 0 and summary.inputs_done == 1
     assert progress.totals == [len(coyo_rows)] and progress.advanced == len(coyo_rows)
     assert progress.finished == 1
     runs = catalog.dataset("runs").to_table().to_pylist()
     assert [(r["command"], r["status"], r["rows_written"]) for r in runs] == [
         ("ingest metadata", "ok", len(coyo_rows))
     ]
-    sources = catalog.dataset("sources").to_table().to_pylist()
-    assert [(s["source"], s["rows_read"]) for s in sources] == [(str(coyo_parquet), 11)]
+    entries = catalog.dataset("ledger").to_table().to_pylist()
+    assert [(e["input"], e["rows_read"]) for e in entries] == [(str(coyo_parquet), 11)]
     types = catalog.sql(
         "SELECT typeof(id), typeof(width), typeof(image_phash), typeof(watermark_score)"
         " FROM pairs LIMIT 1"
@@ -286,8 +286,8 @@ def test_corruption_mid_read_commits_nothing_of_that_file(
 
     assert read_pairs(catalog).column("id").to_pylist() == list(range(1, 51))
     assert read_quarantine(catalog).num_rows == 0
-    sources = catalog.dataset("sources").to_table().column("source").to_pylist()
-    assert sources == [str(good.resolve())]
+    inputs = catalog.dataset("ledger").to_table().column("input").to_pylist()
+    assert inputs == [str(good.resolve())]
     runs = catalog.dataset("runs").to_table().to_pylist()
     assert [(r["status"], r["rows_written"]) for r in runs] == [("failed", 50)]
 
@@ -356,7 +356,7 @@ def test_each_bad_row_rule_lands_in_quarantine(catalog: Catalog, tmp_path: Path,
     assert records[4]["id"] == 104 and records[1]["id"] is None
     assert json.loads(records[4]["record"])["image_phash"] == "bac58374982e0fcz"
     assert {r["fingerprint"] for r in records.values()} == {
-        catalog.dataset("sources").to_table().column("fingerprint")[0].as_py()
+        catalog.dataset("ledger").to_table().column("fingerprint")[0].as_py()
     }
 
 
@@ -453,7 +453,7 @@ def test_reingest_adds_nothing_same_file_or_renamed_copy(
     again = ingest_metadata(catalog, [path, copy])
 
     assert first.rows_written == 19 and first.rows_quarantined == 1
-    assert (again.sources_seen, again.sources_skipped, again.sources_ingested) == (2, 2, 0)
+    assert (again.inputs_seen, again.inputs_skipped, again.inputs_done) == (2, 2, 0)
     assert again.rows_read == again.rows_written == 0
     assert pairs_rows(catalog) == 19 and read_quarantine(catalog).num_rows == 1
     changed = {name for name, v in catalog.versions().items() if versions.get(name) != v}
@@ -461,7 +461,7 @@ def test_reingest_adds_nothing_same_file_or_renamed_copy(
     # The same content twice in one run is ingested once.
     other = Catalog(tmp_path / "other-home")
     once = ingest_metadata(other, [path, copy])
-    assert (once.sources_ingested, once.sources_skipped, pairs_rows(other)) == (1, 1, 19)
+    assert (once.inputs_done, once.inputs_skipped, pairs_rows(other)) == (1, 1, 19)
 
 
 KILLER = textwrap.dedent(
@@ -475,14 +475,14 @@ KILLER = textwrap.dedent(
     home, point, *files = sys.argv[1:]
     seen = []
     if point == "before-pairs-commit":  # quarantine committed, pairs not yet
-        real = ledger.SourceLedger.commit_source
-        def commit_source(self, transaction, record, run_id):
+        real = ledger.Ledger.commit_input
+        def commit_input(self, transaction, record, run_id):
             seen.append(record)
             if len(seen) == 2:
                 os._exit(137)
             return real(self, transaction, record, run_id)
-        ledger.SourceLedger.commit_source = commit_source
-    else:  # pairs committed, its `sources` row not yet written
+        ledger.Ledger.commit_input = commit_input
+    else:  # pairs committed, its `ledger` row not yet written
         real = lance_tables.commit
         def commit(uri, transaction, properties):
             dataset = real(uri, transaction, properties)
@@ -523,7 +523,7 @@ def test_killed_ingest_resumes_with_each_row_once(tmp_path: Path, coyo_rows, poi
 
     summary = ingest_metadata(catalog, files)
 
-    assert summary.sources_skipped == (1 if point == "before-pairs-commit" else 2)
+    assert summary.inputs_skipped == (1 if point == "before-pairs-commit" else 2)
     ids = catalog.dataset("pairs").to_table().column("id")
     assert len(ids) == 3 * 38 and pc.count_distinct(ids).as_py() == len(ids)
     expected = {1000 * i + r for i in range(3) for r in range(40)} - {
@@ -532,10 +532,10 @@ def test_killed_ingest_resumes_with_each_row_once(tmp_path: Path, coyo_rows, poi
     assert set(ids.to_pylist()) == expected
     quarantine = read_quarantine(catalog)
     assert quarantine.num_rows == 6
-    keys = zip(quarantine["source"].to_pylist(), quarantine["row_index"].to_pylist(), strict=True)
+    keys = zip(quarantine["input"].to_pylist(), quarantine["row_index"].to_pylist(), strict=True)
     assert len(set(keys)) == 6
-    sources = catalog.dataset("sources").to_table()
-    assert sorted(sources.column("source").to_pylist()) == sorted(str(f.resolve()) for f in files)
+    entries = catalog.dataset("ledger").to_table()
+    assert sorted(entries.column("input").to_pylist()) == sorted(str(f.resolve()) for f in files)
 
 
 # ---- finding files --------------------------------------------------------------------------
@@ -568,9 +568,9 @@ def test_folder_ingest_sums_up(catalog: Catalog, tmp_path: Path, coyo_rows):
         write(pairs_table(coyo_rows, 10 + index, 100 * index), folder / f"part-{index}.parquet")
     progress = RecordingProgress()
     summary = ingest_metadata(catalog, [folder], progress=progress)
-    assert (summary.sources_seen, summary.sources_ingested, summary.rows_written) == (3, 3, 33)
+    assert (summary.inputs_seen, summary.inputs_done, summary.rows_written) == (3, 3, 33)
     assert progress.totals == [33] and progress.advanced == 33
-    assert "3 of 3 sources ingested" in summary.line()
+    assert "3 of 3 files ingested" in summary.line()
 
 
 # ---- the command line -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ def fixture_rows(labeled_rows: list[dict]) -> list[dict]:
             {
                 "id": row["id"],
                 "taxonomy": IMAGENET21K,
-                "source": "coyo-labeled-300m",
+                "model": "coyo-labeled-300m",
                 "labels": row["labels_visible_prefix"][:n],
                 "label_probs": row["label_probs_visible_prefix"][:n],
             }
@@ -65,7 +65,7 @@ def test_labels_under_known_synsets_of_the_published_rows(labeled):
     def ids(synset: str, p: float) -> list[int]:
         table = labeled.sql(
             f"SELECT id FROM labels_under('{synset}', {p}) "
-            "WHERE source = 'coyo-labeled-300m' ORDER BY id"
+            "WHERE model = 'coyo-labeled-300m' ORDER BY id"
         )
         return table["id"].to_pylist()
 
@@ -103,10 +103,10 @@ def test_labels_under_matches_python_on_both_taxonomies(labeled, synset, p):
     for row in python_rows(labeled):
         for rank, (label, prob) in enumerate(zip(row["labels"], row["label_probs"], strict=True)):
             if prob >= p and names[row["taxonomy"]][label] in under:
-                expected[(row["id"], row["taxonomy"], row["source"])] = (rank, label)
+                expected[(row["id"], row["taxonomy"], row["model"])] = (rank, label)
                 break
     got = labeled.sql(f"SELECT * FROM labels_under('{synset}', {p})").to_pylist()
-    assert {(r["id"], r["taxonomy"], r["source"]): (r["rank"], r["label"]) for r in got} == (
+    assert {(r["id"], r["taxonomy"], r["model"]): (r["rank"], r["label"]) for r in got} == (
         expected
     )
     assert len(got) == len(expected)

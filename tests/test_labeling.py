@@ -21,7 +21,7 @@ from skimage import data as skimage_data
 from typer.testing import CliRunner
 
 from coyo_db.catalog import Catalog
-from coyo_db.catalog.ledger import SourceLedger
+from coyo_db.catalog.ledger import Ledger
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.images import ingest_images
 from coyo_db.ingest.models import classifiers
@@ -98,12 +98,12 @@ def tiny_clip() -> str:
 def test_effnet_labels_every_image_in_coyo_labeled_format(images):
     summary = label_images(images, "effnet-lite0", IMAGENET1K, top_k=5, workers=0)
     assert (summary.rows_read, summary.rows_written, summary.rows_quarantined) == (6, 6, 0)
-    assert (summary.sources_seen, summary.sources_ingested) == (2, 2)
+    assert (summary.inputs_seen, summary.inputs_done) == (2, 2)
     assert "labels (effnet-lite0 over imagenet-1k, top-5): 2 of 2 shards" in summary.line()
     rows = labels_rows(images)
     assert [r["id"] for r in rows] == IDS
     for row in rows:
-        assert (row["taxonomy"], row["source"]) == (IMAGENET1K, "effnet-lite0")
+        assert (row["taxonomy"], row["model"]) == (IMAGENET1K, "effnet-lite0")
         assert len(row["labels"]) == len(set(row["labels"])) == 5
         assert all(0 <= label < 1000 for label in row["labels"])
         probs = row["label_probs"]
@@ -130,10 +130,10 @@ def test_imagenet21k_labels_are_the_same_classes_through_wnids(images):
 def test_a_rerun_labels_nothing_and_another_top_k_adds_no_duplicates(images):
     label_images(images, "effnet-lite0", IMAGENET1K, top_k=3, workers=0)
     again = label_images(images, "effnet-lite0", IMAGENET1K, top_k=3, workers=0)
-    assert (again.sources_skipped, again.rows_read, again.rows_written) == (2, 0, 0)
+    assert (again.inputs_skipped, again.rows_read, again.rows_written) == (2, 0, 0)
     assert "2 done before (skipped)" in again.line()
     more = label_images(images, "effnet-lite0", IMAGENET1K, top_k=8, workers=0)
-    assert (more.sources_skipped, more.rows_written) == (2, 0)  # done for this model
+    assert (more.inputs_skipped, more.rows_written) == (2, 0)  # done for this model
     assert images.sql("SELECT count(*) AS n FROM labels")["n"][0].as_py() == 6
 
 
@@ -167,24 +167,24 @@ def test_a_killed_run_resumes_with_every_row_once(images, monkeypatch):
     assert len(labels_rows(images)) == 3
     monkeypatch.setattr(LabelStage, "__call__", real)
     summary = label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
-    assert (summary.sources_skipped, summary.rows_written) == (1, 3)
+    assert (summary.inputs_skipped, summary.rows_written) == (1, 3)
     assert [r["id"] for r in labels_rows(images)] == IDS
     statuses = images.sql("SELECT status FROM runs WHERE command = 'label' ORDER BY started_at")
     assert statuses["status"].to_pylist() == ["interrupted", "ok"]
 
 
 def test_a_run_killed_after_the_commit_is_recognised_as_done(images, monkeypatch):
-    real = SourceLedger._write
+    real = Ledger._write
 
     def killed(self, entries):  # type: ignore[no-untyped-def]
         if self.table_name == "labels":
             raise KeyboardInterrupt
         return real(self, entries)
 
-    monkeypatch.setattr(SourceLedger, "_write", killed)
+    monkeypatch.setattr(Ledger, "_write", killed)
     with pytest.raises(KeyboardInterrupt):
         label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
-    monkeypatch.setattr(SourceLedger, "_write", real)
+    monkeypatch.setattr(Ledger, "_write", real)
     summary = label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
     assert summary.rows_written == 3  # the first shard's commit was found in the history
     assert [r["id"] for r in labels_rows(images)] == IDS
@@ -200,7 +200,7 @@ def test_unreadable_images_are_quarantined_once(images, tmp_path):
     record = json.loads(bad["record"][0].as_py())
     assert (record["model"], record["taxonomy"]) == ("effnet-lite0", IMAGENET1K)
     again = label_images(images, "effnet-lite0", IMAGENET1K, top_k=2, workers=0)
-    assert again.sources_skipped == 2
+    assert again.inputs_skipped == 2
     assert images.dataset("quarantine").count_rows(filter="table_name = 'labels'") == 3
 
 
@@ -229,7 +229,7 @@ def test_zero_shot_over_a_users_class_list(images, tmp_path):
     assert summary.rows_written == 6 and summary.taxonomy == "pets"
     rows = labels_rows(images, "pets")
     for row in rows:
-        assert row["source"] == spec
+        assert row["model"] == spec
         assert sorted(row["labels"]) == [0, 1, 2]  # k = min(5, 3 classes)
         assert sum(row["label_probs"]) == pytest.approx(1.0, abs=1e-5)  # softmax over 3
         assert row["label_probs"] == sorted(row["label_probs"], reverse=True)
@@ -433,7 +433,7 @@ def test_the_demo_step_labels_the_images_and_selects_by_hierarchy(images, tmp_pa
     assert (result.labeled, result.quarantined) == (6, 0)
     under = images.sql(
         f"SELECT count(*) AS n FROM labels_under('{SYNSET}', {MIN_PROB}) "
-        "WHERE source = 'effnet-lite0'"
+        "WHERE model = 'effnet-lite0'"
     )
     assert result.under_synset == under["n"][0].as_py()
     assert result.coyo_labeled_under == 0  # this catalog holds no COYO-Labeled rows

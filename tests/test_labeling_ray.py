@@ -77,23 +77,23 @@ def _snapshot(catalog: Catalog) -> dict[str, pa.Table]:
     return {
         "labels": catalog.sql("SELECT * FROM labels ORDER BY id"),
         "quarantine": catalog.sql(
-            "SELECT table_name, source, fingerprint, row_index, id, reason, record "
-            "FROM quarantine WHERE table_name = 'labels' ORDER BY source, row_index"
+            "SELECT table_name, input, fingerprint, row_index, id, reason, record "
+            "FROM quarantine WHERE table_name = 'labels' ORDER BY input, row_index"
         ),
-        "sources": catalog.sql(
-            "SELECT table_name, source, fingerprint, rows_read, rows_written, rows_quarantined "
-            "FROM sources WHERE table_name = 'labels' ORDER BY fingerprint"
+        "ledger": catalog.sql(
+            "SELECT table_name, input, fingerprint, rows_read, rows_written, rows_quarantined "
+            "FROM ledger WHERE table_name = 'labels' ORDER BY fingerprint"
         ),
     }
 
 
 def _assert_same(ray_catalog: Catalog, local_catalog: Catalog) -> None:
     got, want = _snapshot(ray_catalog), _snapshot(local_catalog)
-    for name in ("quarantine", "sources"):
+    for name in ("quarantine", "ledger"):
         assert got[name].equals(want[name]), name
     a, b = got["labels"], want["labels"]
     assert a.num_rows == LABELED
-    for column in ("id", "taxonomy", "source", "labels"):
+    for column in ("id", "taxonomy", "model", "labels"):
         assert a[column].equals(b[column]), column
     probs_a = np.array(a["label_probs"].to_pylist())
     probs_b = np.array(b["label_probs"].to_pylist())
@@ -106,7 +106,7 @@ def test_ray_engine_writes_the_same_labels_as_the_local_engine(
 ):
     catalog = _copy(images_home, tmp_path / "home")
     summary = label_images(catalog, engine="ray", **OPTIONS)
-    assert (summary.sources_seen, summary.sources_ingested) == (3, 3)
+    assert (summary.inputs_seen, summary.inputs_done) == (3, 3)
     assert (summary.rows_read, summary.rows_written) == (len(IDS), LABELED)
     assert summary.rows_quarantined == QUARANTINED
     _assert_same(catalog, local)
@@ -114,7 +114,7 @@ def test_ray_engine_writes_the_same_labels_as_the_local_engine(
     assert '"engine": "ray"' in run["arguments"][0].as_py()
 
     again = label_images(catalog, engine="ray", **OPTIONS)
-    assert (again.sources_skipped, again.rows_read) == (3, 0)
+    assert (again.inputs_skipped, again.rows_read) == (3, 0)
 
 
 def test_workers_killed_mid_job_are_retried_and_each_image_is_labeled_once(

@@ -27,7 +27,7 @@ def test_the_manifest_records_sql_versions_exclusions_counts_and_files(catalog, 
     pairs = add_pairs(catalog, 3000)
     add_dup_groups(catalog, pairs["id"].to_numpy()[:100])
     versions = catalog.versions()
-    result = export(catalog, tmp_path / "out", where=WHERE, shard_rows=400)
+    result = export(catalog, tmp_path / "out", where=WHERE, rows_per_file=400)
     manifest = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())
     assert manifest == result.manifest
     assert manifest["tool_version"] == coyo_db.__version__
@@ -114,6 +114,22 @@ def test_cli_replay_writes_an_export_again(catalog, tmp_path):
     assert read_manifest(tmp_path / "b")["format"] == "lance"
     mixed = runner.invoke(app, [*args[:-2], "--where", "true"])
     assert mixed.exit_code != 0
+
+
+def test_replay_reads_a_manifest_that_called_output_files_shards(catalog, tmp_path):
+    add_pairs(catalog, 900)
+    export(catalog, tmp_path / "out", where=WHERE, rows_per_file=200)
+    file = tmp_path / "out" / MANIFEST_NAME
+    old = json.loads(file.read_text())
+    old["options"] = {"shard_rows": 300, "samples_per_shard": 7}
+    old["selection"]["source"] = old["selection"].pop("table")
+    file.write_text(json.dumps(old))
+    replay = replay_export(catalog, file, tmp_path / "again")
+    assert replay.same_ids
+    again = read_manifest(tmp_path / "again")
+    assert again["options"] == {"rows_per_file": 300, "samples_per_file": 7}
+    assert again["selection"]["table"] == "pairs" and "source" not in again["selection"]
+    assert all(entry["rows"] <= 300 for entry in again["files"])
 
 
 def test_replay_fails_clearly_when_a_version_is_gone_or_the_manifest_is_bad(catalog, tmp_path):

@@ -67,12 +67,12 @@ def _snapshot(catalog: Catalog) -> dict[str, pa.Table]:
         "images": catalog.sql("SELECT * FROM images ORDER BY shard, member"),
         "scores": catalog.sql("SELECT * FROM scores ORDER BY id, score"),
         "quarantine": catalog.sql(
-            "SELECT table_name, source, fingerprint, row_index, reason, record "
-            "FROM quarantine ORDER BY source, row_index"
+            "SELECT table_name, input, fingerprint, row_index, reason, record "
+            "FROM quarantine ORDER BY input, row_index"
         ),
-        "sources": catalog.sql(
-            "SELECT table_name, source, fingerprint, rows_read, rows_written, rows_quarantined "
-            "FROM sources ORDER BY table_name, fingerprint"
+        "ledger": catalog.sql(
+            "SELECT table_name, input, fingerprint, rows_read, rows_written, rows_quarantined "
+            "FROM ledger ORDER BY table_name, fingerprint"
         ),
         "vectors": catalog.dataset("embeddings__effnet_lite0").to_table().sort_by("id"),
     }
@@ -80,7 +80,7 @@ def _snapshot(catalog: Catalog) -> dict[str, pa.Table]:
 
 def _assert_same(ray_catalog: Catalog, local_catalog: Catalog) -> None:
     got, want = _snapshot(ray_catalog), _snapshot(local_catalog)
-    for name in ("images", "scores", "quarantine", "sources"):
+    for name in ("images", "scores", "quarantine", "ledger"):
         assert got[name].equals(want[name]), name
     assert got["vectors"]["id"].equals(want["vectors"]["id"])
     a = np.stack(got["vectors"]["image_embedding"].to_numpy(zero_copy_only=False))
@@ -110,7 +110,7 @@ def test_ray_engine_writes_the_same_rows_as_the_local_engine(tmp_path, ray_clust
     assert '"engine": "ray"' in run
 
     again = ingest_images(catalog, shards, engine="ray", **OPTIONS)
-    assert again.sources_skipped == len(shards) and again.rows_read == 0
+    assert again.inputs_skipped == len(shards) and again.rows_read == 0
 
 
 def test_workers_killed_mid_job_are_retried_and_each_row_lands_once(
@@ -137,9 +137,9 @@ KILLED_DRIVER = textwrap.dedent(
     import os, sys
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
-    from coyo_db.catalog.ledger import SourceLedger
+    from coyo_db.catalog.ledger import Ledger
 
-    real = SourceLedger.commit_source
+    real = Ledger.commit_input
 
     def commit_then_die(self, transaction, record, run_id):
         version = real(self, transaction, record, run_id)
@@ -147,7 +147,7 @@ KILLED_DRIVER = textwrap.dedent(
             os._exit(9)
         return version
 
-    SourceLedger.commit_source = commit_then_die
+    Ledger.commit_input = commit_then_die
     ingest_images(
         Catalog(sys.argv[1]), sys.argv[3:], engine="ray", address=sys.argv[2],
         embed=["effnet-lite0"], scores=["language"], batch_size=4,
@@ -170,7 +170,7 @@ def test_a_killed_driver_resumes_with_each_row_once(tmp_path, ray_cluster, shard
     first = catalog.sql("SELECT count(DISTINCT shard) AS n FROM images")["n"][0].as_py()
     assert first == 1, "the driver died after committing one shard"
     summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
-    assert summary.sources_skipped == 1 and summary.sources_ingested == len(shards) - 1
+    assert summary.inputs_skipped == 1 and summary.inputs_done == len(shards) - 1
     counts = _counts(catalog)
     assert counts["images"] == counts["distinct_images"] == len(IDS) + 1
     _assert_same(catalog, local)

@@ -70,14 +70,14 @@ def ingest_labels_command(catalog: Catalog, tmp_path: Path) -> None:
         for i in ids
     ]
     path = tmp_path / "labels.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=_labeled_source()), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=_coyo_labeled_schema()), path)
     ingest_labels(catalog, [path])
 
 
-def _labeled_source() -> pa.Schema:
+def _coyo_labeled_schema() -> pa.Schema:
     from coyo_db.catalog import schemas
 
-    return schemas.LABELED_SOURCE
+    return schemas.COYO_LABELED
 
 
 def dedup_phash_command(catalog: Catalog, tmp_path: Path) -> None:
@@ -119,8 +119,8 @@ def export_command(catalog: Catalog, tmp_path: Path) -> None:
 
 
 COMMANDS = {
-    "ingest metadata": (ingest_metadata_command, {"pairs", "sources"}),
-    "ingest labels": (ingest_labels_command, {"labels", "sources", "taxonomies"}),
+    "ingest metadata": (ingest_metadata_command, {"pairs", "ledger"}),
+    "ingest labels": (ingest_labels_command, {"labels", "ledger", "taxonomies"}),
     "dedup phash": (dedup_phash_command, {"dup_groups"}),
     "dedup text": (dedup_text_command, {"dup_groups"}),
     "dedup semantic": (dedup_semantic_command, {"dup_groups"}),
@@ -227,14 +227,14 @@ def test_ctrl_c_is_logged_interrupted(home, tmp_path, monkeypatch):
 
 
 def test_an_interrupted_ingest_reports_what_it_had_written(catalog, tmp_path, monkeypatch):
-    from coyo_db.catalog.ledger import SourceLedger
+    from coyo_db.catalog.ledger import Ledger
     from coyo_db.ingest.metadata import ingest_metadata
 
     paths = []
     for i in range(2):
         paths.append(tmp_path / f"part-{i}.parquet")
         pq.write_table(synth_table(30, seed=i), paths[-1])
-    real = SourceLedger.commit_source
+    real = Ledger.commit_input
     calls = []
 
     def second_interrupts(self, *args, **kwargs):
@@ -243,7 +243,7 @@ def test_an_interrupted_ingest_reports_what_it_had_written(catalog, tmp_path, mo
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(SourceLedger, "commit_source", second_interrupts)
+    monkeypatch.setattr(Ledger, "commit_input", second_interrupts)
     with pytest.raises(KeyboardInterrupt):
         ingest_metadata(catalog, paths)
     run = last_run(catalog)

@@ -64,7 +64,7 @@ def test_metadata_ingest_and_query_on_an_s3_home(tmp_path, s3_env, coyo_parquet,
     assert summary.rows_written == len(coyo_rows)
 
     again = Catalog(home, create=False)
-    assert {"pairs", "sources", "runs"} <= set(again.table_names())
+    assert {"pairs", "ledger", "runs"} <= set(again.table_names())
     assert str(again.table_uri("pairs")) == f"{home}/tables/pairs.lance"
     got = again.sql("SELECT id, url FROM pairs ORDER BY id").to_pylist()
     assert got == sorted(
@@ -74,7 +74,7 @@ def test_metadata_ingest_and_query_on_an_s3_home(tmp_path, s3_env, coyo_parquet,
     assert not list(tmp_path.rglob("*.lance"))
 
     rerun = ingest_metadata(again, [coyo_parquet])
-    assert rerun.sources_skipped == 1 and rerun.rows_written == 0
+    assert rerun.inputs_skipped == 1 and rerun.rows_written == 0
     assert again.sql("SELECT count(*) AS n FROM pairs")["n"][0].as_py() == len(coyo_rows)
 
 
@@ -113,7 +113,7 @@ def test_image_ingest_on_an_s3_home(tmp_path, s3_env):
     rows = catalog.sql("SELECT id, phash FROM images ORDER BY id").to_pylist()
     assert [r["id"] for r in rows] == [11, 12, 13, 14] and all(r["phash"] for r in rows)
     again = ingest_images(catalog, shards, scores=["profanity"], workers=0)
-    assert again.sources_skipped == len(shards)
+    assert again.inputs_skipped == len(shards)
 
 
 def test_storage_options_and_home_uris_come_from_the_environment(monkeypatch):

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from coyo_db.catalog import schemas
+from coyo_db.catalog.tables import embeddings_name as embeddings_table
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError
-from coyo_db.ingest.image_outputs import embeddings_table
 from coyo_db.search.nearest import search
 from coyo_db.search.vector_index import (
     build_index,

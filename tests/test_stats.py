@@ -72,7 +72,7 @@ def labels_table(n: int = 300, seed: int = 5) -> pa.Table:
         {
             "id": pa.array(rng.integers(0, n // 2, n), pa.int64()),
             "taxonomy": ["imagenet-21k"] * n,
-            "source": ["coyo-labeled-300m"] * n,
+            "model": ["coyo-labeled-300m"] * n,
             "labels": pa.array(labels, pa.list_(pa.int32())),
             "label_probs": pa.array(probs, pa.list_(pa.float32())),
         },

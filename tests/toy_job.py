@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from coyo_db.catalog import Catalog, lance_tables
-from coyo_db.catalog.ledger import SourceLedger, SourceRecord
+from coyo_db.catalog.ledger import Ledger, LedgerEntry
 from coyo_db.ingest.image_job import (
     DecodePlan,
     ImageJob,
@@ -25,7 +25,7 @@ from coyo_db.ingest.image_job import (
     StageSpec,
     UnitWork,
 )
-from coyo_db.ingest.image_sources import find_shards
+from coyo_db.ingest.image_shards import find_shards
 from coyo_db.ingest.image_types import Preprocess
 
 TABLE = "mean_colours"
@@ -68,7 +68,7 @@ class MeanColourJob(ImageJob):
     def prepare(self, engine: Any) -> None:
         catalog = self.catalog
         catalog.ensure_table(TABLE, SCHEMA)
-        self.ledger = SourceLedger(catalog, TABLE)
+        self.ledger = Ledger(catalog, TABLE)
         built = MeanColour() if engine.name == "local" else None
         self.stage = StageSpec(MeanColour, {"device": "cpu"}, key="mean", built=built)
 
@@ -76,7 +76,7 @@ class MeanColourJob(ImageJob):
         works = []
         for shard in find_shards(self.paths):
             if self.ledger.done(shard.fingerprint) is not None:
-                self.summary.sources_skipped += 1
+                self.summary.inputs_skipped += 1
                 continue
             works.append(UnitWork(shard, DecodePlan((SPEC,)), self.stage, Rows()))
         return works
@@ -103,10 +103,10 @@ class MeanColourJob(ImageJob):
         batches = [b for part in work.state.parts for b in part.to_batches()]
         written = sum(b.num_rows for b in batches)
         staged = lance_tables.stage(self.catalog.table_uri(TABLE), batches, SCHEMA)
-        record = SourceRecord(
+        record = LedgerEntry(
             str(work.unit.path), work.unit.fingerprint, written + work.state.bad, written, 0
         )
-        self.ledger.commit_source(staged, record, self.run_id)
+        self.ledger.commit_input(staged, record, self.run_id)
         self.summary.rows_written += written
         self.commits += 1
         if self.die_after is not None and self.commits >= self.die_after:

@@ -147,7 +147,7 @@ def match_batch(
             "shard": pa.array([batch.shards[i] for i in q_index], pa.string()),
             "member": pa.array([batch.members[i] for i in q_index], pa.string()),
             "run_id": pa.array([""] * len(keys), pa.string()),
-            "source": pa.array([pairs[key] for key in keys], pa.string()),
+            "found_by": pa.array([pairs[key] for key in keys], pa.string()),
             "low_info": pa.array(low, pa.bool_()),
             "hit": pa.array([m is not None for m in method], pa.bool_()),
         },

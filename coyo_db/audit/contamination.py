@@ -15,7 +15,7 @@ Tables (a re-run for a refset replaces that refset's rows, others' stay):
   ``score`` is the deciding evidence on a 0..1 scale: ``1 - hamming/64`` for pHash,
   the cosine for ``descriptor``, ``min(1, inliers / 100)`` for ``local``.
   ``hamming``, ``cosine`` and ``inliers`` are null where not computed.
-- ``contamination_candidates``: every candidate pair with the same evidence, ``source``
+- ``contamination_candidates``: every candidate pair with the same evidence, ``found_by``
   (``knn``, ``phash`` or both), ``low_info`` and ``hit``: thresholds can be re-chosen from it.
 
 Both are written once, at the end of the audit.
@@ -218,7 +218,7 @@ class AuditJob(ImageJob):
     def plan(self) -> list[UnitWork]:
         spec = self.model.preprocess
         if self.paths:
-            from coyo_db.ingest.image_sources import find_shards
+            from coyo_db.ingest.image_shards import find_shards
 
             decode = DecodePlan((spec,), phash="exact", keep_bytes=True)
             return [UnitWork(shard, decode, self.stage) for shard in find_shards(self.paths)]

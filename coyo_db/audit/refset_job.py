@@ -138,7 +138,7 @@ def add_refset(
     the descriptor in GPU or CPU actors; both engines write the same rows. `address` joins a
     running Ray cluster; without it a local Ray instance starts.
     """
-    from coyo_db.ingest.image_sources import find_shards
+    from coyo_db.ingest.image_shards import find_shards
 
     if not NAME_PATTERN.match(name):
         raise InputError(f"refset name {name!r}: use letters, digits, '-', '_' or '.'")

@@ -3,7 +3,7 @@
 ``coyo-db refset add NAME PATH`` (:mod:`coyo_db.audit.refset_job`) writes three tables keyed by
 ``(refset, ref_id)``:
 
-- ``refsets``: one row per set (name, source path, layout, counts, descriptor, when);
+- ``refsets``: one row per set (name, path, layout, counts, descriptor, when);
 - ``refset_images``: one row per image: ``ref_path`` (what the user knows it by), ``shard`` and
   ``member`` (where to read it again: verification and report thumbnails re-read it), pHash,
   size, and the low-information flag with its reason (:mod:`coyo_db.audit.low_info`);
@@ -165,7 +165,7 @@ class RefsetRows:
         catalog.append(tables.REFSET_IMAGES.name, images, {"refset": name, "run_id": run_id})
         meta = {
             "refset": name,
-            "source": str(self.root),
+            "path": str(self.root),
             "layout": summary.layout,
             "images": summary.images,
             "failed": summary.failed,
@@ -237,7 +237,7 @@ def refset_names(catalog: Catalog) -> list[str]:
 
 
 def list_refsets(catalog: Catalog) -> pa.Table:
-    """One row per reference set: name, layout, counts, descriptor, source, when."""
+    """One row per reference set: name, path, layout, counts, descriptor, when."""
     if not catalog.has_table(tables.REFSETS.name):
         return tables.REFSETS.empty()
     return catalog.dataset(tables.REFSETS.name).to_table().sort_by("refset")

@@ -2,7 +2,7 @@
 
 Ingest jobs write fragments first (`stage`) and make them visible in one commit that carries
 the job's bookkeeping in its transaction properties (`commit`). A job killed between the two
-leaves only unreferenced files, never half a source.
+leaves only unreferenced files, never half an input.
 
 A `uri` is a local path or an object-store URI (``s3://bucket/prefix/tables/x.lance``); for the
 latter every call passes the storage options :mod:`coyo_db.catalog.object_store` reads from the

@@ -1,14 +1,14 @@
-"""Which sources (files, shards) each table already holds: what makes ingest resumable.
+"""The ledger: which inputs (files, shards) each table already holds: what makes ingest resumable.
 
-A source is ingested in three commits, each carrying the source's fingerprint:
+An input is ingested in three commits, each carrying the input's fingerprint:
 
 1. its bad records into `quarantine`;
 2. its good rows into the target table (one atomic Lance commit);
-3. a row in `sources` saying it is done.
+3. a row in `ledger` saying it is done.
 
-A run that dies after (2) is finished by :meth:`SourceLedger.done` reading the target table's
+A run that dies after (2) is finished by :meth:`Ledger.done` reading the target table's
 commit history; one that dies before (2) left quarantine rows that :meth:`discard_partial`
-removes before the source is ingested again. Either way every row ends up there exactly once.
+removes before the input is ingested again. Either way every row ends up there exactly once.
 """
 
 from __future__ import annotations
@@ -56,51 +56,54 @@ def file_fingerprint(path: str | os.PathLike[str], tail_bytes: int = 1 << 16) ->
 
 
 @dataclass(frozen=True)
-class SourceRecord:
-    """What the ledger knows of one finished source."""
+class LedgerEntry:
+    """What the ledger knows of one finished input."""
 
-    source: str
+    input: str
     fingerprint: str
     rows_read: int
     rows_written: int
     rows_quarantined: int
 
 
-class SourceLedger:
-    """The finished sources of one target table."""
+class Ledger:
+    """The finished inputs of one target table."""
 
     def __init__(self, catalog: Catalog, table_name: str) -> None:
         self.catalog = catalog
         self.table_name = table_name
         self._done = self._load()
 
-    def _load(self) -> dict[str, SourceRecord]:
-        done: dict[str, SourceRecord] = {}
+    def _load(self) -> dict[str, LedgerEntry]:
+        done: dict[str, LedgerEntry] = {}
         recorded_version = 0
-        if self.catalog.has_table(tables.SOURCES.name):
+        if self.catalog.has_table(tables.LEDGER.name):
             rows = (
-                self.catalog.dataset(tables.SOURCES.name)
+                self.catalog.dataset(tables.LEDGER.name)
                 .to_table(filter=f"table_name = '{self.table_name}'")
                 .to_pylist()
             )
             for row in rows:
-                done[row["fingerprint"]] = SourceRecord(
-                    row["source"],
+                done[row["fingerprint"]] = LedgerEntry(
+                    row["input"],
                     row["fingerprint"],
                     row["rows_read"],
                     row["rows_written"],
                     row["rows_quarantined"],
                 )
                 recorded_version = max(recorded_version, row["table_version"] or 0)
-        # Commits of the target table whose `sources` row never got written (a killed run):
-        # only commits newer than the newest recorded one can be missing.
+        # Commits of the target table whose `ledger` row never got written (a killed run):
+        # only commits newer than the newest recorded one can be missing. Without a `ledger`
+        # table (a new catalog, or one whose ledger was the older `sources` table, which is not
+        # read) recorded_version stays 0 and every version of the target table is scanned.
         recovered = []
         uri = self.catalog.table_uri(self.table_name)
         for version, props in lance_tables.committed_properties(uri, recorded_version):
             fingerprint = props.get("fingerprint")
             if fingerprint and fingerprint not in done:
-                record = SourceRecord(
-                    props.get("source", ""),
+                record = LedgerEntry(
+                    # commits written before the ledger said `input` carry it as `source`
+                    props.get("input", props.get("source", "")),
                     fingerprint,
                     int(props.get("rows_read", 0)),
                     int(props.get("rows_written", 0)),
@@ -112,12 +115,12 @@ class SourceLedger:
             self._write(recovered)
         return done
 
-    def done(self, fingerprint: str) -> SourceRecord | None:
-        """The record of a finished source with this fingerprint, if any."""
+    def done(self, fingerprint: str) -> LedgerEntry | None:
+        """The entry of a finished input with this fingerprint, if any."""
         return self._done.get(fingerprint)
 
     def discard_partial(self, fingerprint: str) -> None:
-        """Remove quarantine rows left by an unfinished attempt at this source."""
+        """Remove quarantine rows left by an unfinished attempt at this input."""
         if self.catalog.has_table(tables.QUARANTINE.name):
             dataset = self.catalog.dataset(tables.QUARANTINE.name)
             where = f"fingerprint = '{fingerprint}' AND table_name = '{self.table_name}'"
@@ -126,7 +129,7 @@ class SourceLedger:
                 dataset.delete(where)
 
     def quarantine(self, rows: pa.Table, fingerprint: str, run_id: str) -> None:
-        """Commit the bad records of a source (schema: :data:`tables.QUARANTINE.schema`)."""
+        """Commit the bad records of an input (schema: :data:`tables.QUARANTINE.schema`)."""
         if rows.num_rows:
             self.catalog.append(
                 tables.QUARANTINE.name,
@@ -134,11 +137,11 @@ class SourceLedger:
                 {"fingerprint": fingerprint, "run_id": run_id, "target": self.table_name},
             )
 
-    def commit_source(self, transaction: object, record: SourceRecord, run_id: str) -> int:
-        """Commit a source's staged rows and mark it done; returns the table's new version."""
+    def commit_input(self, transaction: object, record: LedgerEntry, run_id: str) -> int:
+        """Commit an input's staged rows and mark it done; returns the table's new version."""
         props = {
             "fingerprint": record.fingerprint,
-            "source": record.source,
+            "input": record.input,
             "rows_read": str(record.rows_read),
             "rows_written": str(record.rows_written),
             "rows_quarantined": str(record.rows_quarantined),
@@ -149,13 +152,13 @@ class SourceLedger:
         self._done[record.fingerprint] = record
         return dataset.version
 
-    def _write(self, entries: list[tuple[SourceRecord, int, str]]) -> None:
+    def _write(self, entries: list[tuple[LedgerEntry, int, str]]) -> None:
         stamp = now()
         table = pa.Table.from_pylist(
             [
                 {
                     "table_name": self.table_name,
-                    "source": record.source,
+                    "input": record.input,
                     "fingerprint": record.fingerprint,
                     "rows_read": record.rows_read,
                     "rows_written": record.rows_written,
@@ -166,15 +169,15 @@ class SourceLedger:
                 }
                 for record, version, run_id in entries
             ],
-            schema=tables.SOURCES.schema,
+            schema=tables.LEDGER.schema,
         )
-        self.catalog.append(tables.SOURCES.name, table)
+        self.catalog.append(tables.LEDGER.name, table)
 
 
 def quarantine_rows(
     *,
     table_name: str,
-    source: str,
+    input: str,
     fingerprint: str,
     run_id: str,
     row_index: pa.Array,
@@ -187,7 +190,7 @@ def quarantine_rows(
     return pa.table(
         {
             "table_name": pa.array([table_name] * n, pa.string()),
-            "source": pa.array([source] * n, pa.string()),
+            "input": pa.array([input] * n, pa.string()),
             "fingerprint": pa.array([fingerprint] * n, pa.string()),
             "row_index": row_index.cast(pa.int64()),
             "id": ids.cast(pa.int64()),

@@ -40,8 +40,8 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "aesthetic_score_laion_v2",
 )
 
-# COYO-Labeled-300M as published (the source Parquet), before it is normalised into `labels`.
-LABELED_SOURCE = pa.schema(
+# COYO-Labeled-300M as published (its input files), before it is normalised into `labels`.
+COYO_LABELED = pa.schema(
     [
         pa.field("id", pa.int64()),
         pa.field("url", pa.string()),
@@ -57,7 +57,7 @@ LABELS = pa.schema(
     [
         pa.field("id", pa.int64()),
         pa.field("taxonomy", pa.string()),
-        pa.field("source", pa.string()),
+        pa.field("model", pa.string()),  # the model spec, or coyo-labeled-300m for COYO's rows
         pa.field("labels", pa.list_(pa.int32())),
         pa.field("label_probs", pa.list_(pa.float32())),
     ]
@@ -77,7 +77,7 @@ TAXONOMIES = pa.schema(
 QUARANTINE = pa.schema(
     [
         pa.field("table_name", pa.string()),
-        pa.field("source", pa.string()),
+        pa.field("input", pa.string()),  # the input file or shard the record came from
         pa.field("fingerprint", pa.string()),
         pa.field("row_index", pa.int64()),
         pa.field("id", pa.int64()),
@@ -88,11 +88,11 @@ QUARANTINE = pa.schema(
     ]
 )
 
-# One row per source (file or shard) an ingest finished: what makes re-ingest a no-op.
-SOURCES = pa.schema(
+# The ledger: one row per input (file or shard) an ingest finished: what makes re-ingest a no-op.
+LEDGER = pa.schema(
     [
         pa.field("table_name", pa.string()),
-        pa.field("source", pa.string()),
+        pa.field("input", pa.string()),
         pa.field("fingerprint", pa.string()),
         pa.field("rows_read", pa.int64()),
         pa.field("rows_written", pa.int64()),
@@ -128,7 +128,7 @@ RUNS = pa.schema(
 IMAGES = pa.schema(
     [
         pa.field("id", pa.int64()),
-        pa.field("id_source", pa.string()),  # json | url | key | hash: how the id was found
+        pa.field("id_origin", pa.string()),  # json | url | key | hash: where the id came from
         pa.field("key", pa.string()),
         pa.field("url", pa.string()),
         pa.field("caption", pa.string()),
@@ -178,11 +178,11 @@ DUP_GROUPS = pa.schema(
     ]
 )
 
-# One row per registered reference set.
+# One row per registered reference set; `path` is the folder it was registered from.
 REFSETS = pa.schema(
     [
         pa.field("refset", pa.string()),
-        pa.field("source", pa.string()),
+        pa.field("path", pa.string()),
         pa.field("layout", pa.string()),
         pa.field("images", pa.int64()),
         pa.field("failed", pa.int64()),
@@ -231,7 +231,7 @@ CONTAMINATION = pa.schema(_EVIDENCE)
 CONTAMINATION_CANDIDATES = pa.schema(
     [
         *_EVIDENCE,
-        pa.field("source", pa.string()),
+        pa.field("found_by", pa.string()),  # knn | phash | knn+phash
         pa.field("low_info", pa.bool_()),
         pa.field("hit", pa.bool_()),
     ]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass
 class IngestSummary:
-    """What one ingest run did, source by source and row by row."""
+    """What one ingest run did, input by input (files or shards) and row by row."""
+
+    #: what this job's inputs are called in :meth:`line`
+    INPUTS: ClassVar[str] = "files"
 
     table: str
     run_id: str = ""
-    sources_seen: int = 0
-    sources_skipped: int = 0
-    sources_ingested: int = 0
+    inputs_seen: int = 0
+    inputs_skipped: int = 0
+    inputs_done: int = 0
     rows_read: int = 0
     rows_written: int = 0
     rows_quarantined: int = 0
@@ -27,10 +31,10 @@ class IngestSummary:
     def line(self) -> str:
         """One human line: what was ingested, skipped and quarantined, and how fast."""
         parts = [
-            f"{self.table}: {self.sources_ingested} of {self.sources_seen} sources ingested",
+            f"{self.table}: {self.inputs_done} of {self.inputs_seen} {self.INPUTS} ingested",
         ]
-        if self.sources_skipped:
-            parts.append(f"{self.sources_skipped} already ingested (skipped)")
+        if self.inputs_skipped:
+            parts.append(f"{self.inputs_skipped} already ingested (skipped)")
         parts.append(
             f"{self.rows_read:,} rows read = {self.rows_written:,} written"
             f" + {self.rows_quarantined:,} quarantined"

@@ -49,8 +49,8 @@ PAIRS = TableSpec(
 LABELS = TableSpec(
     "labels",
     schemas.LABELS,
-    ("id", "taxonomy", "source"),
-    "top-k labels per image over a taxonomy, COYO-Labeled-300M's or a model's (`source`)",
+    ("id", "taxonomy", "model"),
+    "top-k labels per image over a taxonomy, COYO-Labeled-300M's or a model's (`model`)",
 )
 TAXONOMIES = TableSpec(
     "taxonomies",
@@ -70,9 +70,9 @@ QUARANTINE = TableSpec(
     ("table_name", "fingerprint", "row_index"),
     "bad records of every ingest job, with the reason",
 )
-SOURCES = TableSpec(
-    "sources",
-    schemas.SOURCES,
+LEDGER = TableSpec(
+    "ledger",
+    schemas.LEDGER,
     ("table_name", "fingerprint"),
     "the input files and shards each table holds, by content: what makes ingest resumable",
 )
@@ -134,7 +134,7 @@ FIXED: dict[str, TableSpec] = {
         TAXONOMIES,
         TAXONOMY_TREE,
         QUARANTINE,
-        SOURCES,
+        LEDGER,
         RUNS,
         IMAGES,
         SCORES,

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_RULES = ("highest-clip", "lowest-id")
-SOURCES = (tables.PAIRS.name, tables.IMAGES.name)
+PHASH_TABLES = (tables.PAIRS.name, tables.IMAGES.name)  # what `dedup phash` reads
 KeepRule = Literal["highest-clip", "lowest-id"]
 
 
@@ -67,8 +67,8 @@ class DedupSummary:
         )
 
 
-def phash_method(source: str, radius: int) -> str:
-    return f"phash_{source}_r{radius}"
+def phash_method(table: str, radius: int) -> str:
+    return f"phash_{table}_r{radius}"
 
 
 def choose_keepers(
@@ -100,24 +100,24 @@ def choose_keepers(
     return mask
 
 
-def _load_hashes(catalog: Catalog, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_hashes(catalog: Catalog, table: str) -> tuple[np.ndarray, np.ndarray]:
     from coyo_db.ingest.phash import phash_hex_to_uint64
 
-    if source not in SOURCES:
-        raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    if not catalog.has_table(source):
-        raise CatalogError(f"the catalog at {catalog.location} has no table {source!r} to dedup")
-    if source == tables.PAIRS.name:
-        table = catalog.dataset(tables.PAIRS.name).to_table(
+    if table not in PHASH_TABLES:
+        raise InputError(f"unknown table {table!r}; choose one of {', '.join(PHASH_TABLES)}")
+    if not catalog.has_table(table):
+        raise CatalogError(f"the catalog at {catalog.location} has no table {table!r} to dedup")
+    if table == tables.PAIRS.name:
+        rows = catalog.dataset(tables.PAIRS.name).to_table(
             columns=["id", "image_phash"], filter="image_phash IS NOT NULL"
         )
-        return table["id"].to_numpy(), phash_hex_to_uint64(table["image_phash"])
-    table = catalog.dataset(tables.IMAGES.name).to_table(
+        return rows["id"].to_numpy(), phash_hex_to_uint64(rows["image_phash"])
+    rows = catalog.dataset(tables.IMAGES.name).to_table(
         columns=["id", "phash"], filter="phash IS NOT NULL"
     )
     # An image ingested twice appears twice; one row per id.
-    ids, first = np.unique(table["id"].to_numpy(), return_index=True)
-    return ids, table["phash"].to_numpy()[first]
+    ids, first = np.unique(rows["id"].to_numpy(), return_index=True)
+    return ids, rows["phash"].to_numpy()[first]
 
 
 def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,19 +202,19 @@ def store_groups(
 def dedup_phash(
     catalog: Catalog,
     radius: int = DEFAULT_RADIUS,
-    source: str = "pairs",
+    table: str = "pairs",
     keep: str = "highest-clip",
 ) -> DedupSummary:
-    """Near-duplicate pHash groups of `source` (pairs or images) within `radius`, written to
-    `dup_groups` under method ``phash_<source>_r<radius>`` with one keeper per group. Logged in
+    """Near-duplicate pHash groups of `table` (pairs or images) within `radius`, written to
+    `dup_groups` under method ``phash_<table>_r<radius>`` with one keeper per group. Logged in
     `runs` as ``dedup phash``."""
     from coyo_db.catalog.runs import recorded_run
 
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
-    arguments = {"radius": radius, "source": source, "keep": keep}
+    arguments = {"radius": radius, "table": table, "keep": keep}
     with recorded_run(catalog, "dedup phash", arguments) as run:
-        summary = _dedup_phash(catalog, radius, source, keep)
+        summary = _dedup_phash(catalog, radius, table, keep)
         record_counts(run, summary)
     return summary
 
@@ -224,11 +224,11 @@ def record_counts(run: Run, summary: DedupSummary) -> None:
     run.counts(rows_read=summary.rows_scanned, rows_written=summary.rows_in_groups)
 
 
-def _dedup_phash(catalog: Catalog, radius: int, source: str, keep: str) -> DedupSummary:
+def _dedup_phash(catalog: Catalog, radius: int, table: str, keep: str) -> DedupSummary:
     started = time.perf_counter()
-    ids, hashes = _load_hashes(catalog, source)
+    ids, hashes = _load_hashes(catalog, table)
     groups = phash_groups(ids, hashes, radius)
-    method = phash_method(source, radius)
+    method = phash_method(table, radius)
     gid = groups["group_id"].to_numpy()
     member = groups["id"].to_numpy()
     if keep == "highest-clip":

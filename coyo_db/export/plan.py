@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
 
 DEFAULT_COLUMNS: tuple[str, ...] = ("url", "text", "id")
-DEFAULT_SOURCE = tables.PAIRS.name
+DEFAULT_TABLE = tables.PAIRS.name  # what --where reads unless --from names another
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ def selection_sql(
     where: str | None = None,
     sql: str | None = None,
     columns: Sequence[str] = (),
-    source: str = DEFAULT_SOURCE,
+    table: str = DEFAULT_TABLE,
 ) -> str:
-    """The selection of an export: from `where` over `source` (``url, text, id`` plus
+    """The selection of an export: from `where` over `table` (``url, text, id`` plus
     `columns`; ``*`` for all), or `sql` (one SELECT statement)."""
     from coyo_db.catalog.readonly import split_statements
 
@@ -67,7 +67,7 @@ def selection_sql(
     else:
         names = list(dict.fromkeys([*DEFAULT_COLUMNS, *wanted]))
         projection = ", ".join(_quote(n) for n in names)
-    return f"SELECT {projection}\nFROM {_quote(source)}\nWHERE ({where}\n)"
+    return f"SELECT {projection}\nFROM {_quote(table)}\nWHERE ({where}\n)"
 
 
 def export_sql(selection: str, views: Sequence[str]) -> str:

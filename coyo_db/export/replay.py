@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 from coyo_db.export.manifest import manifest_path, read_manifest
 from coyo_db.export.plan import ExportPlan
 from coyo_db.export.rows import ExportRows
-from coyo_db.export.subset import ExportResult, run_export
+from coyo_db.export.subset import (
+    DEFAULT_ROWS_PER_FILE,
+    DEFAULT_SAMPLES_PER_FILE,
+    ExportResult,
+    run_export,
+)
 from coyo_db.export.writers import IdTally
 from coyo_db.progress import Progress
 
@@ -79,16 +84,27 @@ def replay_export(
                 tally.update(batch.column("id"))
         return ReplayResult(file, recorded["query_ids"], tally.as_dict())
     options = recorded.get("options", {})
+    selection = dict(recorded.get("selection", {}))
+    if "source" in selection:  # manifests written before the selection said `table`
+        selection["table"] = selection.pop("source")
     result = run_export(
         catalog,
         plan,
         to,
         fmt or recorded["format"],
-        origin={**recorded.get("selection", {}), "replay_of": str(file.resolve())},
-        shard_rows=int(options.get("shard_rows", 1_000_000)),
-        samples_per_shard=int(options.get("samples_per_shard", 10_000)),
+        origin={**selection, "replay_of": str(file.resolve())},
+        rows_per_file=_option(options, "rows_per_file", "shard_rows", DEFAULT_ROWS_PER_FILE),
+        samples_per_file=_option(
+            options, "samples_per_file", "samples_per_shard", DEFAULT_SAMPLES_PER_FILE
+        ),
         overwrite=overwrite,
         progress=progress,
     )
     result_manifest = result.manifest
     return ReplayResult(file, recorded["query_ids"], result_manifest["query_ids"], result)
+
+
+def _option(options: dict[str, Any], key: str, old_key: str, default: int) -> int:
+    """A recorded option; manifests written before output files were called files name it
+    `old_key` (``shard_rows``, ``samples_per_shard``)."""
+    return int(options.get(key, options.get(old_key, default)))

@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from coyo_db.catalog import tables
 from coyo_db.errors import InputError
-from coyo_db.export.plan import DEFAULT_SOURCE, ExportPlan, plan_export, selection_sql
+from coyo_db.export.plan import DEFAULT_TABLE, ExportPlan, plan_export, selection_sql
 from coyo_db.export.rows import ExportRows
 from coyo_db.export.writers import IdTally, WrittenFile
 from coyo_db.progress import NullProgress, Progress
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("parquet", "webdataset", "lance")
-DEFAULT_SHARD_ROWS = 1_000_000
-DEFAULT_SAMPLES_PER_SHARD = 10_000
+DEFAULT_ROWS_PER_FILE = 1_000_000
+DEFAULT_SAMPLES_PER_FILE = 10_000
 
 
 @dataclass
@@ -102,21 +102,21 @@ def export(
     sql: str | None = None,
     fmt: str = "parquet",
     columns: Sequence[str] = (),
-    source: str = DEFAULT_SOURCE,
+    table: str = DEFAULT_TABLE,
     keep_duplicates: bool = False,
     keep_contaminated: bool = False,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    samples_per_file: int = DEFAULT_SAMPLES_PER_FILE,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export the rows of `where` (over `source`) or of `sql` to folder `to` as `fmt`, without
+    """Export the rows of `where` (over `table`) or of `sql` to folder `to` as `fmt`, without
     duplicates and contaminated ids unless kept; a manifest goes inside the folder."""
-    selection = selection_sql(where=where, sql=sql, columns=columns, source=source)
+    selection = selection_sql(where=where, sql=sql, columns=columns, table=table)
     plan = plan_export(
         catalog, selection, keep_duplicates=keep_duplicates, keep_contaminated=keep_contaminated
     )
-    origin = {"where": where, "source": source if where is not None else None}
+    origin = {"where": where, "table": table if where is not None else None}
     origin["columns"] = list(columns)
     return run_export(
         catalog,
@@ -124,8 +124,8 @@ def export(
         to,
         fmt,
         origin=origin,
-        shard_rows=shard_rows,
-        samples_per_shard=samples_per_shard,
+        rows_per_file=rows_per_file,
+        samples_per_file=samples_per_file,
         overwrite=overwrite,
         progress=progress,
     )
@@ -138,8 +138,8 @@ def run_export(
     fmt: str,
     *,
     origin: dict[str, Any] | None = None,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+    rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    samples_per_file: int = DEFAULT_SAMPLES_PER_FILE,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
@@ -149,10 +149,10 @@ def run_export(
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if shard_rows < 1 or samples_per_shard < 1:
-        raise InputError("--shard-rows and --samples-per-shard must be at least 1")
+    if rows_per_file < 1 or samples_per_file < 1:
+        raise InputError("--rows-per-file and --samples-per-file must be at least 1")
     target = Path(to).expanduser().resolve()
-    options = {"shard_rows": shard_rows, "samples_per_shard": samples_per_shard}
+    options = {"rows_per_file": rows_per_file, "samples_per_file": samples_per_file}
     arguments = {
         "to": str(target),
         "format": fmt,
@@ -182,7 +182,7 @@ def _write_export(
 ) -> ExportResult:
     from coyo_db.export import manifest as manifests
 
-    shard_rows, samples_per_shard = options["shard_rows"], options["samples_per_shard"]
+    rows_per_file, samples_per_file = options["rows_per_file"], options["samples_per_file"]
     started = time.perf_counter()
     created_at = manifests.utc_now()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +192,9 @@ def _write_export(
         with catalog.connection(versions=plan.versions) as con:
             rows = ExportRows(con, plan)
             if fmt == "webdataset":
-                written = _write_webdataset(con, plan, rows, staging, samples_per_shard, progress)
+                written = _write_webdataset(con, plan, rows, staging, samples_per_file, progress)
             else:
-                written = _write_table(rows, fmt, staging, shard_rows, progress)
+                written = _write_table(rows, fmt, staging, rows_per_file, progress)
         ids, query_ids = written.ids, written.query_ids
         counts: dict[str, Any] = {
             "selected": rows.selected,
@@ -261,7 +261,7 @@ class _Written:
 
 
 def _write_table(
-    rows: ExportRows, fmt: str, folder: Path, shard_rows: int, progress: Progress
+    rows: ExportRows, fmt: str, folder: Path, rows_per_file: int, progress: Progress
 ) -> _Written:
     from coyo_db.export import writers
 
@@ -277,7 +277,7 @@ def _write_table(
         progress.finish()
 
     if fmt == "parquet":
-        files = writers.write_parquet(batches(), schema, folder, shard_rows)
+        files = writers.write_parquet(batches(), schema, folder, rows_per_file)
     else:
         files = writers.write_lance(batches(), schema, folder)
     return _Written(files, tally, tally)
@@ -301,7 +301,7 @@ def _write_webdataset(
     plan: ExportPlan,
     rows: ExportRows,
     folder: Path,
-    samples_per_shard: int,
+    samples_per_file: int,
     progress: Progress,
 ) -> _Written:
     import numpy as np
@@ -322,6 +322,6 @@ def _write_webdataset(
     locations = con.sql(_LOCATIONS_SQL).to_arrow_table()
     con.unregister("export_ids")
     tally = IdTally()
-    stats = write_webdataset(table, locations, folder, samples_per_shard, tally, progress)
+    stats = write_webdataset(table, locations, folder, samples_per_file, tally, progress)
     extra = {"missing_image_reasons": stats.missing_reasons}
     return _Written(stats.files, tally, query_ids, extra)

@@ -1,9 +1,9 @@
 """The three export formats, each fed Arrow record batches in export order.
 
-- :class:`ParquetShards`: ``part-00000.parquet``, ``part-00001.parquet``, ... of at most
-  `shard_rows` rows each (img2dataset reads the folder with ``--input_format parquet``);
+- :class:`ParquetFiles`: ``part-00000.parquet``, ``part-00001.parquet``, ... of at most
+  `rows_per_file` rows each (img2dataset reads the folder with ``--input_format parquet``);
 - :func:`write_lance`: one Lance dataset in the target folder;
-- :class:`WebDatasetShards`: ``00000.tar``, ``00001.tar``, ... of at most `samples_per_shard`
+- :class:`WebDatasetTars`: ``00000.tar``, ``00001.tar``, ... of at most `samples_per_file`
   samples, each ``<key>.<ext>`` (the image bytes as ingested), ``<key>.txt`` (the caption) and
   ``<key>.json`` (id, url, caption and every other exported column), as img2dataset writes
   them; webdataset and open_clip's training loader read them as they are.
@@ -89,12 +89,12 @@ class IdTally:
         }
 
 
-class ParquetShards:
-    """Parquet files of at most `shard_rows` rows each, named ``part-NNNNN.parquet``."""
+class ParquetFiles:
+    """Parquet files of at most `rows_per_file` rows each, named ``part-NNNNN.parquet``."""
 
-    def __init__(self, folder: Path, shard_rows: int) -> None:
+    def __init__(self, folder: Path, rows_per_file: int) -> None:
         self.folder = folder
-        self.shard_rows = shard_rows
+        self.rows_per_file = rows_per_file
         self.files: list[WrittenFile] = []
         self._writer: Any = None
         self._rows_in_file = 0
@@ -103,11 +103,11 @@ class ParquetShards:
         while batch.num_rows:
             if self._writer is None:
                 self._open(batch.schema)
-            room = self.shard_rows - self._rows_in_file
+            room = self.rows_per_file - self._rows_in_file
             part, batch = batch.slice(0, room), batch.slice(room)
             self._writer.write_batch(part)
             self._rows_in_file += part.num_rows
-            if self._rows_in_file >= self.shard_rows:
+            if self._rows_in_file >= self.rows_per_file:
                 self._close()
 
     def _open(self, schema: pa.Schema) -> None:
@@ -135,12 +135,12 @@ class ParquetShards:
 
 
 def write_parquet(
-    batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, shard_rows: int
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, rows_per_file: int
 ) -> list[WrittenFile]:
-    shards = ParquetShards(folder, shard_rows)
+    files = ParquetFiles(folder, rows_per_file)
     for batch in batches:
-        shards.write(batch)
-    return shards.finish(schema)
+        files.write(batch)
+    return files.finish(schema)
 
 
 def write_lance(
@@ -171,26 +171,26 @@ class WebDatasetStats:
     missing_reasons: dict[str, int]
 
 
-class WebDatasetShards:
-    """Tar shards of ``<key>.<ext>``, ``<key>.txt``, ``<key>.json`` samples.
+class WebDatasetTars:
+    """Tar files of ``<key>.<ext>``, ``<key>.txt``, ``<key>.json`` samples.
 
     Members get a fixed mtime and owner so that the same export gives the same bytes.
     """
 
-    def __init__(self, folder: Path, samples_per_shard: int) -> None:
+    def __init__(self, folder: Path, samples_per_file: int) -> None:
         self.folder = folder
-        self.samples_per_shard = samples_per_shard
+        self.samples_per_file = samples_per_file
         self.files: list[WrittenFile] = []
         self._tar: tarfile.TarFile | None = None
-        self._in_shard = 0
+        self._in_file = 0
 
     def add(self, key: str, image: bytes, ext: str, text: str, meta: dict[str, Any]) -> None:
         if self._tar is None:
             name = TAR_PATTERN.format(len(self.files))
-            # closed by _close when the shard is full, or by finish
+            # closed by _close when the tar is full, or by finish
             self._tar = tarfile.open(self.folder / name, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
             self.files.append(WrittenFile(name, 0))
-            self._in_shard = 0
+            self._in_file = 0
         payload = json.dumps(meta, ensure_ascii=False, default=_json_default).encode("utf-8")
         for suffix, data in ((ext, image), ("txt", text.encode("utf-8")), ("json", payload)):
             info = tarfile.TarInfo(f"{key}.{suffix}")
@@ -198,8 +198,8 @@ class WebDatasetShards:
             info.mtime = 0
             info.mode = 0o644
             self._tar.addfile(info, io.BytesIO(data))
-        self._in_shard += 1
-        if self._in_shard >= self.samples_per_shard:
+        self._in_file += 1
+        if self._in_file >= self.samples_per_file:
             self._close()
 
     def _close(self) -> None:
@@ -207,7 +207,7 @@ class WebDatasetShards:
         self._tar.close()
         self._tar = None
         last = self.files[-1]
-        last.rows = self._in_shard
+        last.rows = self._in_file
         last.bytes = (self.folder / last.path).stat().st_size
 
     def finish(self) -> list[WrittenFile]:
@@ -220,11 +220,11 @@ def write_webdataset(
     table: pa.Table,
     locations: pa.Table,
     folder: Path,
-    samples_per_shard: int,
+    samples_per_file: int,
     tally: IdTally,
     progress: Progress | None = None,
 ) -> WebDatasetStats:
-    """Tar shards of the images of `table`'s rows.
+    """Tar files of the images of `table`'s rows (the export's output files).
 
     `locations` is aligned with `table` (one row each): ``shard``, ``member``, ``format`` from
     the `images` table (and its ``caption``, the ``.txt`` when the export has no ``text``), null
@@ -249,7 +249,7 @@ def write_webdataset(
     text_name = "text" if "text" in table.column_names else None
     records = table.to_pylist()  # per-sample work is tar I/O; one dict per row is small beside it
     digits = max(9, len(str(len(table))))
-    writer = WebDatasetShards(folder, samples_per_shard)
+    writer = WebDatasetTars(folder, samples_per_file)
     written_ids: list[int] = []
     progress.start("export webdataset", total=len(rows))
     fetched = fetch_images((shards_col[r], members_col[r]) for r in rows.tolist())

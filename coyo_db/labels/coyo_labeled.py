@@ -1,12 +1,12 @@
 """`coyo-db ingest labels`: COYO-Labeled-300M Parquet into the table `labels`.
 
-Each source row holds an image id and two parallel lists, best first: `labels` (ImageNet-21k
+Each input row holds an image id and two parallel lists, best first: `labels` (ImageNet-21k
 class indices) and `label_probs` (their probabilities, descending). Rows become
-(id, taxonomy, source, labels, label_probs) in `labels`; the taxonomy they index is written to
+(id, taxonomy, model, labels, label_probs) in `labels`; the taxonomy they index is written to
 `taxonomies` first (and the synset tree to `taxonomy_tree` when one is given).
 
-Files are found and preflighted like every Parquet ingest (:mod:`coyo_db.ingest.parquet_sources`)
-and committed one per Lance commit through the :class:`~coyo_db.catalog.ledger.SourceLedger`, so a
+Files are found and preflighted like every Parquet ingest (:mod:`coyo_db.ingest.parquet_inputs`)
+and committed one per Lance commit through the :class:`~coyo_db.catalog.ledger.Ledger`, so a
 killed run resumes and a second run adds nothing. A row is quarantined, with every reason
 that applies (joined by "; ", as for `pairs`), when its id is null, a list is null, the lists
 differ in length, an index lies outside the taxonomy, a probability is null, NaN or outside
@@ -29,13 +29,13 @@ import pyarrow.compute as pc
 
 from coyo_db.catalog import schemas, tables
 from coyo_db.catalog.summary import IngestSummary
+from coyo_db.ingest.parquet_inputs import ParquetInput
 from coyo_db.ingest.parquet_job import (
     DEFAULT_BATCH_SIZE,
     Checker,
     ParquetTarget,
     ingest_parquet,
 )
-from coyo_db.ingest.parquet_sources import ParquetSource
 from coyo_db.ingest.row_checks import (
     DUPLICATE_ID,
     CheckedBatch,
@@ -51,12 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COYO_LABELED_SOURCE = "coyo-labeled-300m"
+# The `model` of ingested COYO-Labeled-300M rows.
+COYO_LABELED_MODEL = "coyo-labeled-300m"
 
-# The source columns the table needs; url, imagehash, width and height repeat `pairs`.
-SOURCE_COLUMNS = pa.schema(
-    [schemas.LABELED_SOURCE.field(n) for n in ("id", "labels", "label_probs")]
-)
+# The input columns the table needs; url, imagehash, width and height repeat `pairs`.
+INPUT_COLUMNS = pa.schema([schemas.COYO_LABELED.field(n) for n in ("id", "labels", "label_probs")])
 
 # Quarantine reasons (a row gets every one that applies, joined by "; ", as in `pairs`).
 NULL_ID = "null id"
@@ -75,13 +74,13 @@ def ingest_labels(
     tree: Path | None = None,
     progress: Progress | None = None,
     taxonomy: str = IMAGENET21K,
-    source: str = COYO_LABELED_SOURCE,
+    model: str = COYO_LABELED_MODEL,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> IngestSummary:
     """Ingest COYO-Labeled-300M-shaped Parquet `paths` (files, folders, globs) into `labels`.
 
     Rows are tagged with `taxonomy` (whose class list is written to `taxonomies` if the catalog
-    lacks it) and `source`. `tree` is a synset-tree pickle (COYO's `imagenet21k_tree.pickle`),
+    lacks it) and `model`. `tree` is a synset-tree pickle (COYO's `imagenet21k_tree.pickle`),
     read without running anything it carries, into `taxonomy_tree`.
 
     Every file and the tree are checked before anything is written: :class:`InputError` for a
@@ -98,28 +97,28 @@ def ingest_labels(
 
     target = ParquetTarget(
         table=tables.LABELS,
-        source_schema=SOURCE_COLUMNS,
+        input_schema=INPUT_COLUMNS,
         command="ingest labels",
         new_checker=partial(_labels_checker, n_classes),
-        to_table=partial(to_labels_batch, taxonomy=taxonomy, source=source),
-        known_unused=frozenset(schemas.LABELED_SOURCE.names) - set(SOURCE_COLUMNS.names),
+        to_table=partial(to_labels_batch, taxonomy=taxonomy, model=model),
+        known_unused=frozenset(schemas.COYO_LABELED.names) - set(INPUT_COLUMNS.names),
     )
     return ingest_parquet(
         catalog,
         paths,
         target,
-        arguments={"tree": tree, "taxonomy": taxonomy, "source": source},
+        arguments={"tree": tree, "taxonomy": taxonomy, "model": model},
         prepare=prepare,
         progress=progress,
         batch_size=batch_size,
     )
 
 
-def _labels_checker(n_classes: int, parquet: ParquetSource) -> Checker:
+def _labels_checker(n_classes: int, parquet: ParquetInput) -> Checker:
     seen = SeenIds()
 
     def check(raw: pa.RecordBatch, cast: pa.RecordBatch, first_row: int) -> CheckedBatch:
-        return check_labels(cast, n_classes, seen, source=raw)
+        return check_labels(cast, n_classes, seen, raw=raw)
 
     return check
 
@@ -129,15 +128,15 @@ def check_labels(
     n_classes: int,
     seen: SeenIds,
     *,
-    source: pa.RecordBatch | None = None,
+    raw: pa.RecordBatch | None = None,
 ) -> CheckedBatch:
     """Split `batch` (columns id, labels, label_probs) into good rows and quarantined ones.
 
     `n_classes` is the taxonomy's size; `seen` holds the ids met earlier in the same file;
-    `source` is the rows as read (kept for quarantine records; default `batch`).
+    `raw` is the rows as read (kept for quarantine records; default `batch`).
     """
     rules = label_rules(batch, n_classes, seen)
-    return split_by_rules(batch, batch if source is None else source, rules)
+    return split_by_rules(batch, batch if raw is None else raw, rules)
 
 
 def label_rules(
@@ -180,14 +179,14 @@ def label_rules(
     ]
 
 
-def to_labels_batch(batch: pa.RecordBatch, taxonomy: str, source: str) -> pa.RecordBatch:
-    """Good source rows as rows of :data:`schemas.LABELS`."""
+def to_labels_batch(batch: pa.RecordBatch, taxonomy: str, model: str) -> pa.RecordBatch:
+    """Good input rows as rows of :data:`schemas.LABELS`."""
     n = batch.num_rows
     return pa.RecordBatch.from_arrays(
         [
             batch.column("id"),
             pa.repeat(pa.scalar(taxonomy, pa.string()), n),
-            pa.repeat(pa.scalar(source, pa.string()), n),
+            pa.repeat(pa.scalar(model, pa.string()), n),
             batch.column("labels"),
             batch.column("label_probs"),
         ],

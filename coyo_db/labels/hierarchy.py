@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HIERARCHY_FILE = "imagenet21k_hypernyms.tsv.gz"
-SOURCE = "wordnet-3.0"
+HIERARCHY = "wordnet-3.0"  # what the shipped tree is, in its commits' properties
 
 
 @cache
@@ -73,7 +73,7 @@ def ensure_hierarchy(catalog: Catalog, taxonomy: str = IMAGENET21K) -> int:
         if held:
             return 0
     table = hierarchy_table(taxonomy)
-    catalog.append(tables.TAXONOMY_TREE.name, table, {"taxonomy": taxonomy, "source": SOURCE})
+    catalog.append(tables.TAXONOMY_TREE.name, table, {"taxonomy": taxonomy, "input": HIERARCHY})
     log.info("wrote the WordNet hierarchy (%d edges) as the tree of %s", table.num_rows, taxonomy)
     return table.num_rows
 

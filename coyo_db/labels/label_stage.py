@@ -2,7 +2,7 @@
 
 :class:`LabelStage` turns a batch of decoded pixels into ``labels`` (N, k) int32 class indices
 and ``label_probs`` (N, k) float32, best first; :func:`labels_batch` makes them `labels` rows
-(id, taxonomy, source = the model spec, labels, label_probs), COYO-Labeled-300M's format.
+(id, taxonomy, model = the model spec, labels, label_probs), COYO-Labeled-300M's format.
 :func:`label_batch` labels encoded images in this process, with the job's own decode.
 """
 
@@ -78,7 +78,7 @@ class LabelStage:
 
 
 def labels_batch(
-    ids: np.ndarray, indices: np.ndarray, probs: np.ndarray, taxonomy: str, source: str
+    ids: np.ndarray, indices: np.ndarray, probs: np.ndarray, taxonomy: str, model: str
 ) -> pa.RecordBatch:
     """(N,) ids and (N, k) indices / probabilities as `labels` rows."""
     n, k = indices.shape
@@ -87,7 +87,7 @@ def labels_batch(
         [
             pa.array(np.asarray(ids, np.int64)),
             pa.repeat(pa.scalar(taxonomy, pa.string()), n),
-            pa.repeat(pa.scalar(source, pa.string()), n),
+            pa.repeat(pa.scalar(model, pa.string()), n),
             pa.ListArray.from_arrays(offsets, pa.array(indices.astype(np.int32).ravel())),
             pa.ListArray.from_arrays(offsets, pa.array(probs.astype(np.float32).ravel())),
         ],

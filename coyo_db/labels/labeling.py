@@ -3,7 +3,7 @@
 A job of the image-job runner (:mod:`coyo_db.ingest.image_job`): the units are the shards of
 the `images` table (:class:`coyo_db.ingest.stored_images.StoredShard`, images read back from
 where ingest found them), the stage is the labeler (:class:`coyo_db.labels.label_stage.LabelStage`),
-and each shard's top-k taxonomy classes become `labels` rows (id, taxonomy, source = the model
+and each shard's top-k taxonomy classes become `labels` rows (id, taxonomy, model = the model
 spec, labels, label_probs), the format COYO-Labeled-300M is ingested in, so every label view
 and macro works on both. Both engines (local, Ray) write the same rows.
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import lance_tables, tables
-from coyo_db.catalog.ledger import SourceLedger, SourceRecord, quarantine_rows
+from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.image_job import (
     DecodePlan,
@@ -52,7 +52,7 @@ DEFAULT_BATCH_SIZE = 64
 
 @dataclass
 class LabelSummary(JobSummary):
-    """The usual counts (sources are shards of `images`, rows are images) and the time split."""
+    """The usual counts (inputs are shards of `images`, rows are images) and the time split."""
 
     model: str = ""
     taxonomy: str = ""
@@ -62,10 +62,10 @@ class LabelSummary(JobSummary):
     def line(self) -> str:
         text = (
             f"labels ({self.model} over {self.taxonomy}, top-{self.top_k}): "
-            f"{self.sources_ingested} of {self.sources_seen} shards labeled"
+            f"{self.inputs_done} of {self.inputs_seen} shards labeled"
         )
-        if self.sources_skipped:
-            text += f", {self.sources_skipped} done before (skipped)"
+        if self.inputs_skipped:
+            text += f", {self.inputs_skipped} done before (skipped)"
         text += (
             f", {self.rows_read:,} images read = {self.rows_written:,} labeled"
             f" + {self.rows_quarantined:,} quarantined"
@@ -216,7 +216,7 @@ class LabelJob(ImageJob):
         if self.classes_table.column("wnid").null_count < self.classes_table.num_rows:
             ensure_hierarchy(self.catalog)  # synsets: selection by hierarchy works at once
         self.catalog.ensure_table(tables.LABELS.name, tables.LABELS.schema)
-        self.ledger = SourceLedger(self.catalog, tables.LABELS.name)
+        self.ledger = Ledger(self.catalog, tables.LABELS.name)
 
     def plan(self) -> list[UnitWork]:
         """One unit per shard of `images` not labeled yet, without images labeled before."""
@@ -226,7 +226,7 @@ class LabelJob(ImageJob):
         labeled = self.catalog.dataset(tables.LABELS.name).to_table(
             columns=["id"],
             filter=(pc.field("taxonomy") == self.taxonomy)
-            & (pc.field("source") == self.labeler.name),
+            & (pc.field("model") == self.labeler.name),
         )
         decode = DecodePlan((self.labeler.preprocess,), phash=False)
         works = []
@@ -234,7 +234,7 @@ class LabelJob(ImageJob):
             ids, members = rows["id"].to_numpy(), np.asarray(rows["member"].to_pylist())
             fingerprint = shard_fingerprint(self.labeler.name, self.taxonomy, path, ids)
             if self.ledger.done(fingerprint) is not None:
-                self.summary.sources_skipped += 1
+                self.summary.inputs_skipped += 1
                 continue
             before = np.isin(ids, labeled["id"].to_numpy())
             self.summary.already_labeled += int((first & before).sum())
@@ -264,10 +264,8 @@ class LabelJob(ImageJob):
         transaction = lance_tables.stage(
             self.catalog.table_uri(tables.LABELS.name), state.batches, tables.LABELS.schema
         )
-        record = SourceRecord(
-            shard.path, state.fingerprint, len(shard.ids), written, len(state.bad)
-        )
-        self.ledger.commit_source(transaction, record, self.run_id)
+        record = LedgerEntry(shard.path, state.fingerprint, len(shard.ids), written, len(state.bad))
+        self.ledger.commit_input(transaction, record, self.run_id)
         self.summary.rows_written += written
 
     def _quarantine(self, shard: StoredShard, state: LabelState) -> pa.Table:
@@ -290,7 +288,7 @@ class LabelJob(ImageJob):
         ]
         return quarantine_rows(
             table_name=tables.LABELS.name,
-            source=shard.path,
+            input=shard.path,
             fingerprint=state.fingerprint,
             run_id=self.run_id,
             row_index=pa.array(positions, pa.int64()),

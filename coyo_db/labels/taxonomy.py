@@ -150,7 +150,7 @@ def _add_taxonomy(catalog: Catalog, name: str, path: str | Path) -> int:
             f"taxonomy {name!r} already exists with other classes ({held.num_rows}); "
             "labels point into it by index, so choose another name"
         )
-    catalog.append(tables.TAXONOMIES.name, rows, {"taxonomy": name, "source": str(path)})
+    catalog.append(tables.TAXONOMIES.name, rows, {"taxonomy": name, "input": str(path)})
     log.info("wrote taxonomy %s (%d classes) from %s", name, rows.num_rows, path)
     return rows.num_rows
 
@@ -347,7 +347,7 @@ def store_tree(catalog: Catalog, edges: pa.Table, path: str | Path) -> int:
     catalog.append(
         tables.TAXONOMY_TREE.name,
         edges,
-        {"taxonomy": taxonomy, "source": str(path), "fingerprint": file_fingerprint(path)},
+        {"taxonomy": taxonomy, "input": str(path), "fingerprint": file_fingerprint(path)},
     )
     log.info("wrote the %d-edge tree of %s from %s", edges.num_rows, taxonomy, path)
     return edges.num_rows

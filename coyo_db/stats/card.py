@@ -325,7 +325,7 @@ def histograms(
     wanted = _histogram_columns(catalog.dataset(table).schema, columns, table)
     if not wanted:
         return {}
-    source = _quote(table)
+    relation = _quote(table)
     ranges = ", ".join(
         f"min({_quote(n)}) FILTER (WHERE {_finite(n, f)}), "
         f"max({_quote(n)}) FILTER (WHERE {_finite(n, f)})"
@@ -334,7 +334,7 @@ def histograms(
     result: dict[str, Histogram] = {}
     with catalog.connection() as con:
         _quiet(con)
-        row = con.execute(f"SELECT count(*), {ranges} FROM {source}").fetchone()
+        row = con.execute(f"SELECT count(*), {ranges} FROM {relation}").fetchone()
         assert row is not None
         rows = int(row[0])
         plans: list[_BinPlan] = []
@@ -353,7 +353,7 @@ def histograms(
                 for p in plans
             ]
             params = [value for p in plans for value in (p.lo, p.width)]
-            counted = con.execute(f"SELECT {', '.join(items)} FROM {source}", params).fetchone()
+            counted = con.execute(f"SELECT {', '.join(items)} FROM {relation}", params).fetchone()
             assert counted is not None
             for plan, by_bin in zip(plans, counted, strict=True):
                 counts = tuple(int((by_bin or {}).get(i, 0)) for i in range(plan.bins))

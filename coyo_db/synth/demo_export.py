@@ -1,6 +1,6 @@
 """The export and search part of `coyo-db demo`: a thresholded subset exported without
 duplicates (and contaminated ids, when an audit ran), its manifest replayed, the images
-exported as webdataset shards, and an image search that finds the original of a near-copy."""
+exported as webdataset tars, and an image search that finds the original of a near-copy."""
 
 from __future__ import annotations
 
@@ -61,16 +61,16 @@ def run_export_demo(
     if not catalog.has_table(tables.IMAGES.name):
         emit("no images in the catalog: webdataset export and image search skipped")
         return result
-    shards = export(
+    tars = export(
         catalog,
         exports / "images-wds",
         sql=IMAGES_SQL,
         fmt="webdataset",
-        samples_per_shard=64,
+        samples_per_file=64,
         overwrite=True,
     )
-    emit(shards.line())
-    result.webdataset_samples = shards.rows
+    emit(tars.line())
+    result.webdataset_samples = tars.rows
     _search_step(catalog, data, seed, emit, result)
     return result
 

@@ -22,25 +22,25 @@ MIN_PROB = 0.2
 TOP1_SQL = f"""
 SELECT name, count(*) AS images, round(avg(prob), 3) AS mean_prob
 FROM labels_top1(0.0)
-WHERE source = '{MODEL}' AND taxonomy = '{TAXONOMY}'
+WHERE model = '{MODEL}' AND taxonomy = '{TAXONOMY}'
 GROUP BY name
 ORDER BY images DESC, name
 LIMIT 5
 """
 
 UNDER_SQL = f"""
-SELECT source, count(*) AS images, round(avg(prob), 3) AS mean_prob,
+SELECT model, count(*) AS images, round(avg(prob), 3) AS mean_prob,
        count(DISTINCT name) AS classes
 FROM labels_under('{SYNSET}', {MIN_PROB})
-GROUP BY source
-ORDER BY source
+GROUP BY model
+ORDER BY model
 """
 
 EXAMPLES_SQL = f"""
 SELECT u.id, u.name, round(u.prob, 3) AS prob, i.key
 FROM labels_under('{SYNSET}', {MIN_PROB}) AS u
 JOIN images AS i USING (id)
-WHERE u.source = '{MODEL}'
+WHERE u.model = '{MODEL}'
 ORDER BY u.prob DESC, u.id
 LIMIT 3
 """
@@ -85,7 +85,7 @@ def run_labels_demo(
     emit(f"  SELECT * FROM labels_under('{SYNSET}', {MIN_PROB})")
     under = catalog.sql(UNDER_SQL)
     emit(render_table(under).rstrip())
-    counts = dict(zip(under["source"].to_pylist(), under["images"].to_pylist(), strict=True))
+    counts = dict(zip(under["model"].to_pylist(), under["images"].to_pylist(), strict=True))
     result.under_synset = counts.get(MODEL, 0)
     result.coyo_labeled_under = counts.get("coyo-labeled-300m", 0)
     examples = catalog.sql(EXAMPLES_SQL)

@@ -22,7 +22,7 @@ def synth_labels(
     top_k: int = 50,
     seed: int = 0,
 ) -> pa.Table:
-    """A COYO-Labeled-300M-shaped table (schemas.LABELED_SOURCE) for `ids` (and their urls)."""
+    """A COYO-Labeled-300M-shaped table (schemas.COYO_LABELED) for `ids` (and their urls)."""
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
     rng = np.random.default_rng(seed)
@@ -52,5 +52,5 @@ def synth_labels(
             "width": pa.array(rng.integers(200, 1200, size=n, dtype=np.int32)),
             "height": pa.array(rng.integers(200, 1200, size=n, dtype=np.int32)),
         },
-        schema=schemas.LABELED_SOURCE,
+        schema=schemas.COYO_LABELED,
     )

@@ -1,7 +1,7 @@
 """Labelers: models that give each image a probability per class of a taxonomy.
 
 Three kinds, registered by name in :mod:`coyo_db.ingest.registry` (role ``labeler``) and chosen
-by the model spec, which also becomes `labels.source`:
+by the model spec, which also becomes `labels.model`:
 
 - ``effnet-lite0`` (or ``effnet-lite0:/weights.pth``): the shipped EfficientNet-Lite0 and its
   ImageNet-1k head; offline.
@@ -60,7 +60,7 @@ _TIMM_SUBSETS = {
 class Labeler:
     """A model, its preprocessing, and the map from its outputs to taxonomy indices."""
 
-    name: str  # the model spec; stored as labels.source
+    name: str  # the model spec; stored as labels.model
     preprocess: Preprocess
     class_map: np.ndarray  # (C,) int32: taxonomy index of each output, -1 where none
     device: str = "cpu"

@@ -1,4 +1,4 @@
-"""Parquet source files for ingest jobs: find them, preflight them, read them in batches.
+"""Parquet input files for ingest jobs: find them, preflight them, read them in batches.
 
 An ingest job checks every file before it writes anything. The usual download mistakes are
 recognised and named in one line, with what to do about them:
@@ -54,7 +54,7 @@ class ColumnPlan:
 
 
 @dataclass(frozen=True)
-class ParquetSource:
+class ParquetInput:
     """A file that passed preflight: readable Parquet whose columns fit the target schema."""
 
     path: Path
@@ -150,7 +150,7 @@ def _files_under(folder: Path, suffix: str) -> list[Path]:
     return sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
 
 
-def preflight(path: Path, target: pa.Schema) -> ParquetSource:
+def preflight(path: Path, target: pa.Schema) -> ParquetInput:
     """Check that `path` is readable Parquet with the columns of `target`; read nothing else.
 
     Raises :class:`SourceFileError` (what is wrong and what to do) or :class:`SchemaError`.
@@ -158,7 +158,7 @@ def preflight(path: Path, target: pa.Schema) -> ParquetSource:
     metadata = parquet_metadata(path)
     schema = metadata.schema.to_arrow_schema()
     plan = plan_columns(path, schema, target)
-    return ParquetSource(path, file_fingerprint(path), metadata.num_rows, plan)
+    return ParquetInput(path, file_fingerprint(path), metadata.num_rows, plan)
 
 
 def parquet_metadata(path: Path) -> pq.FileMetaData:
@@ -244,22 +244,22 @@ def plan_columns(path: Path, schema: pa.Schema, target: pa.Schema) -> ColumnPlan
     return ColumnPlan(read=list(target.names), casts=casts, extra=extra)
 
 
-def castable(source: pa.DataType, target: pa.DataType) -> bool:
-    """Whether values of `source` may be cast to `target` without changing their kind."""
-    if source == target or pa.types.is_null(source):
+def castable(stored: pa.DataType, target: pa.DataType) -> bool:
+    """Whether values of `stored` may be cast to `target` without changing their kind."""
+    if stored == target or pa.types.is_null(stored):
         return True
-    if pa.types.is_dictionary(source):
-        return castable(source.value_type, target)
+    if pa.types.is_dictionary(stored):
+        return castable(stored.value_type, target)
     if pa.types.is_integer(target):
-        return pa.types.is_integer(source)
+        return pa.types.is_integer(stored)
     if pa.types.is_floating(target):
-        return pa.types.is_floating(source) or pa.types.is_integer(source)
+        return pa.types.is_floating(stored) or pa.types.is_integer(stored)
     if _is_list(target):
         # Element types may differ (list<int64> labels, non-nullable items, large lists).
-        return _is_list(source) and castable(source.value_type, target.value_type)
+        return _is_list(stored) and castable(stored.value_type, target.value_type)
     if pa.types.is_string(target) or pa.types.is_large_string(target):
         # Binary too: some writers store text without the UTF-8 annotation; the cast checks it.
-        return is_text_type(source)
+        return is_text_type(stored)
     return False
 
 

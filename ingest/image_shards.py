@@ -58,7 +58,7 @@ from coyo_db.ingest.image_records import (
     tar_records,
 )
 from coyo_db.ingest.image_types import ImageRecord
-from coyo_db.ingest.parquet_sources import parquet_metadata
+from coyo_db.ingest.parquet_inputs import parquet_metadata
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from imagedata import (
 
 from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
-from coyo_db.ingest import image_sources
-from coyo_db.ingest.image_sources import FolderShard, ParquetShard, TarShard, find_shards
+from coyo_db.ingest import image_shards
+from coyo_db.ingest.image_shards import FolderShard, ParquetShard, TarShard, find_shards
 
 IDS = [7_000_001, 7_000_002, 7_000_003, 7_000_004, 7_000_005]
 
@@ -268,7 +268,7 @@ def test_plain_folder_recursive_one_shard_per_directory(tmp_path):
 
 
 def test_huge_folder_is_cut_into_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_sources, "FOLDER_SHARD_FILES", 3)
+    monkeypatch.setattr(image_shards, "FOLDER_SHARD_FILES", 3)
     data = jpeg_bytes(make_images(1)[0])
     root = write_plain_folder(tmp_path / "big", {f"{i:03d}.jpg": data for i in range(7)})
     shards = find_shards([root])
