@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,19 +90,19 @@ class Stage(Protocol):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """How to build a job's stage: ``cls(**kwargs)``, once per process that runs it (each Ray
-    actor builds its own on its device). `key` tells stages apart: units whose stages share a
-    key share one. `built` is a stage the job already holds (the local engine uses it instead
-    of building another copy; it never travels to Ray). `num_gpus` is 1 where the stage wants
-    a GPU per Ray actor; `threads` the CPU threads it uses otherwise."""
+    """How to build a job's stage: ``factory(**kwargs)`` (it loads the models from their
+    specs), once per process that runs it: each Ray actor builds its own on its device. `key`
+    tells stages apart: units whose stages share a key share one. `built` is a stage the job
+    already holds (the local engine uses it instead of loading another copy; it never travels
+    to Ray)."""
 
-    cls: type
+    factory: Callable[..., Stage]
     kwargs: dict[str, Any]
     key: str
     built: Any = field(default=None, compare=False, repr=False)
 
     def build(self) -> Stage:
-        return self.built if self.built is not None else self.cls(**self.kwargs)
+        return self.built if self.built is not None else self.factory(**self.kwargs)
 
 
 @dataclass

@@ -40,31 +40,25 @@ def preprocess_specs(models: list[ModelOutput], scorers: list[ScorerOutput]) -> 
 
 
 class ModelStage:
-    """Models and scorers by spec, loaded on `device` (`threads` CPU threads on a CPU)."""
+    """Models and scorers already loaded and placed on their device."""
 
-    def __init__(
-        self, embed: list[str], scores: list[str], device: str = "cpu", threads: int = 0
-    ) -> None:
-        from coyo_db.ingest.registry import load_model, load_scorer
-
-        if threads and not device.startswith("cuda") and (embed or scores):
-            try:
-                import torch
-
-                torch.set_num_threads(threads)
-            except ModuleNotFoundError:  # scorers alone need no torch
-                pass
-        self.scorers = [ScorerOutput(spec, load_scorer(spec)) for spec in scores]
-        self.models = [model_output(spec, load_model(spec)) for spec in embed]
-        for output in self.models:
-            output.model.to(device)
+    def __init__(self, models: list[ModelOutput], scorers: list[ScorerOutput]) -> None:
+        self.models, self.scorers = models, scorers
 
     @classmethod
-    def of(cls, models: list[ModelOutput], scorers: list[ScorerOutput]) -> ModelStage:
-        """A stage over models and scorers already loaded (and placed on their device)."""
-        stage = cls.__new__(cls)
-        stage.models, stage.scorers = models, scorers
-        return stage
+    def load(
+        cls, embed: list[str], scores: list[str], device: str = "cpu", threads: int = 0
+    ) -> ModelStage:
+        """Models and scorers by spec, loaded on `device` (`threads` CPU threads on a CPU)."""
+        from coyo_db.ingest.models.common import cpu_threads
+        from coyo_db.ingest.registry import load_model, load_scorer
+
+        cpu_threads(device, threads)
+        scorers = [ScorerOutput(spec, load_scorer(spec)) for spec in scores]
+        models = [model_output(spec, load_model(spec)) for spec in embed]
+        for output in models:
+            output.model.to(device)
+        return cls(models, scorers)
 
     def __call__(
         self, pixels: dict[Preprocess, np.ndarray], texts: list[str | None]

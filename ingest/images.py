@@ -225,10 +225,10 @@ class ImageIngestJob(ImageJob):
         embed = [m.spec for m in state.models]
         scores = [s.spec for s in state.scorers]
         return StageSpec(
-            ModelStage,
+            ModelStage.load,
             {"embed": embed, "scores": scores, "device": self.device, "threads": self.threads},
             key=json.dumps([embed, scores]),
-            built=ModelStage.of(state.models, state.scorers) if self.local else None,
+            built=ModelStage(state.models, state.scorers) if self.local else None,
         )
 
     def _stored_ids(self, shard: ImageShard) -> dict[str, int]:

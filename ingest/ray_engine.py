@@ -296,8 +296,8 @@ class StageActor:
     """One actor of the stage pool: the job's stage, built once on this actor's device, called
     on the good rows of each table; its outputs come back as ``out:<name>`` columns."""
 
-    def __init__(self, stage_cls: type, stage_kwargs: dict[str, Any], specs: tuple) -> None:
-        self.stage = stage_cls(**stage_kwargs)
+    def __init__(self, factory: Callable[..., Any], kwargs: dict[str, Any], specs: tuple) -> None:
+        self.stage = factory(**kwargs)
         self.specs = specs
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -344,7 +344,7 @@ class RayEngine:
             actors, threads, gpus = actor_layout(spec.kwargs.get("device", "cpu"))
             pool = ActorPool(
                 StageActor,
-                {"stage_cls": spec.cls, "stage_kwargs": spec.kwargs, "specs": plan.specs},
+                {"factory": spec.factory, "kwargs": spec.kwargs, "specs": plan.specs},
                 batch_size=job.batch_size,
                 actors=actors,
                 num_gpus=gpus,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coyo_db.audit.contamination import AuditStage, audit
+from coyo_db.audit.contamination import audit
 from coyo_db.audit.refset_job import DescribeStage, add_refset
 from coyo_db.catalog import Catalog
 from tests.audit_helpers import write_dataset, write_references
@@ -80,7 +80,7 @@ def test_audit_killed_and_run_again(tmp_path, folders, monkeypatch):
     assert before, "the setup plants copies"
 
     with monkeypatch.context() as patch:
-        _dying(AuditStage, patch, on_call=2)
+        _dying(DescribeStage, patch, on_call=2)
         with pytest.raises(KeyboardInterrupt):
             audit(catalog, ["mini"], workers=0, batch_size=2)
     assert catalog.sql(query).to_pylist() == before, "a killed audit leaves the last results"

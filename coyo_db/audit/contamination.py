@@ -4,7 +4,8 @@ A job of the image-job runner (:mod:`coyo_db.ingest.image_job`). The units are t
 the `images` table (read back from where ingest found them), or the shards under `paths` for an
 audit of raw shards (ids resolved as ingest resolves them, :mod:`coyo_db.ingest.image_ids`, so
 the removal list names the ids those shards get when ingested). The stage describes each image
-with the copy descriptor and flags low-information images (:class:`AuditStage`); each batch's
+with the copy descriptor and flags low-information images (the reference sets' own stage,
+:class:`coyo_db.audit.refset_job.DescribeStage`, without the mirror image); each batch's
 candidates are then searched, verified and decided in this process
 (:mod:`coyo_db.audit.candidates`, :mod:`coyo_db.audit.decision`).
 
@@ -36,6 +37,7 @@ import pyarrow.compute as pc
 from coyo_db.audit.candidates import DescribedBatch, match_batch
 from coyo_db.audit.decision import DEFAULT_POINT, OperatingPoint
 from coyo_db.audit.references import load_references
+from coyo_db.audit.refset_job import describe_stage
 from coyo_db.audit.refsets import sql_string
 from coyo_db.catalog import tables
 from coyo_db.errors import CatalogError, InputError
@@ -45,7 +47,6 @@ from coyo_db.ingest.image_job import (
     Engine,
     ImageJob,
     JobSummary,
-    StageSpec,
     UnitWork,
 )
 from coyo_db.ingest.job_runner import run_image_job
@@ -53,8 +54,7 @@ from coyo_db.ingest.stored_images import StoredShard, shards_of
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
-    from coyo_db.ingest.image_types import DecodedImage, Preprocess
-    from coyo_db.ingest.models.copy_descriptors import CopyDescriptor
+    from coyo_db.ingest.image_types import DecodedImage
     from coyo_db.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -87,37 +87,6 @@ class AuditSummary(JobSummary):
             f"candidate pairs, {self.hits:,} hits on {self.contaminated:,} images ({methods}); "
             f"{self.unreadable:,} unreadable; {self.seconds:.1f}s ({rate:,.0f} images/s)"
         )
-
-
-class AuditStage:
-    """The copy descriptor on one device, and the low-information flag of each image."""
-
-    def __init__(self, descriptor: str, device: str, threads: int = 0) -> None:
-        from coyo_db.ingest.models.copy_descriptors import load_descriptor
-
-        if threads and not device.startswith("cuda"):
-            import torch
-
-            torch.set_num_threads(threads)
-        self.model = load_descriptor(descriptor)
-        self.model.to(device)
-
-    @classmethod
-    def of(cls, model: CopyDescriptor) -> AuditStage:
-        stage = cls.__new__(cls)
-        stage.model = model
-        return stage
-
-    def __call__(
-        self, pixels: dict[Preprocess, np.ndarray], texts: list[str | None]
-    ) -> dict[str, np.ndarray]:
-        from coyo_db.audit.low_info import low_information
-
-        images = pixels[self.model.preprocess]
-        return {
-            "descriptor": np.asarray(self.model.describe(images), np.float32),
-            "low_info": np.array([low_information(i) is not None for i in images], bool),
-        }
 
 
 @dataclass
@@ -204,15 +173,8 @@ class AuditJob(ImageJob):
         self.refs = load_references(
             self.catalog, self.summary.refsets, self.model, workers=self.workers
         )
-        self.stage = StageSpec(
-            AuditStage,
-            {
-                "descriptor": self.spec,
-                "device": device,
-                "threads": engine.stage_resources(device)[1],
-            },
-            key=self.model.name,
-            built=AuditStage.of(self.model) if engine.name == "local" else None,
+        self.stage = describe_stage(
+            self.model, self.spec, engine, device, low_info=True, mirror=False
         )
 
     def plan(self) -> list[UnitWork]:
@@ -254,7 +216,7 @@ class AuditJob(ImageJob):
                 phash=phash,
                 data=[r.data for r in records],
                 descriptors=outputs["descriptor"],
-                low_info=np.asarray(outputs["low_info"], bool),
+                low_info=np.array([r is not None for r in outputs["low_info_reason"]], bool),
             )
         )
         if sum(len(b.ids) for b in self.pending) >= self.batch_size:

@@ -59,22 +59,26 @@ class DescribeStage:
     """The copy descriptor on one device: each image's descriptor, its mirror image's, and
     (with `low_info`) why it carries too little to match safely."""
 
-    def __init__(self, descriptor: str, device: str, threads: int = 0, low_info: bool = True):
-        from coyo_db.ingest.models.copy_descriptors import load_descriptor
-
-        if threads and not device.startswith("cuda"):
-            import torch
-
-            torch.set_num_threads(threads)
-        model = load_descriptor(descriptor)
-        model.to(device)
-        self.model, self.low_info = model, low_info
+    def __init__(self, model: CopyDescriptor, low_info: bool = True, mirror: bool = True) -> None:
+        self.model, self.low_info, self.mirror = model, low_info, mirror
 
     @classmethod
-    def of(cls, model: CopyDescriptor, low_info: bool = True) -> DescribeStage:
-        stage = cls.__new__(cls)
-        stage.model, stage.low_info = model, low_info
-        return stage
+    def load(
+        cls,
+        descriptor: str,
+        device: str,
+        threads: int = 0,
+        low_info: bool = True,
+        mirror: bool = True,
+    ) -> DescribeStage:
+        """The descriptor from its spec, on `device` (each Ray actor loads its own)."""
+        from coyo_db.ingest.models.common import cpu_threads
+        from coyo_db.ingest.models.copy_descriptors import load_descriptor
+
+        cpu_threads(device, threads)
+        model = load_descriptor(descriptor)
+        model.to(device)
+        return cls(model, low_info, mirror)
 
     def __call__(
         self, pixels: dict[Preprocess, np.ndarray], texts: list[str | None]
@@ -83,29 +87,35 @@ class DescribeStage:
         from coyo_db.ingest.models.copy_descriptors import flip_pixels
 
         images = pixels[self.model.preprocess]
-        out = {
-            "descriptor": np.asarray(self.model.describe(images), np.float32),
-            "descriptor_flip": np.asarray(self.model.describe(flip_pixels(images)), np.float32),
-        }
+        out = {"descriptor": np.asarray(self.model.describe(images), np.float32)}
+        if self.mirror:
+            flipped = self.model.describe(flip_pixels(images))
+            out["descriptor_flip"] = np.asarray(flipped, np.float32)
         if self.low_info:
             out["low_info_reason"] = np.array([low_information(i) for i in images], object)
         return out
 
 
 def describe_stage(
-    model: CopyDescriptor, spec: str, engine: Engine, device: str, low_info: bool
+    model: CopyDescriptor,
+    spec: str,
+    engine: Engine,
+    device: str,
+    low_info: bool,
+    mirror: bool = True,
 ) -> StageSpec:
     """The :class:`DescribeStage` of `model` for `engine` (the job's own copy when local)."""
     return StageSpec(
-        DescribeStage,
+        DescribeStage.load,
         {
             "descriptor": spec,
             "device": device,
             "threads": engine.stage_resources(device)[1],
             "low_info": low_info,
+            "mirror": mirror,
         },
-        key=f"{spec}:{low_info}",
-        built=DescribeStage.of(model, low_info) if engine.name == "local" else None,
+        key=f"{spec}:{low_info}:{mirror}",
+        built=DescribeStage(model, low_info, mirror) if engine.name == "local" else None,
     )
 
 

@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 
 
 class LabelStage:
-    """A labeler built from its spec (each Ray actor builds its own), or one already loaded
-    (:meth:`of`)."""
+    """A labeler on its device, top-k classes per image."""
 
-    def __init__(
-        self,
+    def __init__(self, labeler: Labeler, top_k: int) -> None:
+        self.labeler, self.top_k = labeler, top_k
+
+    @classmethod
+    def load(
+        cls,
         model: str,
         taxonomy_name: str,
         taxonomy: pa.Table,
@@ -38,13 +41,12 @@ class LabelStage:
         top_k: int,
         device: str,
         threads: int = 0,
-    ) -> None:
+    ) -> LabelStage:
+        """The labeler from its spec, on `device` (each Ray actor loads its own)."""
         from coyo_db.ingest.models.classifiers import load_labeler
+        from coyo_db.ingest.models.common import cpu_threads
 
-        if threads and not device.startswith("cuda"):
-            import torch
-
-            torch.set_num_threads(threads)
+        cpu_threads(device, threads)
         labeler = load_labeler(
             model,
             taxonomy_name,
@@ -58,14 +60,7 @@ class LabelStage:
             # the same vectors everywhere keep the rows equal to the local engine's).
             labeler.use_class_embeddings(class_embeddings)  # type: ignore[attr-defined]
         labeler.to(device)
-        self.labeler = labeler
-        self.top_k = top_k
-
-    @classmethod
-    def of(cls, labeler: Labeler, top_k: int) -> LabelStage:
-        stage = cls.__new__(cls)
-        stage.labeler, stage.top_k = labeler, top_k
-        return stage
+        return cls(labeler, top_k)
 
     def __call__(
         self, pixels: dict[Preprocess, np.ndarray], texts: list[str | None]
@@ -133,7 +128,7 @@ def label_batch(
     good = np.array([r is None for r in reasons], dtype=bool)
     if good.any():
         pixels = np.stack([d.pixels[spec] for d, ok in zip(decoded, good, strict=True) if ok])
-        out = LabelStage.of(labeler, top_k)({spec: pixels}, [])
+        out = LabelStage(labeler, top_k)({spec: pixels}, [])
         rows = labels_batch(ids[good], out["labels"], out["label_probs"], taxonomy, labeler.name)
     else:
         rows = pa.RecordBatch.from_pylist([], schema=tables.LABELS.schema)

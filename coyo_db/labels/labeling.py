@@ -191,13 +191,13 @@ class LabelJob(ImageJob):
         if engine.name == "local":
             self.labeler.to(device)
             device = self.labeler.device
-            built: Any = LabelStage.of(self.labeler, self.top_k)
+            built: Any = LabelStage(self.labeler, self.top_k)
         else:  # the actors load their own copies on their devices
             built = None
         arguments["device"] = device
         embeddings = getattr(self.labeler, "class_embeddings", None)
         self.stage = StageSpec(
-            LabelStage,
+            LabelStage.load,
             {
                 "model": self.model,
                 "taxonomy_name": self.taxonomy,

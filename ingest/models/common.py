@@ -42,6 +42,18 @@ def torch_module() -> ModuleType:
     return require("torch")
 
 
+def cpu_threads(device: str, threads: int) -> None:
+    """Give torch `threads` CPU threads when the models run on the CPU (a Ray actor shares its
+    node with others); no-op for 0, for CUDA, and without torch."""
+    if not threads or device.startswith("cuda"):
+        return
+    try:
+        import torch
+    except ModuleNotFoundError:  # scorers alone need no torch
+        return
+    torch.set_num_threads(threads)
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given.
 
