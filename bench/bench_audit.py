@@ -42,7 +42,7 @@ def run_split(data: Path, split: str, manifest: dict) -> dict:
 
     home = OUT / f"audit-home-{split}"
     shutil.rmtree(home, ignore_errors=True)
-    catalog = Catalog(home)
+    catalog = Catalog(home, create=True)
     t0 = time.perf_counter()
     ref_summary = add_refset(catalog, "bench", data / split / "refs")
     t1 = time.perf_counter()

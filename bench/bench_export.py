@@ -52,9 +52,9 @@ def build_home(rows: int) -> Path:
     if (home / ".complete").exists():
         return home
     shutil.rmtree(home, ignore_errors=True)
-    (home / "tables").mkdir(parents=True)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(home, create=True)
     (home / "tables" / "pairs.lance").symlink_to(query_home / "tables" / "pairs.lance")
-    catalog = Catalog(home)
     ids = catalog.dataset("pairs").to_table(columns=["id"])["id"].to_numpy()
     rng = np.random.default_rng(0)
     dup = np.sort(rng.choice(ids, int(len(ids) * DUPLICATE_SHARE), replace=False))

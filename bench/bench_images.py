@@ -70,7 +70,11 @@ def main() -> None:
         home = OUT / "images-home"
         shutil.rmtree(home, ignore_errors=True)
         summary = ingest_images(
-            Catalog(home), shards, embed=[spec], device=args.device, batch_size=args.batch_size
+            Catalog(home, create=True),
+            shards,
+            embed=[spec],
+            device=args.device,
+            batch_size=args.batch_size,
         )
         e2e = summary.rows_written / summary.seconds
         alone = model_only(spec, args.images, args.batch_size, args.device)

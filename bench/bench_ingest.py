@@ -45,7 +45,7 @@ def main() -> None:
     duck_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    summary = ingest_metadata(Catalog(scratch / "home"), files)
+    summary = ingest_metadata(Catalog(scratch / "home", create=True), files)
     coyo_s = time.perf_counter() - start
     assert summary.rows_read == args.rows, summary
 

@@ -130,7 +130,7 @@ def end_to_end(images: int, batch_size: int, device: str, workers: int | None) -
     shards, _ = write_image_shards(
         folder / "shards", list(range(images)), per_shard=max(1, images // 4), seed=0
     )
-    catalog = Catalog(folder / "home")
+    catalog = Catalog(folder / "home", create=True)
     ingest_images(catalog, shards, workers=0)
     summary = label_images(
         catalog,

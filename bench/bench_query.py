@@ -45,7 +45,7 @@ def build_catalog(rows: int) -> tuple[Path, Path]:
     home = OUT / f"home-query-{rows}"
     if not (home / ".complete").exists():
         shutil.rmtree(home, ignore_errors=True)
-        ingest_metadata(Catalog(home), [data])
+        ingest_metadata(Catalog(home, create=True), [data])
         (home / ".complete").write_text("ok")
     return data, home
 

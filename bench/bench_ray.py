@@ -49,7 +49,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
         start = time.perf_counter()
         summary = ingest_images(
-            Catalog(home),
+            Catalog(home, create=True),
             shards,
             embed=[args.model],
             batch_size=args.batch_size,

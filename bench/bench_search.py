@@ -48,7 +48,7 @@ def build_home(rows: int, dim: int) -> Path:
     if (home / ".complete").exists():
         return home
     shutil.rmtree(home, ignore_errors=True)
-    catalog = Catalog(home)
+    catalog = Catalog(home, create=True)
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((CENTRES, dim), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -52,7 +52,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = str(Path(tmp) / "home")
-        Catalog(home).append("pairs", schemas.PAIRS.empty_table())
+        Catalog(home, create=True).append("pairs", schemas.PAIRS.empty_table())
         exe = str(Path(sys.executable).with_name("coyo-db"))
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],

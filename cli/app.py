@@ -45,22 +45,43 @@ for module in (
     module.register(app)
 
 
+# commands that commit as they go and, run again, finish the rest
+_RESUMABLE = ("ingest", "label")
+_interrupted: list[bool] = []
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    _interrupted.append(True)
+    raise KeyboardInterrupt  # typer turns it into exit code 130, silently
+
+
 def main() -> None:
     """Entry point of the `coyo-db` script."""
+    import signal
+
+    from coyo_db.cli.common import console, print_error
     from coyo_db.errors import CoyoDbError
 
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app()
     except CoyoDbError as exc:
-        from coyo_db.cli.common import console
-
-        console.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        print_error(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        from coyo_db.cli.common import console
-
-        console.print("interrupted; committed work is kept, run the command again to resume")
+    except KeyboardInterrupt:  # raised outside the command (typer handles the rest)
+        _interrupted.append(True)
         sys.exit(130)
+    finally:
+        if _interrupted:
+            console.print(interrupted_line(sys.argv[1:]))
+
+
+def interrupted_line(args: list[str]) -> str:
+    """The one line Ctrl-C prints: how to resume, for commands that can."""
+    command = next((arg for arg in args if not arg.startswith("-")), "")
+    if command in _RESUMABLE:
+        return "interrupted; run the same command again to resume"
+    return "interrupted"
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def audit_cmd(
         typer.Option("--path", help="Audit these shards or folders instead of the images table."),
     ] = None,
     where: Annotated[
-        str | None, typer.Option("--where", help="Audit only images rows matching this filter.")
+        str | None,
+        typer.Option("--where", help="Audit only images rows matching this SQL condition."),
     ] = None,
     device: DeviceOption = "auto",
     workers: WorkersOption = None,

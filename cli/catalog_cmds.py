@@ -7,11 +7,17 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, console, open_catalog, stdout
+from coyo_db.cli.common import HomeOption, console, open_catalog, stdout, verbatim
 
 FormatOption = Annotated[
-    str,
-    typer.Option("--format", "-f", help="table, csv, json (one object per line) or parquet."),
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table, csv, json (one object per line) or parquet (default: from the --output "
+        "file's extension, else table).",
+        show_default=False,
+    ),
 ]
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
@@ -19,8 +25,8 @@ OutputOption = Annotated[
 
 
 def init(home: HomeOption = None) -> None:
-    """Create a catalog directory (or check an existing one)."""
-    catalog = open_catalog(home)
+    """Create a catalog in a new or empty folder (or check an existing one)."""
+    catalog = open_catalog(home, create=True)
     stdout.print(f"catalog ready at {catalog.location}")
 
 
@@ -31,18 +37,25 @@ def query(
     sql_file: Annotated[
         Path | None, typer.Option("--sql-file", help="Read the SQL from this file.")
     ] = None,
-    fmt: FormatOption = "table",
+    fmt: FormatOption = None,
     output: OutputOption = None,
     write: Annotated[
         bool,
-        typer.Option("--write", help="Allow statements that write, attach, install or copy out."),
+        typer.Option(
+            "--write",
+            help="Full DuckDB power: statements that write, attach, install, read or copy "
+            "files out, and settings.",
+        ),
     ] = False,
     max_rows: Annotated[
         int, typer.Option("--max-rows", help="Rows shown by --format table on a terminal.")
     ] = 40,
     home: HomeOption = None,
 ) -> None:
-    """Run SQL over the catalog's tables and views (read-only unless --write)."""
+    """Run SQL over the catalog's tables and views (read-only unless --write).
+
+    Without --write the SQL reads the catalog only: DuckDB reads and writes no file, loads no
+    extension and changes no setting but threads and memory_limit (docs/security.md)."""
     from coyo_db.errors import InputError
     from coyo_db.results.output import write_result
 
@@ -76,9 +89,11 @@ def tables(
     catalog = open_catalog(home, create=False)
     for relation in describe_catalog(catalog, count_views=view_counts):
         rows = "?" if relation.rows is None else f"{relation.rows:,}"
-        stdout.print(f"[bold]{relation.name}[/bold]  {relation.kind}, {rows} rows")
+        stdout.print(
+            f"[bold]{verbatim(relation.name)}[/bold]  {relation.kind}, {rows} rows", markup=True
+        )
         for name, type_ in relation.columns:
-            stdout.print(f"    {name}  [dim]{type_}[/dim]")
+            stdout.print(f"    {verbatim(name)}  [dim]{verbatim(type_)}[/dim]", markup=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,8 +17,10 @@ from rich.console import Console
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
 
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
+# Data, paths and messages print verbatim: no markup, emoji codes or highlighting, unless a
+# call styles its own text (`markup=True` with every value passed through `verbatim`).
+console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 HomeOption = Annotated[
     str | None,
@@ -54,10 +56,19 @@ AddressOption = Annotated[
 ]
 
 
-def open_catalog(home: str | Path | None, *, create: bool = True) -> Catalog:
+def open_catalog(home: str | Path | None, *, create: bool = False) -> Catalog:
+    """The catalog at `home`; one that does not exist is an error (nothing is written) unless
+    `create`, which only `coyo-db init` passes."""
     from coyo_db.catalog import Catalog
 
     return Catalog(home, create=create)
+
+
+def verbatim(value: object) -> str:
+    """`value` as text that rich markup prints as it is (brackets escaped)."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 class RichProgress:
@@ -88,7 +99,7 @@ class RichProgress:
         if not console.is_terminal:
             return
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", markup=False, style="bold"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -113,8 +124,13 @@ class RichProgress:
             self._progress = None
 
 
+def print_error(message: object) -> None:
+    """One line on stderr: `error: <message>`, the message verbatim."""
+    console.print(f"[red]error:[/red] {verbatim(message)}", markup=True, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -14,7 +14,9 @@ def export(
     to: Annotated[
         Path | None,
         typer.Option(
-            "--to", help="Export folder (created; refused if non-empty without --overwrite)."
+            "--to",
+            help="Export folder, outside the catalog (created; refused if non-empty without "
+            "--overwrite).",
         ),
     ] = None,
     where: Annotated[
@@ -66,7 +68,8 @@ def export(
         int, typer.Option("--samples-per-file", help="Samples per webdataset tar.")
     ] = 10_000,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty --to.")
+        bool,
+        typer.Option("--overwrite", help="Replace a previous export at --to (with its manifest)."),
     ] = False,
     home: HomeOption = None,
     # the options' earlier names, still accepted

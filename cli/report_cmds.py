@@ -8,13 +8,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, console, open_catalog, stdout
+from coyo_db.cli.common import HomeOption, console, open_catalog, stdout, verbatim
 
 if TYPE_CHECKING:
     from coyo_db.stats.card import Stats
 
 FunnelFormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="table, csv or json (one object per line).")
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table, csv or json (one object per line) (default: from the --output file's "
+        "extension, else table).",
+        show_default=False,
+    ),
 ]
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
@@ -22,7 +29,7 @@ OutputOption = Annotated[
 
 
 def funnel(
-    fmt: FunnelFormatOption = "table",
+    fmt: FunnelFormatOption = None,
     output: OutputOption = None,
     show_sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL (views and query) instead of running it.")
@@ -32,10 +39,11 @@ def funnel(
     """Rows removed by each COYO filter rule, in order, and what remains."""
     from coyo_db.catalog import sqlfiles
     from coyo_db.errors import InputError
-    from coyo_db.results.output import write_result
+    from coyo_db.results.output import output_format, write_result
     from coyo_db.stats.funnel import funnel as run_funnel
     from coyo_db.stats.funnel import funnel_sql, funnel_table
 
+    fmt = output_format(fmt, output)
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"unknown format {fmt!r}; choose one of table, csv, json")
     if show_sql:
@@ -111,7 +119,7 @@ def _print_stats(result: Stats) -> None:
     from coyo_db.results.output import render_table
 
     for table in result.tables:
-        stdout.print(f"[bold]{table.table}[/bold]: {table.rows:,} rows")
+        stdout.print(f"[bold]{verbatim(table.table)}[/bold]: {table.rows:,} rows", markup=True)
         for count in table.distinct:
             approx = "~" if count.approximate else ""
             stdout.print(

@@ -37,7 +37,7 @@ def synth(
     )
     elapsed = time.perf_counter() - started
     where = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {out}"
-    stdout.print(f"wrote {rows:,} rows (seed {seed}) to {where} in {elapsed:.1f}s")
+    stdout.print(f"wrote {rows:,} rows (seed {seed}) to {where} in {elapsed:.1f}s", markup=False)
 
 
 def demo(
@@ -50,7 +50,11 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the sample.")] = 0,
     home: Annotated[
         Path | None,
-        typer.Option("--home", help="Catalog to build (default: a new temporary directory)."),
+        typer.Option(
+            "--home",
+            help="Catalog to build, a new or empty folder; its data and exports go beside it "
+            "in <home>-data (default: in a new temporary directory).",
+        ),
     ] = None,
 ) -> None:
     """Run the whole pipeline on a built-in synthetic sample and narrate what it does."""
@@ -58,8 +62,8 @@ def demo(
 
     from coyo_db.synth.demo import run_demo
 
-    target = home if home is not None else Path(tempfile.mkdtemp(prefix="coyo-db-demo-"))
-    stdout.print(f"coyo-db demo: a catalog at {target}")
+    target = home if home is not None else Path(tempfile.mkdtemp(prefix="coyo-db-demo-")) / "home"
+    stdout.print(f"coyo-db demo: a catalog at {target}", markup=False)
     run_demo(
         target,
         rows=rows,

@@ -81,8 +81,15 @@ def search(
         int | None, typer.Option("--nprobe", help="IVF lists searched (more: better recall).")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
-    ] = "table",
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, csv, json or parquet (default: from the --output file's extension, "
+            "else table).",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,

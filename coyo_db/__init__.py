@@ -4,7 +4,7 @@ The Python API: :class:`Catalog` and one function per command, everything the co
 does one import away::
 
     >>> import coyo_db
-    >>> cat = coyo_db.Catalog("coyo-db-home")                    # doctest: +SKIP
+    >>> cat = coyo_db.Catalog.init("coyo-db-home")  # creates; Catalog(home) opens  # doctest: +SKIP
     >>> coyo_db.ingest_metadata(cat, ["coyo-700m/*.parquet"])     # doctest: +SKIP
     >>> cat.pl("SELECT count(*) FROM pairs_filtered")             # doctest: +SKIP
     >>> coyo_db.dedup_phash(cat, radius=4)                        # doctest: +SKIP
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: command -> (module, function): the Python face of every `coyo-db` command
 API: dict[str, tuple[str, str]] = {
-    "Catalog": ("coyo_db.catalog", "Catalog"),  # coyo-db init: Catalog(home)
+    "Catalog": ("coyo_db.catalog", "Catalog"),  # coyo-db init: Catalog.init(home)
     "ingest_metadata": ("coyo_db.ingest.metadata", "ingest_metadata"),
     "ingest_labels": ("coyo_db.labels.coyo_labeled", "ingest_labels"),
     "ingest_images": ("coyo_db.ingest.images", "ingest_images"),

@@ -5,6 +5,10 @@ workers the "pool" decodes in the calling process, for debugging and tiny inputs
 
 Workers die with their parent: a job killed with kill -9 leaves no decode process behind (on
 Linux the kernel sends them SIGKILL; elsewhere a watchdog thread notices the parent is gone).
+They ignore Ctrl-C (a terminal sends SIGINT to the whole process group): the parent handles
+it, cancels the chunks not started and shuts the pool down, so a stop prints no worker
+traceback. A worker starts with SIGINT blocked (as multiprocessing starts its resource tracker)
+and ignores it before unblocking, so a Ctrl-C during its start-up is dropped too.
 """
 
 from __future__ import annotations
@@ -42,18 +46,49 @@ def decode_workers(workers: int | None, *, most: int | None = None) -> int:
     return cores if most is None else min(most, cores)
 
 
+_CTRL_C = {signal.SIGINT}
+
+
+class DecoderPool(ProcessPoolExecutor):
+    """A process pool whose workers ignore Ctrl-C and that, left by an exception (Ctrl-C
+    included), cancels the tasks not started instead of running them before it shuts down."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A submit may start a worker: it inherits this thread's signal mask, SIGINT blocked.
+        # A Ctrl-C meanwhile stays pending for this process and is raised when unblocked.
+        if not hasattr(signal, "pthread_sigmask"):
+            return super().submit(fn, *args, **kwargs)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CTRL_C)
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def __exit__(self, exc_type, exc_val, exc_tb):  # type: ignore[no-untyped-def]
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
+
+
 def decoder_pool(workers: int) -> Executor:
     """A pool of `workers` spawned decode processes, or an :class:`InlineExecutor` for 0."""
     if workers <= 0:
         return InlineExecutor()
     import multiprocessing
 
-    return ProcessPoolExecutor(
+    return DecoderPool(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=start_worker,
         initargs=(os.getpid(),),
     )
+
+
+def start_worker(parent: int) -> None:
+    """Run in each worker as it starts: leave Ctrl-C to the parent, and end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops a Ctrl-C pending since the start
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CTRL_C)
+    die_with_parent(parent)
 
 
 def die_with_parent(parent: int) -> None:

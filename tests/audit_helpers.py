@@ -71,7 +71,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     root = tmp_path_factory.mktemp("audit")
     photos = write_references(root / "refs")
     truth = write_dataset(root / "data", photos)
-    catalog = Catalog(root / "home")
+    catalog = Catalog(root / "home", create=True)
     add_refset(catalog, "mini", root / "refs", workers=0)
     ingest_images(catalog, [root / "data"], workers=0)
     audit(catalog, ["mini"], workers=0)

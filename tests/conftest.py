@@ -67,7 +67,7 @@ def coyo_parquet(tmp_path: Path, coyo_rows: list[dict]) -> Path:
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     """An empty catalog in a temporary home."""
-    return Catalog(tmp_path / "home")
+    return Catalog(tmp_path / "home", create=True)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_import_coyo_db_stays_light() -> None:
 
 
 def test_query_through_the_api(tmp_path) -> None:
-    catalog = coyo_db.Catalog(tmp_path / "home")
+    catalog = coyo_db.Catalog(tmp_path / "home", create=True)
     result = coyo_db.query(catalog, "SELECT 41 + 1 AS answer", output=tmp_path / "a.parquet")
     assert result.to_pylist() == [{"answer": 42}]
     import pyarrow.parquet as pq

@@ -32,7 +32,7 @@ def test_missing_home_is_a_clear_error_when_not_creating(tmp_path):
 
 def test_tables_are_registered_by_name_and_returned_as_arrow_and_polars(catalog, coyo_rows):
     catalog.append("pairs", coyo_table(coyo_rows))
-    assert catalog.table_names() == ["pairs"]
+    assert catalog.table_names() == ["pairs", "quarantine"]
     result = catalog.sql("SELECT id, text FROM pairs ORDER BY id")
     assert isinstance(result, pa.Table)
     assert result.column("id").to_pylist() == sorted(r["id"] for r in coyo_rows)

@@ -120,7 +120,7 @@ def test_keeper_rule_prefers_vitl14_then_vitb32_then_lowest_id():
 
 @pytest.fixture
 def synth_catalog(tmp_path) -> Catalog:
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     catalog.append("pairs", synth_table(20_000, seed=3))
     return catalog
 
@@ -173,7 +173,7 @@ def test_rerun_replaces_the_method_and_keeps_others(synth_catalog):
 
 
 def test_dedup_over_images_and_user_mistakes(tmp_path):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with pytest.raises(CatalogError, match="no table 'images'"):
         dedup_phash(catalog, table="images")
     with pytest.raises(InputError, match="table"):

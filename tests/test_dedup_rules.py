@@ -23,7 +23,7 @@ def rows() -> pa.Table:
 
 @pytest.fixture
 def rules_catalog(tmp_path, rows) -> Catalog:
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     catalog.append("pairs", rows)
     return catalog
 
@@ -110,7 +110,7 @@ def test_rerun_is_idempotent_and_min_count_names_the_method(rules_catalog):
 
 def test_user_mistakes(tmp_path, rules_catalog):
     with pytest.raises(CatalogError, match="no table 'pairs'"):
-        dedup_rule(Catalog(tmp_path / "empty"), "url")
+        dedup_rule(Catalog(tmp_path / "empty", create=True), "url")
     with pytest.raises(InputError, match="unknown dedup rule"):
         dedup_rule(rules_catalog, "phash")
     with pytest.raises(InputError, match="keeper rule"):

@@ -172,8 +172,13 @@ def test_target_is_refused_unless_overwrite_and_failures_leave_nothing_behind(ca
     with pytest.raises(InputError, match="non-empty"):
         export(catalog, target, where="true")
     assert (target / "keep.txt").read_text() == "mine"
-    export(catalog, target, where="id % 2 = 0", overwrite=True)
-    assert not (target / "keep.txt").exists() and read_ids(target)
+    with pytest.raises(InputError, match="only replaces a previous export"):
+        export(catalog, target, where="true", overwrite=True)  # not an export: kept
+    assert (target / "keep.txt").read_text() == "mine"
+    (target / "keep.txt").unlink()
+    export(catalog, target, where="true")
+    export(catalog, target, where="id % 2 = 0", overwrite=True)  # a previous export: replaced
+    assert read_ids(target) and all(i % 2 == 0 for i in read_ids(target))
     with pytest.raises(QueryError):
         export(catalog, tmp_path / "bad", where="no_such_column > 1")
     assert not (tmp_path / "bad").exists()

@@ -147,7 +147,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, pl.DataFr
     """A catalog whose `pairs` holds the real rows, the crafted rows and 3,000 random rows."""
     real = load_jsonl("coyo700m_rows.jsonl")
     crafted, expected = crafted_rows(real[0])
-    catalog = Catalog(tmp_path_factory.mktemp("filters") / "home")
+    catalog = Catalog(tmp_path_factory.mktemp("filters") / "home", create=True)
     catalog.append("pairs", coyo_table(real + crafted))
     catalog.append("pairs", random_rows(3000))
     return catalog, pl.from_arrow(catalog.dataset("pairs").to_table()), expected

@@ -17,7 +17,7 @@ def _record(member: str, key: str, meta: dict | None = None, url: str | None = N
 
 
 def test_origins_in_order_of_preference(tmp_path):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     pairs = [{name: None for name in tables.PAIRS.schema.names} | {"id": 77, "url": "u://a"}]
     catalog.append(tables.PAIRS.name, pa.Table.from_pylist(pairs, schema=tables.PAIRS.schema))
     records = [
@@ -44,7 +44,7 @@ def test_as_int64_refuses_what_is_not_an_int64():
 
 
 def test_one_connection_per_run(tmp_path, monkeypatch):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     row = {name: None for name in tables.PAIRS.schema.names} | {"id": 1, "url": "u://x"}
     catalog.append(tables.PAIRS.name, pa.Table.from_pylist([row], schema=tables.PAIRS.schema))
     opened = []

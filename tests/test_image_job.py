@@ -48,7 +48,7 @@ def _rows(catalog: Catalog) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_every_unit_is_committed_once_and_counts_reconcile(tmp_path, shards, workers):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = run_image_job(MeanColourJob(catalog, shards), workers=workers)
     rows = _rows(catalog)
     assert len(rows) == len(set(rows)) == len(IDS) + 1
@@ -89,7 +89,7 @@ def test_killed_at_a_commit_point_and_run_again_each_row_lands_once(tmp_path, sh
 
 
 def test_an_exception_in_a_job_fails_its_run_and_keeps_whole_units(tmp_path, shards):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     job = MeanColourJob(catalog, shards)
     real = job.commit
 

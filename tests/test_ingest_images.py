@@ -48,7 +48,7 @@ def _images_in(paths: list[Path]) -> dict[int, bytes]:
 
 
 def test_images_table_holds_exact_phash_sizes_and_locations(tmp_path, shards):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = ingest_images(catalog, shards, workers=0)
     assert summary.rows_read == summary.rows_written == len(IDS)
     rows = catalog.sql("SELECT * FROM images ORDER BY id").to_pylist()
@@ -65,7 +65,7 @@ def test_images_table_holds_exact_phash_sizes_and_locations(tmp_path, shards):
 
 
 def test_embeddings_and_scores_per_shard(tmp_path, shards):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = ingest_images(
         catalog,
         shards,
@@ -94,7 +94,7 @@ def test_embeddings_and_scores_per_shard(tmp_path, shards):
 
 
 def test_a_second_run_adds_only_the_new_outputs(tmp_path, shards):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     ingest_images(catalog, shards, workers=0)
     version = catalog.dataset("images").version
     again = ingest_images(catalog, shards, workers=0)
@@ -110,7 +110,7 @@ def test_a_second_run_adds_only_the_new_outputs(tmp_path, shards):
 def test_ids_come_from_the_url_in_pairs_when_the_json_has_none(tmp_path, coyo_rows):
     from conftest import coyo_table
 
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     catalog.append("pairs", coyo_table(coyo_rows))
     urls = [row["url"] for row in coyo_rows[:3]]
     paths, _ = write_image_shards(tmp_path / "s", [1, 2, 3], urls=urls, seed=5)
@@ -156,7 +156,7 @@ def test_broken_records_are_quarantined_and_the_job_goes_on(tmp_path, shards):
     # A shard cut short in the middle of its third image.
     cut, _ = write_image_shards(tmp_path / "cut", [9_001, 9_002, 9_003, 9_004], seed=11)
     truncate_tar(cut[0], "000000002.jpg")
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = ingest_images(catalog, [*shards, bad, cut[0]], workers=0)
     assert summary.rows_read == len(IDS) + 4 + 3
     assert summary.rows_written == len(IDS) + 1 + 2
@@ -189,7 +189,7 @@ KILLER = textwrap.dedent(
         return version
 
     Ledger.commit_input = commit_then_die
-    ingest_images(Catalog(sys.argv[1]), sys.argv[2:], scores=["language"], workers=0)
+    ingest_images(Catalog(sys.argv[1], create=True), sys.argv[2:], scores=["language"], workers=0)
     """
 )
 
@@ -218,7 +218,7 @@ def test_a_killed_ingest_resumes_with_each_row_once(tmp_path, shards):
 def test_unknown_model_and_bad_batch_size_are_user_errors(tmp_path, shards):
     from coyo_db.errors import InputError
 
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with pytest.raises(InputError, match="unknown model"):
         ingest_images(catalog, shards, embed=["no-such-model"])
     with pytest.raises(InputError, match="batch"):
@@ -244,7 +244,7 @@ def test_ingest_images_command(tmp_path, shards):
 
     from coyo_db.cli.app import app
 
-    home = str(tmp_path / "home")
+    home = str(Catalog.init(tmp_path / "home").home)
     args = ["ingest", "images", *map(str, shards), "--scores", "language,profanity"]
     result = CliRunner().invoke(app, [*args, "--workers", "0", "--home", home])
     assert result.exit_code == 0, result.output
@@ -255,8 +255,8 @@ def test_ingest_images_command(tmp_path, shards):
 
 
 def test_fast_phash_mode_stays_close_to_exact(tmp_path, shards):
-    exact = Catalog(tmp_path / "exact")
-    fast = Catalog(tmp_path / "fast")
+    exact = Catalog(tmp_path / "exact", create=True)
+    fast = Catalog(tmp_path / "fast", create=True)
     ingest_images(exact, shards, workers=0)
     ingest_images(fast, shards, workers=0, phash="fast")
     a = exact.sql("SELECT id, phash FROM images ORDER BY id")["phash"].to_numpy()

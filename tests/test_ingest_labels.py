@@ -451,7 +451,7 @@ def test_files_that_are_not_parquet_stop_before_anything_is_written(
     bad.write_bytes(content)
     with pytest.raises(SourceFileError, match=problem):
         ingest_labels(catalog, [good, bad])
-    assert catalog.table_names() == ["runs"]  # only the failed run's row
+    assert catalog.table_names() == ["quarantine", "runs"]  # init's table and the failed run
     run = catalog.sql("SELECT status, error, tables_written FROM runs").to_pylist()
     assert run == [{"status": "failed", "error": ANY, "tables_written": "{}"}]
     assert problem in run[0]["error"]
@@ -497,7 +497,7 @@ def test_a_tree_pickle_carrying_code_stops_the_ingest_first(catalog, tmp_path, l
     with pytest.raises(UnsafePickleError, match=r"shutil\.rmtree"):
         ingest_labels(catalog, [path], tree=tree)
     assert path.exists()
-    assert catalog.table_names() == ["runs"]  # only the failed run's row
+    assert catalog.table_names() == ["quarantine", "runs"]  # init's table and the failed run
     assert catalog.sql("SELECT status FROM runs")["status"].to_pylist() == ["failed"]
 
 
@@ -509,6 +509,7 @@ def test_cli_ingests_labels_and_tree(tmp_path, labeled_rows):
     tree = tmp_path / "tree.pickle"
     tree.write_bytes(pickle.dumps({"n02872752": ["n02873733"]}))
     home = str(tmp_path / "home")
+    assert runner.invoke(app, ["init", "--home", home]).exit_code == 0
     result = runner.invoke(
         app, ["ingest", "labels", str(path), "--tree", str(tree), "--home", home]
     )
@@ -521,6 +522,7 @@ def test_cli_refuses_an_unsafe_tree_in_one_line(tmp_path, labeled_rows):
     path = write_labeled(tmp_path / "a.parquet", [short(r) for r in labeled_rows])
     tree = tmp_path / "tree.pickle"
     tree.write_bytes(pickle.dumps({"root": Path("x")}))
+    assert runner.invoke(app, ["init", "--home", str(tmp_path / "home")]).exit_code == 0
     result = subprocess.run(
         [sys.executable, "-m", "coyo_db.cli.app", "ingest", "labels", str(path),
          "--tree", str(tree), "--home", str(tmp_path / "home")],

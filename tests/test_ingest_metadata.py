@@ -459,7 +459,7 @@ def test_reingest_adds_nothing_same_file_or_renamed_copy(
     changed = {name for name, v in catalog.versions().items() if versions.get(name) != v}
     assert changed == {"runs"}
     # The same content twice in one run is ingested once.
-    other = Catalog(tmp_path / "other-home")
+    other = Catalog(tmp_path / "other-home", create=True)
     once = ingest_metadata(other, [path, copy])
     assert (once.inputs_done, once.inputs_skipped, pairs_rows(other)) == (1, 1, 19)
 
@@ -492,7 +492,7 @@ KILLER = textwrap.dedent(
                     os._exit(137)
             return dataset
         lance_tables.commit = commit
-    ingest_metadata(Catalog(home), files)
+    ingest_metadata(Catalog(home, create=True), files)
     sys.exit(3)  # not reached
     """
 )
@@ -579,6 +579,7 @@ def test_folder_ingest_sums_up(catalog: Catalog, tmp_path: Path, coyo_rows):
 def test_cli_bad_file_prints_one_line_and_fails(tmp_path: Path):
     pointer = tmp_path / "part-00000.parquet"
     pointer.write_text(LFS_POINTER)
+    Catalog.init(tmp_path / "home")
     result = subprocess.run(
         [
             sys.executable,
@@ -604,6 +605,7 @@ def test_cli_bad_file_prints_one_line_and_fails(tmp_path: Path):
 def test_cli_ingests_and_reports(tmp_path: Path, coyo_rows):
     table = with_values(pairs_table(coyo_rows, 12, 1), "width", {0: -5})
     path = write(table, tmp_path / "part.parquet")
+    Catalog.init(tmp_path / "home")
     result = CliRunner().invoke(
         app, ["ingest", "metadata", str(path), "--home", str(tmp_path / "home")]
     )

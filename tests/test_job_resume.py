@@ -49,10 +49,10 @@ def _refset_rows(catalog: Catalog) -> list[tuple]:
 
 def test_refset_add_killed_and_run_again(tmp_path, folders, monkeypatch):
     refs, _ = folders
-    clean = Catalog(tmp_path / "clean")
+    clean = Catalog(tmp_path / "clean", create=True)
     add_refset(clean, "mini", refs, workers=0, batch_size=2)
 
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with monkeypatch.context() as patch:
         _dying(DescribeStage, patch, on_call=2)  # after the first batch of two
         with pytest.raises(KeyboardInterrupt):
@@ -69,7 +69,7 @@ def test_refset_add_killed_and_run_again(tmp_path, folders, monkeypatch):
 def test_audit_killed_and_run_again(tmp_path, folders, monkeypatch):
     refs, data = folders
     home = tmp_path / "home"
-    catalog = Catalog(home)
+    catalog = Catalog(home, create=True)
     add_refset(catalog, "mini", refs, workers=0)
     from coyo_db.ingest.images import ingest_images
 

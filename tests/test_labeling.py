@@ -45,7 +45,7 @@ IDS = list(range(500, 506))
 @pytest.fixture
 def images(tmp_path: Path) -> Catalog:
     """A catalog with 6 synthetic images ingested from two webdataset shards of 3."""
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     shards, _ = write_image_shards(tmp_path / "shards", IDS, per_shard=3, seed=4)
     ingest_images(catalog, shards, workers=0)
     return catalog
@@ -341,7 +341,7 @@ def test_mistakes_are_input_errors(images, tmp_path):
     with pytest.raises(InputError, match="expected timm:ARCH"):
         label_images(images, "timm:resnet18", IMAGENET1K)
     with pytest.raises(CatalogError, match="no images"):
-        label_images(Catalog(tmp_path / "empty"), "effnet-lite0", IMAGENET1K)
+        label_images(Catalog(tmp_path / "empty", create=True), "effnet-lite0", IMAGENET1K)
 
 
 def test_labelers_come_from_the_model_registry():

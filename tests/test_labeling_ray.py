@@ -42,7 +42,7 @@ def images_home(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("images")
     shards, _ = write_image_shards(root / "shards", IDS, per_shard=3, seed=5)
-    ingest_images(Catalog(root / "home"), shards, workers=0)
+    ingest_images(Catalog(root / "home", create=True), shards, workers=0)
     _break_member(shards[0], 1, corrupt_jpeg())
     shards[2].unlink()
     return root / "home"

@@ -57,7 +57,7 @@ def shards(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, shards) -> Catalog:
-    catalog = Catalog(tmp_path_factory.mktemp("local") / "home")
+    catalog = Catalog(tmp_path_factory.mktemp("local") / "home", create=True)
     ingest_images(catalog, shards, workers=0, **OPTIONS)
     return catalog
 
@@ -100,7 +100,7 @@ def _counts(catalog: Catalog) -> dict[str, int]:
 
 
 def test_ray_engine_writes_the_same_rows_as_the_local_engine(tmp_path, ray_cluster, shards, local):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
     assert summary.rows_read == len(IDS) + 3
     assert summary.rows_written == len(IDS) + 1 and summary.rows_quarantined == 2
@@ -121,7 +121,7 @@ def test_workers_killed_mid_job_are_retried_and_each_row_lands_once(
         ray_engine, "read_unit", dying_read(ray_engine.read_unit, read_marker, "00001.tar")
     )
     monkeypatch.setattr(ray_engine, "StageActor", dying_stage(ray_engine.StageActor, actor_marker))
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = ingest_images(catalog, shards, engine="ray", **OPTIONS)
     assert read_marker.exists() and actor_marker.exists(), "both workers must have died once"
     assert summary.rows_read == len(IDS) + 3
@@ -149,7 +149,7 @@ KILLED_DRIVER = textwrap.dedent(
 
     Ledger.commit_input = commit_then_die
     ingest_images(
-        Catalog(sys.argv[1]), sys.argv[3:], engine="ray", address=sys.argv[2],
+        Catalog(sys.argv[1], create=True), sys.argv[3:], engine="ray", address=sys.argv[2],
         embed=["effnet-lite0"], scores=["language"], batch_size=4,
     )
     """
@@ -177,7 +177,7 @@ def test_a_killed_driver_resumes_with_each_row_once(tmp_path, ray_cluster, shard
 
 
 def test_engine_options_are_checked(tmp_path, shards):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with pytest.raises(InputError, match="--engine"):
         ingest_images(catalog, shards, engine="spark")
     with pytest.raises(InputError, match="--address"):
@@ -189,7 +189,7 @@ def test_ingest_images_command_with_the_ray_engine(tmp_path, ray_cluster, shards
 
     from coyo_db.cli.app import app
 
-    home = str(tmp_path / "home")
+    home = str(Catalog.init(tmp_path / "home").home)
     args = ["ingest", "images", *map(str, shards[:1]), "--scores", "profanity"]
     result = CliRunner().invoke(app, [*args, "--engine", "ray", "--home", home])
     assert result.exit_code == 0, result.output
@@ -223,7 +223,7 @@ def test_ray_engine_into_an_s3_home(tmp_path, monkeypatch, ray_cluster, shards, 
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
             Bucket="coyo-ray"
         )
-        catalog = Catalog("s3://coyo-ray/home")
+        catalog = Catalog("s3://coyo-ray/home", create=True)
         summary = ingest_images(catalog, shards, engine="ray", scores=["profanity"], batch_size=4)
         assert summary.rows_written == len(IDS) + 1
         got = catalog.sql("SELECT * FROM images ORDER BY shard, member")

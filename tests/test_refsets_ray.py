@@ -39,7 +39,7 @@ def refs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, refs) -> Catalog:
-    catalog = Catalog(tmp_path_factory.mktemp("local") / "home")
+    catalog = Catalog(tmp_path_factory.mktemp("local") / "home", create=True)
     summary = add_refset(catalog, "mini", refs, workers=0, batch_size=4)
     assert (summary.images, summary.failed, summary.low_info) == (IMAGES, FAILED, LOW_INFO)
     return catalog
@@ -63,7 +63,7 @@ def _vectors(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def test_ray_engine_writes_the_same_refset_as_the_local_engine(tmp_path, ray_cluster, refs, local):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     summary = add_refset(catalog, "mini", refs, engine="ray", batch_size=3)
     assert (summary.images, summary.failed, summary.low_info) == (IMAGES, FAILED, LOW_INFO)
     got, want = _tables(catalog), _tables(local)
@@ -81,7 +81,7 @@ def test_ray_engine_writes_the_same_refset_as_the_local_engine(tmp_path, ray_clu
 
 
 def test_engine_options_are_checked(tmp_path, refs):
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with pytest.raises(InputError, match="--engine"):
         add_refset(catalog, "mini", refs, engine="spark")
     with pytest.raises(InputError, match="--address"):
@@ -93,7 +93,7 @@ def test_refset_add_command_with_the_ray_engine(tmp_path, ray_cluster, refs):
 
     from coyo_db.cli.app import app
 
-    home = str(tmp_path / "home")
+    home = str(Catalog.init(tmp_path / "home").home)
     args = ["refset", "add", "mini", str(refs), "--home", home]
     result = CliRunner().invoke(app, [*args, "--engine", "ray"])
     assert result.exit_code == 0, result.output

@@ -273,7 +273,7 @@ KILLED = textwrap.dedent(
     import os, signal, sys
     from coyo_db.catalog import Catalog
     from coyo_db.catalog.runs import Run
-    Run(Catalog(sys.argv[1]), "dedup phash", {"radius": 2})
+    Run(Catalog(sys.argv[1], create=True), "dedup phash", {"radius": 2})
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )

@@ -57,7 +57,7 @@ def _home(tmp_path) -> str:
 
 def test_metadata_ingest_and_query_on_an_s3_home(tmp_path, s3_env, coyo_parquet, coyo_rows):
     home = _home(tmp_path)
-    catalog = Catalog(home)
+    catalog = Catalog(home, create=True)
     assert catalog.remote and catalog.location == home
     assert catalog.home.is_relative_to(tmp_path / "cache"), "DuckDB lives in the local cache"
     summary = ingest_metadata(catalog, [coyo_parquet])
@@ -107,7 +107,7 @@ def test_image_ingest_on_an_s3_home(tmp_path, s3_env):
     from coyo_db.synth.images import write_image_shards
 
     shards, _ = write_image_shards(tmp_path / "shards", [11, 12, 13, 14], per_shard=2, seed=1)
-    catalog = Catalog(_home(tmp_path))
+    catalog = Catalog(_home(tmp_path), create=True)
     summary = ingest_images(catalog, shards, scores=["profanity"], workers=0)
     assert summary.rows_written == 4
     rows = catalog.sql("SELECT id, phash FROM images ORDER BY id").to_pylist()

@@ -275,7 +275,9 @@ def test_help_and_query_never_import_faiss_or_torch(tmp_path):
         "from coyo_db.cli.app import app\n"
         "r = CliRunner().invoke(app, ['--help'])\n"
         "assert r.exit_code == 0 and 'export' in r.output and 'search' in r.output\n"
-        f"r = CliRunner().invoke(app, ['query', '--home', {str(tmp_path)!r}, 'SELECT 1'])\n"
+        f"home = {str(tmp_path / 'home')!r}\n"
+        "r = CliRunner().invoke(app, ['init', '--home', home])\n"
+        "r = CliRunner().invoke(app, ['query', '--home', home, 'SELECT 1'])\n"
         "assert r.exit_code == 0, r.output\n"
         "bad = [m for m in ('faiss', 'torch', 'open_clip') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -295,7 +297,7 @@ def image_home(tmp_path_factory):
     from coyo_db.synth.images import write_image_shards
 
     root = tmp_path_factory.mktemp("search-images")
-    catalog = Catalog(root / "home")
+    catalog = Catalog(root / "home", create=True)
     ids = list(range(500, 512))
     shards, planted = write_image_shards(
         root / "images",
@@ -359,7 +361,7 @@ def test_demo_step_exports_replays_and_finds_the_planted_copy(image_home, tmp_pa
     assert result.webdataset_samples == 12
     assert result.search_found_original, lines
     assert any("the same" in line for line in lines)
-    assert (catalog.home / "exports" / "subset" / "_manifest.json").is_file()
+    assert (tmp_path / "exports" / "subset" / "_manifest.json").is_file()
 
 
 def test_text_search_uses_the_clip_text_tower(catalog):

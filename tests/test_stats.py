@@ -82,7 +82,7 @@ def labels_table(n: int = 300, seed: int = 5) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, pl.DataFrame]:
-    catalog = Catalog(tmp_path_factory.mktemp("stats") / "home")
+    catalog = Catalog(tmp_path_factory.mktemp("stats") / "home", create=True)
     catalog.append("pairs", coyo_table(load_jsonl("coyo700m_rows.jsonl")))
     catalog.append("pairs", random_pairs(N_RANDOM))
     catalog.append("labels", labels_table())
@@ -152,7 +152,7 @@ def test_labels_stats_match_polars(loaded: tuple) -> None:
 
 
 def test_labels_alone_and_nothing(tmp_path) -> None:
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     with pytest.raises(CatalogError, match="neither 'pairs' nor 'labels'"):
         stats(catalog)
     catalog.append("labels", labels_table(20))
@@ -161,7 +161,7 @@ def test_labels_alone_and_nothing(tmp_path) -> None:
 
 
 def test_empty_pairs(tmp_path) -> None:
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     catalog.ensure_table("pairs", schemas.PAIRS)
     result = stats(catalog)["pairs"]
     assert result.rows == 0
@@ -211,7 +211,7 @@ def test_histograms_match_numpy(loaded: tuple, bins: int) -> None:
 
 
 def test_histogram_edge_cases(tmp_path) -> None:
-    catalog = Catalog(tmp_path / "home")
+    catalog = Catalog(tmp_path / "home", create=True)
     rows = load_jsonl("coyo700m_rows.jsonl")[:3]
     for row in rows:
         row.update(watermark_score=0.25, aesthetic_score_laion_v2=None)

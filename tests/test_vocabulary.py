@@ -92,7 +92,7 @@ def test_a_catalog_from_before_the_ledger_table_resumes_from_commit_history(
 
     monkeypatch.setattr(lance_tables, "commit", old_commit)
     home = tmp_path / "home"
-    ingest_metadata(Catalog(home), [coyo_parquet])
+    ingest_metadata(Catalog(home, create=True), [coyo_parquet])
     monkeypatch.setattr(lance_tables, "commit", real)
     shutil.rmtree(Catalog(home).table_uri(tables.LEDGER.name))
 

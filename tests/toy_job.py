@@ -121,4 +121,4 @@ if __name__ == "__main__":
     if args[0] == "--die-after":
         die, args = int(args[1]), args[2:]
     home, paths = args[0], args[1:]
-    run_image_job(MeanColourJob(Catalog(home), paths, die), workers=1)
+    run_image_job(MeanColourJob(Catalog(home, create=True), paths, die), workers=1)

@@ -40,6 +40,7 @@ from coyo_db.audit.references import load_references
 from coyo_db.audit.refset_job import describe_stage
 from coyo_db.audit.refsets import sql_string
 from coyo_db.catalog import tables
+from coyo_db.catalog.readonly import where_select
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.image_ids import IdResolver
 from coyo_db.ingest.image_job import (
@@ -116,11 +117,15 @@ def audit(
 ) -> AuditSummary:
     """Audit the `images` table (or the shards under `paths`) against `refsets`; write the
     hits to `contamination` and every candidate to `contamination_candidates`, replacing
-    these refsets' earlier rows. `where` filters `images` (a Lance/SQL predicate)."""
+    these refsets' earlier rows. `where` filters `images`: one SQL condition over its columns
+    (views allowed, as in ``id IN (SELECT id FROM pairs_filtered)``), run on a restricted
+    connection (see :mod:`coyo_db.catalog.readonly`)."""
     if not refsets:
         raise InputError("name at least one reference set: --refset NAME")
     if not paths and not catalog.has_table(tables.IMAGES.name):
         raise CatalogError("the catalog has no images table; run `coyo-db ingest images` first")
+    # the selection runs before any work, so that a refused --where leaves nothing behind
+    selected = selected_images(catalog, where) if where is not None and not paths else None
     arguments: dict[str, Any] = {
         "refsets": list(refsets),
         "descriptor": descriptor,
@@ -131,7 +136,7 @@ def audit(
     if paths:
         arguments["paths"] = [str(p) for p in paths]
     summary = AuditSummary(table=tables.CONTAMINATION.name, refsets=list(dict.fromkeys(refsets)))
-    job = AuditJob(catalog, summary, arguments, descriptor, paths, where, point, device)
+    job = AuditJob(catalog, summary, arguments, descriptor, paths, selected, point, device)
     job.batch_size = batch_size
     job.workers = workers
     run_image_job(job, engine=engine, address=address, workers=workers, progress=progress)
@@ -151,12 +156,13 @@ class AuditJob(ImageJob):
         arguments: dict[str, Any],
         descriptor: str,
         paths: Sequence[str | Path] | None,
-        where: str | None,
+        selected: tuple[int, pa.Array] | None,
         point: OperatingPoint,
         device: str,
     ) -> None:
         super().__init__(catalog, summary, arguments)
-        self.spec, self.paths, self.where, self.point = descriptor, paths, where, point
+        self.spec, self.paths, self.point = descriptor, paths, point
+        self.selected = selected  # (images version, ids) of --where; None audits every image
         self.requested_device = device
         self.parts: list[pa.Table] = []
         self.pending: list[DescribedBatch] = []
@@ -184,8 +190,11 @@ class AuditJob(ImageJob):
 
             decode = DecodePlan((spec,), phash="exact", keep_bytes=True)
             return [UnitWork(shard, decode, self.stage) for shard in find_shards(self.paths)]
-        dataset = self.catalog.dataset(tables.IMAGES.name)
-        images = dataset.to_table(columns=["id", "shard", "member", "phash"], filter=self.where)
+        version = self.selected[0] if self.selected is not None else None
+        dataset = self.catalog.dataset(tables.IMAGES.name, version)
+        images = dataset.to_table(columns=["id", "shard", "member", "phash"])
+        if self.selected is not None:
+            images = images.filter(pc.is_in(images["id"], self.selected[1]))
         decode = DecodePlan((spec,), phash=False, keep_bytes=True)
         # Shards in the order the table holds them (the order they were ingested in), as the
         # first batch centres the descriptors (see :mod:`.references`).
@@ -265,6 +274,16 @@ class AuditJob(ImageJob):
         summary.contaminated = len(pc.unique(hits["id"])) if len(hits) else 0
         for method in hits["method"].to_pylist():
             summary.by_method[method] = summary.by_method.get(method, 0) + 1
+
+
+def selected_images(catalog: Catalog, where: str) -> tuple[int, pa.Array]:
+    """The version of `images` and the ids of its rows that pass `where` (one SQL condition,
+    run on a restricted connection: see :mod:`coyo_db.catalog.readonly`)."""
+    name = tables.IMAGES.name
+    version = catalog.dataset(name).version
+    query = where_select(f"SELECT DISTINCT id FROM {name}", where)
+    ids = catalog.sql(query, versions={name: version})["id"].combine_chunks()
+    return version, ids.cast(pa.int64())
 
 
 def replace_rows(

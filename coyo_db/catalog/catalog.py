@@ -2,8 +2,13 @@
 
 Layout of a home directory::
 
+    <home>/coyo-db.json          the marker `init` writes: a folder holding it is a catalog
     <home>/tables/<name>.lance   one Lance dataset per table (pairs, labels, quarantine, ...)
     <home>/catalog.duckdb        the user's own views, macros and tables (made with --write)
+
+Only :meth:`Catalog.init` (``coyo-db init``) creates a catalog, in a new or empty folder; opening
+a folder without one is an error that writes nothing. A folder with ``tables/`` and
+``catalog.duckdb`` but no marker is a catalog made before the marker existed, and opens as one.
 
 A home may also be an object-store URI (``s3://bucket/prefix``): the Lance tables live there
 (credentials and endpoint from the AWS environment variables, see
@@ -28,8 +33,8 @@ import duckdb
 import pyarrow as pa
 
 from coyo_db.catalog import lance_tables, object_store, sqlfiles
-from coyo_db.catalog.readonly import check_read_only, split_statements
-from coyo_db.errors import CatalogError, QueryError
+from coyo_db.catalog.readonly import check_read_only, query_error, restrict, split_statements
+from coyo_db.errors import CatalogError
 
 if TYPE_CHECKING:
     import lance
@@ -41,28 +46,54 @@ HOME_ENV = "COYO_DB_HOME"
 DEFAULT_HOME = "coyo-db-home"
 _DUCKDB_FILE = "catalog.duckdb"
 _TABLES_DIR = "tables"
-_REMOTE_MARKER = "coyo-db.json"  # what `init` leaves in a remote home, which has no folders
+_MARKER = "coyo-db.json"  # what `init` leaves in a home: a folder holding it is a catalog
+_MARKER_TEXT = '{"coyo_db": 1}\n'
 _RETURNS_ROWS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> str | Path:
     """The catalog's location: the argument, else $COYO_DB_HOME, else ./coyo-db-home; an
-    object-store URI stays a string, a directory becomes an absolute Path."""
+    object-store URI stays a string, a directory becomes an absolute Path. An empty location
+    is refused: it would name the current folder."""
     chosen = home if home is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
+    if not str(chosen).strip():
+        raise CatalogError("--home is empty; give the catalog's folder (or s3://bucket/prefix)")
     uri = object_store.as_uri(chosen)
     if uri is not None:
         return uri
     return Path(chosen).expanduser().resolve()
 
 
-class Catalog:
-    """A coyo-db catalog rooted at `home`.
+def is_catalog_dir(path: Path) -> bool:
+    """Whether the local folder `path` holds a catalog: the marker `init` writes, or the
+    `tables/` folder and DuckDB file of a catalog made before the marker existed."""
+    if (path / _MARKER).is_file():
+        return True
+    return (path / _TABLES_DIR).is_dir() and (path / _DUCKDB_FILE).is_file()
 
+
+def catalog_above(path: Path) -> Path | None:
+    """The catalog home that holds `path` (or is `path`), if any."""
+    for folder in (path, *path.parents):
+        if is_catalog_dir(folder):
+            return folder
+    return None
+
+
+class Catalog:
+    """A coyo-db catalog rooted at `home` (a folder or ``s3://bucket/prefix``; default
+    ``$COYO_DB_HOME`` or ``./coyo-db-home``).
+
+    Opening never creates: a `home` that holds no catalog raises :class:`CatalogError` and
+    nothing is written. :meth:`init` (``coyo-db init``) creates one, as does
+    ``Catalog(home, create=True)``; both open an existing catalog as it is.
+
+    >>> cat = Catalog.init("my-home")                  # doctest: +SKIP
     >>> cat = Catalog("my-home")                       # doctest: +SKIP
     >>> cat.sql("SELECT count(*) FROM pairs_filtered")  # doctest: +SKIP
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, create: bool = False) -> None:
         location = resolve_home(home)
         #: where the catalog is: its directory, or its object-store URI
         self.location = str(location)
@@ -72,35 +103,66 @@ class Catalog:
         if self.remote:
             self._open_remote(create)
             return
-        if not self.home.exists():
-            if not create:
-                raise CatalogError(f"no catalog at {self.home}; run 'coyo-db init' or pass --home")
-            self.home.mkdir(parents=True)
-        elif not self.home.is_dir():
+        if self.home.exists() and not self.home.is_dir():
             raise CatalogError(f"{self.home} is a file, not a catalog directory")
-        (self.home / _TABLES_DIR).mkdir(exist_ok=True)
-        if not self.duckdb_path.exists():
-            duckdb.connect(str(self.duckdb_path)).close()
+        if is_catalog_dir(self.home):
+            (self.home / _TABLES_DIR).mkdir(exist_ok=True)
+            if not self.duckdb_path.exists():
+                duckdb.connect(str(self.duckdb_path)).close()
+            return
+        if not create:
+            raise CatalogError(f"no catalog at {self.home}; run 'coyo-db init' or pass --home")
+        self._create_local()
+
+    @classmethod
+    def init(cls, home: str | os.PathLike[str] | None = None) -> Catalog:
+        """Create a catalog at `home` (a new or empty folder, or an object-store prefix), or
+        open the one there: what ``coyo-db init`` does."""
+        return cls(home, create=True)
+
+    def _create_local(self) -> None:
+        if self.home.exists() and any(self.home.iterdir()):
+            raise CatalogError(
+                f"{self.home} is not empty and holds no catalog; "
+                "give 'coyo-db init' a new or empty folder"
+            )
+        above = catalog_above(self.home.parent)
+        if above is not None:
+            raise CatalogError(
+                f"{self.home} is inside the catalog at {above}; choose another folder"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / _TABLES_DIR).mkdir()
+        duckdb.connect(str(self.duckdb_path)).close()
+        self._create_tables()
+        # the marker last: a folder holding it is a whole catalog
+        (self.home / _MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+
+    def _create_tables(self) -> None:
+        from coyo_db.catalog import tables
+
+        self.ensure(tables.QUARANTINE)  # empty from the start, so queries of it always work
 
     def _open_remote(self, create: bool) -> None:
         import pyarrow.fs as pafs
 
         fs, path = object_store.filesystem(self.location)
-        marker = f"{path}/{_REMOTE_MARKER}"
+        marker = f"{path}/{_MARKER}"
         try:
             found = fs.get_file_info(marker).type == pafs.FileType.File
             if not found and not create:
                 raise CatalogError(
                     f"no catalog at {self.location}; run 'coyo-db init' or pass --home"
                 )
+            self.home.mkdir(parents=True, exist_ok=True)
             if not found:
+                self._create_tables()
                 with fs.open_output_stream(marker) as out:
-                    out.write(b'{"coyo_db": 1}\n')
+                    out.write(_MARKER_TEXT.encode())
         except OSError as exc:
             raise CatalogError(
                 f"cannot reach {self.location}: {' '.join(str(exc).split())}"
             ) from None
-        self.home.mkdir(parents=True, exist_ok=True)
         if not self.duckdb_path.exists():
             duckdb.connect(str(self.duckdb_path)).close()
 
@@ -178,13 +240,19 @@ class Catalog:
     # ---- SQL --------------------------------------------------------------------------------
 
     def connect(
-        self, *, write: bool = False, versions: Mapping[str, int] | None = None
+        self,
+        *,
+        write: bool = False,
+        versions: Mapping[str, int] | None = None,
+        restricted: bool = False,
     ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with every table registered and every view created.
 
         Read-only unless `write`: the catalog's DuckDB file is opened read-only, so user objects
         can be read but not changed. `versions` pins tables to earlier Lance versions (time
         travel: what a query read then, it reads again); other tables are at their latest.
+        `restricted` locks the connection down for a user's SQL: DuckDB then reads and writes
+        no file, loads no extension and changes no setting (see docs/security.md).
         """
         versions = dict(versions or {})
         unknown = sorted(set(versions) - set(self.table_names()))
@@ -212,6 +280,8 @@ class Catalog:
             except duckdb.Error as exc:  # a shipped view that does not bind is a bug
                 con.close()
                 raise RuntimeError(f"sql/{family.name}.sql failed: {exc}") from exc
+        if restricted:
+            restrict(con)
         return con
 
     def _dataset_at(self, name: str, version: int | None) -> lance.LanceDataset:
@@ -227,9 +297,13 @@ class Catalog:
 
     @contextmanager
     def connection(
-        self, *, write: bool = False, versions: Mapping[str, int] | None = None
+        self,
+        *,
+        write: bool = False,
+        versions: Mapping[str, int] | None = None,
+        restricted: bool = False,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self.connect(write=write, versions=versions)
+        con = self.connect(write=write, versions=versions, restricted=restricted)
         try:
             yield con
         finally:
@@ -240,13 +314,15 @@ class Catalog:
     ) -> pa.Table:
         """Run `query` (one or more statements) and return the last result as Arrow.
 
-        Statements that write, attach, install or copy out are refused unless `write`.
-        `versions` pins tables to earlier Lance versions (see :meth:`connect`).
+        Unless `write`, statements that write, attach, install or copy out are refused, and
+        the rest run on a restricted connection (no file read or written, no extension, no
+        setting changed but threads and memory_limit). `versions` pins tables to earlier
+        Lance versions (see :meth:`connect`).
         """
         statements = split_statements(query)
         if not write:
             check_read_only(statements)
-        with self.connection(write=write, versions=versions) as con:
+        with self.connection(write=write, versions=versions, restricted=not write) as con:
             return run_statements(con, statements)
 
     def pl(self, query: str, *, write: bool = False) -> polars.DataFrame:
@@ -276,5 +352,5 @@ def run_statements(con: duckdb.DuckDBPyConnection, statements: list[duckdb.State
             if last and relation is not None and statement.type.name in _RETURNS_ROWS:
                 result = relation.to_arrow_table()
         except duckdb.Error as exc:
-            raise QueryError(" ".join(str(exc).split())) from None
+            raise query_error(exc) from None
     return result

@@ -47,18 +47,18 @@ def selection_sql(
     table: str = DEFAULT_TABLE,
 ) -> str:
     """The selection of an export: from `where` over `table` (``url, text, id`` plus
-    `columns`; ``*`` for all), or `sql` (one SELECT statement)."""
-    from coyo_db.catalog.readonly import split_statements
+    `columns`; ``*`` for all), or `sql` (one SELECT statement).
+
+    DuckDB's parser checks that `where` is one condition and that `sql`, or the selection
+    `where` makes, is exactly one SELECT: no text of theirs can start another statement."""
+    from coyo_db.catalog.readonly import one_select, where_select
 
     if (where is None) == (sql is None):
         raise InputError("give the rows to export with --where or with --sql-file, not both")
     if sql is not None:
         if columns:
             raise InputError("--columns goes with --where; a --sql-file selects its own columns")
-        statements = split_statements(sql)
-        if len(statements) != 1 or statements[0].type.name != "SELECT":
-            raise InputError("an export's --sql-file must hold exactly one SELECT statement")
-        return sql.strip().rstrip(";").strip()
+        return one_select(sql, "an export's --sql-file")
     if not where.strip():
         raise InputError("--where is empty; use --where 'true' to export every row")
     wanted = [c.strip() for c in columns if c.strip()]
@@ -67,7 +67,7 @@ def selection_sql(
     else:
         names = list(dict.fromkeys([*DEFAULT_COLUMNS, *wanted]))
         projection = ", ".join(_quote(n) for n in names)
-    return f"SELECT {projection}\nFROM {_quote(table)}\nWHERE ({where}\n)"
+    return where_select(f"SELECT {projection}\nFROM {_quote(table)}", where)
 
 
 def export_sql(selection: str, views: Sequence[str]) -> str:

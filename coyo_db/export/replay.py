@@ -1,6 +1,9 @@
 """Replaying an export from its manifest: the recorded SQL run again with every table pinned to
 its recorded version (Lance time travel), the ids compared; with a target, the export is
-written again."""
+written again.
+
+A manifest is a file anyone may have edited: its SQL must be exactly one SELECT, its
+exclusions the known ones, and it runs on a restricted connection like any user's SQL."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coyo_db.catalog.readonly import one_select
+from coyo_db.errors import InputError
 from coyo_db.export.manifest import manifest_path, read_manifest
-from coyo_db.export.plan import ExportPlan
+from coyo_db.export.plan import EXCLUSIONS, ExportPlan
 from coyo_db.export.rows import ExportRows
 from coyo_db.export.subset import (
     DEFAULT_ROWS_PER_FILE,
@@ -69,16 +74,11 @@ def replay_export(
     (as `fmt`, default the recorded format), and compare the ids with the recorded ones."""
     file = manifest_path(manifest)
     recorded = read_manifest(file)
-    versions = {str(k): int(v) for k, v in recorded["table_versions"].items()}
-    plan = ExportPlan(
-        selection=recorded.get("selection", {}).get("sql", recorded["sql"]),
-        sql=recorded["sql"],
-        versions=versions,
-        exclusions=recorded.get("exclusions", []),
-    )
+    plan = recorded_plan(file, recorded)
+    versions = plan.versions
     if to is None:
         tally = IdTally()
-        with catalog.connection(versions=versions) as con:
+        with catalog.connection(versions=versions, restricted=True) as con:
             _, batches = ExportRows(con, plan).stream()
             for batch in batches:
                 tally.update(batch.column("id"))
@@ -102,6 +102,35 @@ def replay_export(
     )
     result_manifest = result.manifest
     return ReplayResult(file, recorded["query_ids"], result_manifest["query_ids"], result)
+
+
+def recorded_plan(file: Path, recorded: dict[str, Any]) -> ExportPlan:
+    """The plan a manifest records, checked: one SELECT each for the selection and the SQL as
+    run, table versions as integers, exclusions among the known ones."""
+    selection = recorded.get("selection", {})
+    if not isinstance(selection, dict):
+        raise InputError(f"{file}: the manifest's selection is not an object")
+    sql = recorded["sql"]
+    selection_sql = selection.get("sql", sql)
+    if not isinstance(sql, str) or not isinstance(selection_sql, str):
+        raise InputError(f"{file}: the manifest's SQL is not text")
+    one_select(selection_sql, f"{file}: the recorded selection")
+    one_select(sql, f"{file}: the recorded SQL")
+    try:
+        versions = {str(k): int(v) for k, v in dict(recorded["table_versions"]).items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{file}: the manifest's table_versions are not table: number") from None
+    known = {(e.reason, e.view) for e in EXCLUSIONS}
+    exclusions = recorded.get("exclusions", [])
+    if not isinstance(exclusions, list) or not all(isinstance(e, dict) for e in exclusions):
+        raise InputError(f"{file}: the manifest's exclusions are not a list of objects")
+    for entry in exclusions:
+        if (entry.get("reason"), entry.get("view")) not in known:
+            raise InputError(
+                f"{file}: unknown exclusion {entry.get('reason')!r} ({entry.get('view')!r}); "
+                f"known: {', '.join(reason for reason, _ in sorted(known))}"
+            )
+    return ExportPlan(selection_sql, sql, versions, exclusions)
 
 
 def _option(options: dict[str, Any], key: str, old_key: str, default: int) -> int:

@@ -28,9 +28,9 @@ _INTEGER_TYPES = {
 
 
 def query_error(exc: Exception) -> Exception:
-    from coyo_db.errors import QueryError
+    from coyo_db.catalog.readonly import query_error as one_line
 
-    return QueryError(" ".join(str(exc).split()))
+    return one_line(exc)
 
 
 class ExportRows:
@@ -41,12 +41,19 @@ class ExportRows:
     row order: DuckDB's parallel hash join behind ``NOT IN`` does not keep it. The excluded ids
     of the selection are found first by one query over the selection's ids (it also gives the
     counts per reason), then each batch drops them with a sorted-array lookup.
+
+    The selection is a user's SQL (from --where, --sql-file or a manifest): it must be exactly
+    one SELECT, and `con` is restricted before it runs (see :mod:`coyo_db.catalog.readonly`).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, plan: ExportPlan) -> None:
         import duckdb
         import numpy as np
 
+        from coyo_db.catalog.readonly import one_select, restrict
+
+        one_select(plan.selection, "an export's selection")
+        restrict(con)
         self.con = con
         self.plan = plan
         self.selected = 0

@@ -162,8 +162,8 @@ def run_export(
         **options,
         "overwrite": overwrite,
     }
+    check_target(target, overwrite=overwrite, home=catalog.home)
     with recorded_run(catalog, "export", arguments) as run:
-        check_target(target, overwrite=overwrite)
         result = _write_export(
             catalog, plan, target, fmt, origin or {}, options, progress or NullProgress()
         )
@@ -229,14 +229,37 @@ def _write_export(
     return ExportResult(target, fmt, manifest, path, seconds, written.files)
 
 
-def check_target(target: Path, *, overwrite: bool) -> None:
-    """Refuse a target that holds something, unless `overwrite`."""
-    if not target.exists() or overwrite:
+def check_target(target: Path, *, overwrite: bool, home: Path | None = None) -> None:
+    """Refuse a target that is the catalog `home`, inside it or above it (or inside any other
+    catalog), and one that holds something; `overwrite` replaces only a previous export: a
+    folder holding an export manifest."""
+    from coyo_db.catalog.catalog import catalog_above
+    from coyo_db.export.manifest import MANIFEST_NAME
+
+    target = Path(target).expanduser().resolve()
+    if home is not None:
+        home = Path(home).resolve()
+        if target == home:
+            raise InputError(f"{target} is the catalog's home; choose another --to")
+        if target in home.parents:
+            raise InputError(f"{target} holds the catalog at {home}; choose another --to")
+    inside = catalog_above(target)
+    if inside is not None:
+        raise InputError(f"{target} is inside the catalog at {inside}; choose another --to")
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return
-    if target.is_dir() and not any(target.iterdir()):
-        return
-    what = "folder" if target.is_dir() else "file"
-    raise InputError(f"{target} is a non-empty {what}; choose another --to or pass --overwrite")
+    if not target.is_dir():
+        raise InputError(f"{target} is a file; choose another --to")
+    if not overwrite:
+        raise InputError(
+            f"{target} is a non-empty folder; choose another --to, or pass --overwrite to "
+            "replace a previous export"
+        )
+    if not (target / MANIFEST_NAME).is_file():
+        raise InputError(
+            f"{target} holds no export ({MANIFEST_NAME} is missing); --overwrite only replaces "
+            "a previous export"
+        )
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

@@ -21,6 +21,18 @@ Format = Literal["table", "csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
 
 
+#: file name extensions and the format they stand for
+EXTENSIONS: dict[str, str] = {
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "table",
+}
+
+
 def query(
     catalog: Catalog,
     sql: str,
@@ -30,23 +42,46 @@ def query(
     output: str | Path | None = None,
 ) -> pa.Table:
     """Run `sql` over the catalog (read-only unless `write`) and return the last statement's
-    result as Arrow; with `output`, also write it there as `fmt` (default: Parquet)."""
+    result as Arrow; with `output`, also write it there as `fmt` (default: by the file's
+    extension, Parquet for another extension)."""
     result = catalog.sql(sql, write=write)
     if output is not None:
-        write_result(result, fmt or "parquet", output)
+        write_result(result, output_format(fmt, output, default="parquet"), output)
     return result
+
+
+def output_format(fmt: str | None, output: str | Path | None, *, default: str = "table") -> str:
+    """The format to write: `fmt` when given, else the one `output`'s extension names, else
+    `default` (stdout, or a file with another extension). A `fmt` that contradicts a known
+    extension (``-o x.csv --format json``) is refused."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is None or str(output) == "-":
+        return fmt or default
+    implied = EXTENSIONS.get(Path(output).suffix.lower())
+    if fmt is None:
+        return implied or default
+    if implied is not None and implied != fmt:
+        raise InputError(
+            f"{output} names a {implied} file but the format is {fmt}; "
+            "drop --format or change the extension"
+        )
+    return fmt
 
 
 def write_result(
     table: pa.Table,
-    fmt: str = "table",
+    fmt: str | None = None,
     output: str | Path | None = None,
     *,
     max_rows: int = 40,
 ) -> None:
-    """Write `table` as `fmt` to `output` (a path) or to stdout when `output` is None or '-'."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    """Write `table` as `fmt` to `output` (a path) or to stdout when `output` is None or '-'.
+
+    Without `fmt`, a file gets the format its extension names (`.csv`, `.json`, `.jsonl`,
+    `.parquet`, `.txt` for the text table) and stdout the text table; a `fmt` that contradicts
+    the extension is refused (see :func:`output_format`)."""
+    fmt = output_format(fmt, output)
     to_stdout = output is None or str(output) == "-"
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -85,18 +120,22 @@ def _write_text(table: pa.Table, fmt: str, fh: IO[str], *, max_rows: int | None)
 
 
 def render_table(table: pa.Table, *, max_rows: int | None = 40) -> str:
-    """A boxed text table of the first `max_rows` rows, with a row count footer."""
+    """A boxed text table of the first `max_rows` rows, with a row count footer. Names and
+    values print verbatim: brackets, emoji codes and the like are data, not markup."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     shown = table if max_rows is None else table.slice(0, max_rows)
     grid = Table(show_lines=False, header_style="bold")
     for field in table.schema:
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        grid.add_column(f"{field.name}\n{field.type}", justify="right" if numeric else "left")
+        grid.add_column(Text(f"{field.name}\n{field.type}"), justify="right" if numeric else "left")
     for row in shown.to_pylist():
-        grid.add_row(*(_cell(v) for v in row.values()))
-    console = Console(file=io.StringIO(), width=200, highlight=False, color_system=None)
+        grid.add_row(*(Text(_cell(v)) for v in row.values()))
+    console = Console(
+        file=io.StringIO(), width=200, highlight=False, color_system=None, markup=False, emoji=False
+    )
     console.print(grid)
     footer = f"{table.num_rows:,} row{'s' if table.num_rows != 1 else ''}"
     if shown.num_rows < table.num_rows:

@@ -109,12 +109,16 @@ def _normalise(vector: np.ndarray) -> np.ndarray:
 
 
 def filter_positions(catalog: Catalog, where: str, ids: np.ndarray) -> np.ndarray:
-    """Index positions whose id passes `where` (over pairs, else images)."""
+    """Index positions whose id passes `where` (over pairs, else images): one SQL condition,
+    run on a restricted connection (see :mod:`coyo_db.catalog.readonly`)."""
+    from coyo_db.catalog.readonly import where_select
+
     pairs, images = tables.PAIRS.name, tables.IMAGES.name
     base = pairs if catalog.has_table(pairs) else images
     if not catalog.has_table(base):
         raise InputError("--where needs a pairs or images table to filter on")
-    allowed = catalog.sql(f"SELECT DISTINCT id FROM {base} WHERE ({where}\n)")["id"].to_numpy()
+    query = where_select(f"SELECT DISTINCT id FROM {base}", where)
+    allowed = catalog.sql(query)["id"].to_numpy()
     allowed = np.unique(allowed[~np.isnan(allowed)] if allowed.dtype.kind == "f" else allowed)
     at = np.searchsorted(ids, allowed).clip(max=max(len(ids) - 1, 0))
     hit = ids[at] == allowed if len(ids) else np.zeros(0, bool)

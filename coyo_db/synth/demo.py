@@ -61,7 +61,8 @@ def run_demo(
     home: Path, *, rows: int = 20_000, images: int = 160, seed: int = 0, emit: Emit = print
 ) -> DemoResult:
     """Run the demo in catalog `home` (created if missing) on `rows` synthetic rows and
-    `images` synthetic images (0 skips the image step)."""
+    `images` synthetic images (0 skips the image step). Its input files and exports go to a
+    folder beside the home, `<home>-data`."""
     from coyo_db.dedup.groups import dedup_phash
     from coyo_db.ingest.metadata import ingest_metadata
     from coyo_db.labels.coyo_labeled import ingest_labels
@@ -72,7 +73,8 @@ def run_demo(
     from coyo_db.synth.metadata import write_synth
 
     home = Path(home)
-    data = home / "demo-data"
+    catalog = Catalog(home, create=True)  # first: a catalog is made in a new or empty folder
+    data = home.parent / f"{home.name}-data"
     result = DemoResult(home=home)
     started = time.perf_counter()
 
@@ -86,7 +88,6 @@ def run_demo(
     pointer = _write_lfs_pointer(data / "part-00099-lfs-pointer.parquet")
     emit(f"wrote {len(files)} part files, one file with 4 bad rows, and a Git-LFS pointer")
 
-    catalog = Catalog(home)
     step("ingest a Git-LFS pointer saved as .parquet (a common download mistake)")
     try:
         ingest_metadata(catalog, [pointer])

@@ -41,7 +41,7 @@ def run_export_demo(
     from coyo_db.export.subset import export
 
     result = ExportDemoResult()
-    exports = catalog.home / "exports"
+    exports = data / "exports"  # outside the catalog: an export never goes into its home
     subset = export(
         catalog, exports / "subset", where=SUBSET_WHERE, columns=["width", "height"], overwrite=True
     )
