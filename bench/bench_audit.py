@@ -264,9 +264,10 @@ def main() -> None:
     search_50k = search_time_at_scale(dim)
     # verification work scales with candidate pairs per image: at most `knn` from the
     # descriptor index whatever the reference count, plus pHash hits
-    per_1000 = 1000 * (per_image["read+decode"] + per_image["describe"] + per_image["verify"])
+    # the runner's stage time ("infer") is the descriptor; "search" is timed at 50k below
+    per_1000 = 1000 * sum(v for k, v in per_image.items() if k != "search")
     report["time_per_1000_images_50k_refs"] = {
-        "read+decode+describe+verify_s": per_1000,
+        "read+decode+describe+verify+write_s": per_1000,
         "search_50k_s": search_50k,
         "total_s": per_1000 + search_50k,
         "candidate_pairs_per_image": test["candidate_pairs"] / test["audited"],
