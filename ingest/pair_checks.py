@@ -8,7 +8,10 @@ A row is quarantined, with every reason that applies joined by "; ", when it has
   hash is the same and exact-pHash joins need one spelling. Anything else (wrong length,
   non-hex characters, spaces) is bad;
 - ``null width`` / ``non-positive width``, and the same for height;
-- ``NaN <score column>`` for each of the six scores (a null score is kept: it is unknown);
+- ``NaN <score column>`` and ``infinite <score column>`` for each of the six scores, infinite
+  taking in values too large for float32 (a null score is kept: it is unknown);
+- ``invalid UTF-8 in <column>`` for url, text and image_phash: one such value would make every
+  later query that reads the column fail;
 - ``duplicate id``: an id met at an earlier row of the same file; the first row with that id
   is kept, or quarantined for its own problems.
 
@@ -27,6 +30,7 @@ from coyo_db.ingest.row_checks import (
     DUPLICATE_ID,
     CheckedBatch,
     false_if_null,
+    invalid_utf8,
     split_by_rules,
 )
 
@@ -68,12 +72,16 @@ def _rule_masks(
         ("null image_phash", pc.is_null(phash)),
         ("bad image_phash", bad_phash),
     ]
+    for name in ("url", "text", "image_phash"):
+        rules.append((f"invalid UTF-8 in {name}", invalid_utf8(batch.column(name))))
     for name in ("width", "height"):
         column = batch.column(name)
         rules.append((f"null {name}", pc.is_null(column)))
         rules.append((f"non-positive {name}", false_if_null(pc.less_equal(column, 0))))
     for name in schemas.SCORE_COLUMNS:
-        rules.append((f"NaN {name}", false_if_null(pc.is_nan(batch.column(name)))))
+        column = batch.column(name)
+        rules.append((f"NaN {name}", false_if_null(pc.is_nan(column))))
+        rules.append((f"infinite {name}", false_if_null(pc.is_inf(column))))
     if repeated is not None:
         rules.append((DUPLICATE_ID, pa.array(repeated)))
     return rules

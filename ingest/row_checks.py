@@ -190,6 +190,8 @@ def _json_values(column: pa.Array) -> pa.Array:
                 hit = pc.is_nan(column) if value == "nan" else pc.equal(column, float(value))
                 text = pc.if_else(hit, f'"{spelling}"', text)
     elif is_text_type(kind):
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            column = utf8_repaired(column)
         try:
             text = _json_strings(pc.cast(column, pa.string()))
         except pa.ArrowInvalid:  # binary that is not UTF-8
@@ -197,6 +199,37 @@ def _json_values(column: pa.Array) -> pa.Array:
     else:  # types COYO's columns never have
         text = _json_one_by_one(column)
     return pc.fill_null(text, "null")
+
+
+def invalid_utf8(column: pa.Array) -> pa.Array:
+    """The rows of a string column whose bytes are not valid UTF-8 (one whole-column check,
+    then row by row only for a column that fails it)."""
+    try:
+        column.validate(full=True)
+        return pa.array(np.zeros(len(column), dtype=bool))
+    except pa.ArrowInvalid:
+        pass
+    data = pc.cast(column, pa.binary()).to_pylist()
+    return pa.array([value is not None and not _is_utf8(value) for value in data], pa.bool_())
+
+
+def utf8_repaired(column: pa.Array) -> pa.Array:
+    """`column` with invalid UTF-8 replaced by U+FFFD (quarantine records must be readable)."""
+    try:
+        column.validate(full=True)
+        return column
+    except pa.ArrowInvalid:
+        data = pc.cast(column, pa.binary()).to_pylist()
+        text = [None if v is None else v.decode("utf-8", errors="replace") for v in data]
+        return pa.array(text, pa.string())
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _json_one_by_one(column: pa.Array) -> pa.Array:
