@@ -23,7 +23,6 @@ finishes the rest with every row once.
 
 from __future__ import annotations
 
-import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.image_types import DecodedImage, ImageRecord, Preprocess
     from coyo_db.progress import Progress
-
-log = logging.getLogger(__name__)
 
 READ_DECODE, INFER, WRITE = "read+decode", "infer", "write"
 
@@ -110,7 +107,7 @@ class UnitWork:
     """One unit a job planned: how to decode it, which stage, and the job's own state for it
     (what it gathers until the unit's commit)."""
 
-    unit: Any
+    unit: Unit
     decode: DecodePlan
     stage: StageSpec
     state: Any = None

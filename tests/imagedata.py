@@ -317,6 +317,14 @@ def cut_tar_at(path: str | Path, offset: int) -> Path:
     return path
 
 
+def write_tar(path: str | Path, members: dict[str, bytes]) -> Path:
+    """A plain tar of `members` ({member name: bytes}), as a broken or hand-made shard."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            _add_member(tar, name, data)
+    return Path(path)
+
+
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)

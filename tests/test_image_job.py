@@ -7,10 +7,8 @@ test files; this one holds the runner to its promise for any job: each row once.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from coyo_db.catalog import Catalog
 from coyo_db.errors import InputError
 from coyo_db.ingest.job_runner import check_engine, run_image_job
 from coyo_db.synth.images import write_image_shards
+from tests.imagedata import jpeg_bytes, write_tar
 from tests.toy_job import TABLE, MeanColourJob
 
 IDS = list(range(100, 118))
@@ -30,14 +29,8 @@ HERE = Path(__file__).parent
 def shards(tmp_path_factory) -> list[str]:
     out = tmp_path_factory.mktemp("toy-shards")
     paths, _ = write_image_shards(out, IDS, per_shard=6, seed=5)
-    broken = out / "broken.tar"
-    good = io.BytesIO()
-    Image.new("RGB", (40, 30), (10, 200, 30)).save(good, "JPEG")
-    with tarfile.open(broken, "w") as tar:
-        for name, payload in {"a.jpg": good.getvalue(), "b.jpg": b"not an image"}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+    good = jpeg_bytes(Image.new("RGB", (40, 30), (10, 200, 30)), quality=75)
+    broken = write_tar(out / "broken.tar", {"a.jpg": good, "b.jpg": b"not an image"})
     return [str(p) for p in [*paths, broken]]
 
 

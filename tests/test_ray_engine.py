@@ -7,11 +7,9 @@ first commit, run again, finishes the rest through the ledgers, as the local eng
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import textwrap
 from pathlib import Path
 
@@ -36,23 +34,13 @@ OPTIONS = {"embed": ["effnet-lite0"], "scores": ["language"], "batch_size": 4}
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> list[Path]:
-    from imagedata import corrupt_jpeg
+    from imagedata import corrupt_jpeg, jpeg_bytes, write_tar
 
     out = tmp_path_factory.mktemp("shards")
     paths, _ = write_image_shards(out, IDS, per_shard=6, seed=7)
-    bad = out / "bad.tar"
-    good = io.BytesIO()
-    Image.new("RGB", (120, 90), (200, 40, 40)).save(good, "JPEG")
-    with tarfile.open(bad, "w") as tar:
-        for name, payload in {
-            "000000001.jpg": good.getvalue(),
-            "000000002.jpg": corrupt_jpeg(),
-            "000000003.jpg": b"",
-        }.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return [*paths, bad]
+    good = jpeg_bytes(Image.new("RGB", (120, 90), (200, 40, 40)), quality=75)
+    members = {"000000001.jpg": good, "000000002.jpg": corrupt_jpeg(), "000000003.jpg": b""}
+    return [*paths, write_tar(out / "bad.tar", members)]
 
 
 @pytest.fixture(scope="module")

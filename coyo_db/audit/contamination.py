@@ -24,7 +24,6 @@ Both are written once, at the end of the audit.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,8 +56,6 @@ if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.image_types import DecodedImage
     from coyo_db.progress import Progress
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

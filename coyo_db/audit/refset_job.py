@@ -125,7 +125,6 @@ class UnitRows:
 
     good: list[DecodedImage] = field(default_factory=list)
     outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
-    done: bool = False
 
 
 def add_refset(
@@ -224,7 +223,7 @@ class RefsetJob(ImageJob):
             )
 
     def commit(self, work: UnitWork) -> None:
-        work.state.done = True
+        pass  # the set is written once, by finish, in shard order
 
     def finish(self) -> None:
         """The set's rows in shard order (units finish in any order on Ray), written once."""

@@ -18,7 +18,6 @@ This module holds the layouts, the rows of a set being registered, and the queri
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.image_types import ImageRecord
     from coyo_db.ingest.models.copy_descriptors import CopyDescriptor
-
-log = logging.getLogger(__name__)
 
 _IMAGENET_VAL = re.compile(r"^ILSVRC2012_val_\d{8}\.JPEG$", re.IGNORECASE)
 _COCO = re.compile(r"^\d{12}\.jpg$", re.IGNORECASE)

@@ -144,7 +144,6 @@ class LabelState:
     fingerprint: str
     batches: list[pa.RecordBatch] = field(default_factory=list)
     bad: list[DecodedImage] = field(default_factory=list)
-    bad_ids: list[int] = field(default_factory=list)
 
 
 class LabelJob(ImageJob):
