@@ -44,11 +44,19 @@ import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from coyo_db.catalog.ledger import file_fingerprint
+import xxhash
+
+from coyo_db.catalog.ledger import (
+    CHUNK_BYTES,
+    Fingerprint,
+    file_fingerprint,
+    hash_file,
+    new_fingerprint,
+)
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.image_records import (
     caption_text,
@@ -82,7 +90,7 @@ class ImageShard(ABC):
 
     @property
     @abstractmethod
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> Fingerprint:
         """A content fingerprint: the same content gives the same value wherever it lies."""
 
     @abstractmethod
@@ -102,7 +110,7 @@ class TarShard(ImageShard):
     kind: ClassVar[str] = "webdataset"
 
     @cached_property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> Fingerprint:
         return file_fingerprint(self.path)
 
     def count(self) -> int | None:
@@ -129,7 +137,7 @@ class ParquetShard(ImageShard):
     kind: ClassVar[str] = "parquet"
 
     @cached_property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> Fingerprint:
         return file_fingerprint(self.path)
 
     def count(self) -> int | None:
@@ -154,18 +162,10 @@ class FolderShard(ImageShard):
         return "files" if self.files_layout else "folder"
 
     @cached_property
-    def fingerprint(self) -> str:
-        """A hash of the sorted (name, size, mtime_ns) of the images and their sidecars."""
-        digest = hashlib.sha256()
-        for name in sorted(self._all_files()):
-            try:
-                st = os.stat(os.path.join(self.folder, name))
-            except OSError:
-                size, mtime = -1, -1
-            else:
-                size, mtime = st.st_size, st.st_mtime_ns
-            digest.update(f"{name}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-        return digest.hexdigest()[:32]
+    def fingerprint(self) -> Fingerprint:
+        """A hash of the names and content of the images and their sidecars (never of where
+        the folder lies or when its files were written: a copied folder is the same shard)."""
+        return folder_fingerprint(self.folder, self._all_files())
 
     def count(self) -> int | None:
         return len(self.names)
@@ -204,6 +204,36 @@ class FolderShard(ImageShard):
             )
         error = "zero-byte image" if not data else None
         return ImageRecord(**base, data=data, meta=meta, error=error)
+
+
+def folder_fingerprint(folder: str, names: Sequence[str]) -> Fingerprint:
+    """An xxh3-128 hash of each file's name, size and content hash, in name order."""
+    digest = xxhash.xxh3_128()
+    buffer = bytearray(CHUNK_BYTES)
+    for name in sorted(names):
+        content = xxhash.xxh3_128()
+        try:
+            size = hash_file(content, os.path.join(folder, name), buffer)
+        except OSError:
+            size = -1  # the reader quarantines it; the fingerprint just has to differ
+        # names hold no NUL and the content hash has a fixed length: entries cannot run together
+        digest.update(f"{name}\0{size}\0".encode("utf-8", "surrogateescape") + content.digest())
+    return new_fingerprint(digest, partial(legacy_folder_fingerprint, folder, tuple(names)))
+
+
+def legacy_folder_fingerprint(folder: str, names: Sequence[str]) -> str:
+    """The fingerprint versions before :func:`folder_fingerprint` recorded: a hash of the
+    sorted (name, size, mtime_ns) of the files (kept to recognise catalogs they wrote)."""
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        try:
+            st = os.stat(os.path.join(folder, name))
+        except OSError:
+            size, mtime = -1, -1
+        else:
+            size, mtime = st.st_size, st.st_mtime_ns
+        digest.update(f"{name}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]
 
 
 # --- finding shards -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import lance_tables, tables
+from coyo_db.catalog.id_keys import IdKeys
 from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_ids import IdResolver
@@ -61,6 +62,7 @@ from coyo_db.ingest.image_stage import (
 )
 from coyo_db.ingest.job_runner import run_image_job
 from coyo_db.ingest.registry import load_model, load_scorer
+from coyo_db.ingest.row_checks import DUPLICATE_ID, repeated_ids
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -189,6 +191,14 @@ class ImageIngestJob(ImageJob):
         self.catalog.ensure_table(tables.IMAGES.name, tables.IMAGES.schema)
         self.images_ledger = Ledger(self.catalog, tables.IMAGES.name)
         attach_ledgers(self.catalog, [*self.model_outputs, *self.scorer_outputs])
+        # each table keyed by id holds each id once; scores once per (id, scorer)
+        self.keys = {tables.IMAGES.name: IdKeys(self.catalog, tables.IMAGES.name)}
+        for output in self.model_outputs:
+            self.keys[output.table] = IdKeys(self.catalog, output.table)
+        for output in self.scorer_outputs:
+            self.keys[output.spec] = IdKeys(
+                self.catalog, tables.SCORES.name, ("scorer", output.spec)
+            )
 
     # ---- planning -------------------------------------------------------------------------
 
@@ -207,19 +217,23 @@ class ImageIngestJob(ImageJob):
     def _state(self, shard: ImageShard) -> ShardState | None:
         """What `shard` still lacks (None: nothing); clears an earlier attempt's quarantine."""
         fingerprint = shard.fingerprint
-        need_images = self.images_ledger.done(fingerprint) is None
+        ingested = self.images_ledger.done(fingerprint)
         models = [
-            m for m in self.model_outputs if m.ledger.done(m.fingerprint(fingerprint)) is None
+            m
+            for m in self.model_outputs
+            if m.ledger.done(fingerprint.derive(m.fingerprint)) is None
         ]
         scorers = [
-            s for s in self.scorer_outputs if s.ledger.done(s.fingerprint(fingerprint)) is None
+            s
+            for s in self.scorer_outputs
+            if s.ledger.done(fingerprint.derive(s.fingerprint)) is None
         ]
-        if not (need_images or models or scorers):
+        if not (ingested is None or models or scorers):
             return None
-        if need_images:
+        if ingested is None:
             self.images_ledger.discard_partial(fingerprint)
-        known = None if need_images else self._stored_ids(shard)
-        return ShardState(need_images, models, scorers, known)
+        known = None if ingested is None else self._stored_ids(ingested)
+        return ShardState(ingested is None, models, scorers, known)
 
     def _stage(self, state: ShardState) -> StageSpec:
         embed = [m.spec for m in state.models]
@@ -231,9 +245,11 @@ class ImageIngestJob(ImageJob):
             built=ModelStage(state.models, state.scorers) if self.local else None,
         )
 
-    def _stored_ids(self, shard: ImageShard) -> dict[str, int]:
+    def _stored_ids(self, ingested: LedgerEntry) -> dict[str, int]:
+        """The ids `images` holds for a shard's members, found under the path the shard had
+        when it was ingested (its content, not its place, makes it the same shard)."""
         table = self.catalog.dataset(tables.IMAGES.name).to_table(
-            columns=["member", "id"], filter=pc.field("shard") == str(shard.path)
+            columns=["member", "id"], filter=pc.field("shard") == ingested.input
         )
         return dict(zip(table["member"].to_pylist(), table["id"].to_pylist(), strict=True))
 
@@ -256,12 +272,16 @@ class ImageIngestJob(ImageJob):
         else:
             ids, origins = self.ids.resolve(records)
             keep = np.ones(len(ids), dtype=bool)
+        repeat = repeated_ids(pa.array(ids, pa.int64()))
+        if repeat is not None:  # the same id twice in one shard: the first one counts
+            keep &= ~repeat
         outputs = _concat(state.outputs)
         captions = [caption(r) for r in records]
         fingerprint = shard.fingerprint
         read = len(state.good) + len(state.bad)
         for output in state.models:
-            batch = _embedding_rows(output, ids, keep, outputs, captions)
+            fresh = _fresh(self.keys[output.table], ids, keep)
+            batch = _embedding_rows(output, ids, fresh, outputs, captions)
             self._commit_table(
                 output.ledger,
                 output.table,
@@ -271,15 +291,17 @@ class ImageIngestJob(ImageJob):
                 shard,
                 read,
                 len(state.bad),
+                self.keys[output.table],
             )
         for output in state.scorers:
             prefix = score_prefix(output.spec)
+            fresh = _fresh(self.keys[output.spec], ids, keep)
             kept = {
-                key.removeprefix(prefix): np.asarray(values)[keep]
+                key.removeprefix(prefix): np.asarray(values)[fresh]
                 for key, values in outputs.items()
                 if key.startswith(prefix)
             }
-            rows = score_rows(ids[keep], output.spec, kept).to_batches()
+            rows = score_rows(ids[fresh], output.spec, kept).to_batches()
             self._commit_table(
                 output.ledger,
                 output.table,
@@ -289,12 +311,21 @@ class ImageIngestJob(ImageJob):
                 shard,
                 read,
                 len(state.bad),
+                self.keys[output.spec],
             )
         if state.need_images:
+            fresh = _fresh(self.keys[tables.IMAGES.name], ids, keep)
+            repeats = [d for d, new in zip(state.good, fresh, strict=True) if not new]
+            if repeats:  # already in `images` (a re-downloaded or copied shard): skipped
+                self.summary.count_rejected([DUPLICATE_ID] * len(repeats))
+            bad = [*state.bad, *repeats]
+            reasons = [failure(d) for d in state.bad] + [DUPLICATE_ID] * len(repeats)
             self.images_ledger.quarantine(
-                self._quarantine(shard, state.bad), fingerprint, self.run_id
+                self._quarantine(shard, bad, reasons), fingerprint, self.run_id
             )
-            rows = [images_batch(state.good, ids, origins)] if state.good else []
+            good = [d for d, new in zip(state.good, fresh, strict=True) if new]
+            written = np.flatnonzero(fresh)
+            rows = [images_batch(good, ids[written], [origins[i] for i in written])] if good else []
             self._commit_table(
                 self.images_ledger,
                 tables.IMAGES.name,
@@ -303,9 +334,10 @@ class ImageIngestJob(ImageJob):
                 fingerprint,
                 shard,
                 read,
-                len(state.bad),
+                len(bad),
+                self.keys[tables.IMAGES.name],
             )
-            self.summary.rows_written += len(state.good)
+            self.summary.rows_written += len(good)
 
     def counts(self, work: UnitWork) -> bool:
         # a shard whose images are in already adds outputs only: its images were counted then
@@ -321,14 +353,18 @@ class ImageIngestJob(ImageJob):
         shard: ImageShard,
         read: int,
         bad: int,
+        keys: IdKeys,
     ) -> None:
         transaction = lance_tables.stage(self.catalog.table_uri(table), batches, schema)
         written = sum(b.num_rows for b in batches)
         record = LedgerEntry(str(shard.path), fingerprint, read, written, bad)
         ledger.commit_input(transaction, record, self.run_id)
+        keys.committed()
         self.summary.tables[table] = self.summary.tables.get(table, 0) + written
 
-    def _quarantine(self, shard: ImageShard, bad: list[DecodedImage]) -> pa.Table:
+    def _quarantine(
+        self, shard: ImageShard, bad: list[DecodedImage], reasons: list[str | None]
+    ) -> pa.Table:
         if not bad:
             return tables.QUARANTINE.schema.empty_table()
         records = [d.record for d in bad]
@@ -341,7 +377,7 @@ class ImageIngestJob(ImageJob):
             run_id=self.run_id,
             row_index=pa.array(range(len(records)), pa.int64()),
             ids=pa.array(ids, pa.int64(), mask=~known),
-            reasons=pa.array([failure(d) for d in bad], pa.string()),
+            reasons=pa.array(reasons, pa.string()),
             records=pa.array(
                 [
                     json.dumps(
@@ -363,6 +399,16 @@ class ImageIngestJob(ImageJob):
 
     def finish(self) -> None:
         self.ids.close()
+        for keys in self.keys.values():
+            keys.close()
+
+
+def _fresh(keys: IdKeys, ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`keep` without the ids the table of `keys` holds already; records the rest in it."""
+    fresh = keep.copy()
+    fresh[keep] = ~keys.present(ids[keep])
+    keys.add(ids[fresh])
+    return fresh
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

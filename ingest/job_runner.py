@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from coyo_db.catalog import writer_lock
 from coyo_db.catalog.runs import Run
 from coyo_db.errors import InputError
 from coyo_db.ingest.image_job import Engine, ImageJob, JobSummary
@@ -60,7 +61,11 @@ def run_image_job(
     interrupted) with its counts. Returns the job's summary."""
     started = time.perf_counter()
     progress = progress or NullProgress()
-    with open_engine(engine, address=address, workers=workers) as driver:
+    # The writer lock comes before prepare(), which reads what the ledgers say is done.
+    with (
+        writer_lock.writing(job.catalog.home, job.command),
+        open_engine(engine, address=address, workers=workers) as driver,
+    ):
         job.arguments.setdefault("engine", driver.name)
         job.prepare(driver)
         run = Run(job.catalog, job.command, job.arguments)

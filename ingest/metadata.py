@@ -4,8 +4,10 @@ Files are preflighted, streamed, checked and committed one atomic Lance commit e
 shared Parquet job (:mod:`coyo_db.ingest.parquet_job`); the row rules of `pairs` are in
 :mod:`coyo_db.ingest.pair_checks`.
 
-Duplicate ids are checked within a file only (one sort of the file's id column); the same id
-in two files is kept twice (find such ids with SQL over `pairs`).
+`pairs` holds each id once. A repeat within a file is found by one sort of the file's id
+column; an id `pairs` holds already (the same rows re-saved under another name or compression,
+an overlapping export) by :class:`coyo_db.catalog.id_keys.IdKeys`, without a scan of the table.
+Either way the row goes to `quarantine` as ``duplicate id``, with the file it came from.
 """
 
 from __future__ import annotations
@@ -57,11 +59,16 @@ def ingest_metadata(
     *,
     progress: Progress | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    check_ids: bool = True,
 ) -> IngestSummary:
     """Ingest COYO-700M-shaped Parquet `paths` (files, folders, globs) into `pairs`.
 
     Raises :class:`InputError` for a path that matches nothing, :class:`SourceFileError` or
     :class:`SchemaError` for a file that cannot be ingested (before anything is written, unless
-    the problem only shows mid-read).
+    the problem only shows mid-read). A row whose id `pairs` holds already is quarantined as
+    ``duplicate id``; `check_ids=False` skips that check (see
+    :func:`coyo_db.ingest.parquet_job.ingest_parquet`).
     """
-    return ingest_parquet(catalog, paths, PAIRS_TARGET, progress=progress, batch_size=batch_size)
+    return ingest_parquet(
+        catalog, paths, PAIRS_TARGET, progress=progress, batch_size=batch_size, check_ids=check_ids
+    )

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coyo_db import faults
 from coyo_db.catalog import lance_tables, tables
+from coyo_db.catalog.id_keys import IdKeys
 from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.catalog.runs import Run
 from coyo_db.catalog.summary import IngestSummary
@@ -39,7 +41,13 @@ from coyo_db.catalog.tables import TableSpec
 from coyo_db.errors import SourceFileError
 from coyo_db.ingest.parquet_inputs import ParquetInput, preflight, resolve_paths
 from coyo_db.ingest.prefetch import prefetch
-from coyo_db.ingest.row_checks import CheckedBatch, reason_counts, records_json
+from coyo_db.ingest.row_checks import (
+    DUPLICATE_ID,
+    CheckedBatch,
+    move_to_bad,
+    reason_counts,
+    records_json,
+)
 from coyo_db.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -74,8 +82,13 @@ def ingest_parquet(
     prepare: Callable[[], None] | None = None,
     progress: Progress | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    check_ids: bool = True,
 ) -> IngestSummary:
     """Ingest Parquet `paths` (files, folders, globs) into `target.table`.
+
+    A table keyed by `id` alone holds each id once: a row whose id the table holds already is
+    quarantined as ``duplicate id``. `check_ids=False` skips that check (a first bulk load of
+    files known to hold distinct ids; repeats within a file are still caught).
 
     `prepare` runs after every file passed preflight and before the first one is written.
     Raises :class:`InputError` for a path that matches nothing, :class:`SourceFileError` or
@@ -98,10 +111,24 @@ def ingest_parquet(
         progress.start(
             f"ingest {target.table.name}", total=sum(input_file.num_rows for input_file in todo)
         )
-        for input_file in todo:
-            _ingest_file(
-                catalog, ledger, target, input_file, run.run_id, summary, progress, batch_size
-            )
+        keyed = check_ids and target.table.key == ("id",)
+        keys = IdKeys(catalog, target.table.name) if keyed else None
+        try:
+            for input_file in todo:
+                _ingest_file(
+                    catalog,
+                    ledger,
+                    target,
+                    input_file,
+                    run.run_id,
+                    summary,
+                    progress,
+                    batch_size,
+                    keys,
+                )
+        finally:
+            if keys is not None:
+                keys.close()
     log.info("%s", summary.line())
     return summary
 
@@ -162,11 +189,15 @@ def _ingest_file(
     summary: IngestSummary,
     progress: Progress,
     batch_size: int,
+    keys: IdKeys | None = None,
 ) -> None:
-    """Stage, quarantine and commit one file; nothing of it is visible unless all of it is."""
+    """Stage, quarantine and commit one file; nothing of it is visible unless all of it is.
+
+    With `keys`, rows whose id the table holds already are quarantined as duplicates."""
     ledger.discard_partial(input_file.fingerprint)
     with tempfile.TemporaryDirectory(prefix="coyo-db-ingest-") as scratch:
-        job = _FileJob(target, input_file, run_id, Path(scratch) / "quarantine.arrow", progress)
+        spill = Path(scratch) / "quarantine.arrow"
+        job = _FileJob(target, input_file, run_id, spill, progress, keys)
         batches = prefetch(job.good_batches(batch_size))
         try:
             transaction = lance_tables.stage(
@@ -188,7 +219,10 @@ def _ingest_file(
             job.quarantined,
         )
         ledger.quarantine(job.quarantine_table(), input_file.fingerprint, run_id)
+        faults.point("ledger.after_quarantine")
         ledger.commit_input(transaction, record, run_id)
+        if keys is not None:
+            keys.committed()
     log.info(
         "%s: %d rows read, %d written, %d quarantined",
         input_file.path,
@@ -214,8 +248,10 @@ class _FileJob:
         run_id: str,
         spill_path: Path,
         progress: Progress,
+        keys: IdKeys | None = None,
     ) -> None:
         self.target = target
+        self.keys = keys
         self.input_file = input_file
         self.run_id = run_id
         self.spill_path = spill_path
@@ -234,6 +270,8 @@ class _FileJob:
             check = self.target.new_checker(self.input_file)
             for raw in self.input_file.iter_batches(batch_size):
                 checked = check(raw, self.input_file.cast(raw), self.rows_read)
+                if self.keys is not None and checked.good.num_rows:
+                    checked = self._drop_present(raw, checked)
                 if checked.bad.num_rows:
                     self._quarantine(checked)
                 self.rows_read += raw.num_rows
@@ -245,6 +283,17 @@ class _FileJob:
         except Exception as exc:  # kept: the writer only passes on its own wrapper
             self.failure = exc
             raise
+
+    def _drop_present(self, raw: pa.RecordBatch, checked: CheckedBatch) -> CheckedBatch:
+        """Move the good rows whose id the table holds already to the bad ones; record the
+        rest as present (before their commit: see :mod:`coyo_db.catalog.id_keys`)."""
+        assert self.keys is not None
+        ids = checked.good.column("id").to_numpy(zero_copy_only=False)
+        present = self.keys.present(ids)
+        self.keys.add(ids[~present])
+        if not present.any():
+            return checked
+        return move_to_bad(raw, checked, present, DUPLICATE_ID)
 
     def _quarantine(self, checked: CheckedBatch) -> None:
         rows = quarantine_rows(

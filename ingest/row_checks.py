@@ -107,6 +107,32 @@ def duplicates(ids: pa.Array, seen: SeenIds) -> pa.Array:
     return pa.array(~first)
 
 
+def move_to_bad(
+    raw: pa.RecordBatch, checked: CheckedBatch, mask: np.ndarray, reason: str
+) -> CheckedBatch:
+    """`checked` with the good rows where `mask` is true moved to the bad ones, for `reason`."""
+    bad_set = np.zeros(raw.num_rows, dtype=bool)
+    bad_set[checked.bad_index.to_numpy()] = True
+    positions = np.flatnonzero(~bad_set)[mask]  # the moved rows' places in the batch
+    moved = pa.array(positions, pa.int64())
+    bad_index = pa.concat_arrays([checked.bad_index.cast(pa.int64()), moved])
+    order = pc.sort_indices(bad_index)
+    return CheckedBatch(
+        good=checked.good.filter(pa.array(~mask)),
+        bad_index=bad_index.take(order),
+        bad_reasons=pa.concat_arrays(
+            [checked.bad_reasons.cast(pa.string()), pa.array([reason] * len(positions))]
+        ).take(order),
+        bad_ids=pa.concat_arrays(
+            [
+                checked.bad_ids.cast(pa.int64()),
+                pc.filter(checked.good.column("id"), pa.array(mask)).cast(pa.int64()),
+            ]
+        ).take(order),
+        bad=raw.take(bad_index.take(order)),
+    )
+
+
 def split_by_rules(
     batch: pa.RecordBatch, raw: pa.RecordBatch, rules: Sequence[tuple[str, Mask]]
 ) -> CheckedBatch:

@@ -19,7 +19,10 @@ Tables (a re-run for a refset replaces that refset's rows, others' stay):
 - ``contamination_candidates``: every candidate pair with the same evidence, ``found_by``
   (``knn``, ``phash`` or both), ``low_info`` and ``hit``: thresholds can be re-chosen from it.
 
-Both are written once, at the end of the audit.
+Both are written once, at the end of the audit, each in one commit that replaces the audited
+refsets' rows: ``contamination_candidates`` first, then ``contamination``. A crash between the
+two leaves the new candidates beside the old hits (and the run not recorded as ok); the audit
+run again replaces both.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from coyo_db.audit.candidates import DescribedBatch, match_batch
 from coyo_db.audit.decision import DEFAULT_POINT, OperatingPoint
 from coyo_db.audit.references import load_references
 from coyo_db.audit.refset_job import describe_stage
-from coyo_db.audit.refsets import sql_string
 from coyo_db.catalog import tables
+from coyo_db.catalog.lance_tables import sql_string
 from coyo_db.catalog.readonly import where_select
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.image_ids import IdResolver
@@ -286,9 +289,6 @@ def selected_images(catalog: Catalog, where: str) -> tuple[int, pa.Array]:
 def replace_rows(
     catalog: Catalog, spec: tables.TableSpec, rows: pa.Table, refsets: Sequence[str], run_id: str
 ) -> None:
-    """Replace the rows of `refsets` in table `spec` with `rows`."""
-    catalog.ensure_table(spec.name, spec.schema)
+    """Replace the rows of `refsets` in table `spec` with `rows`, in one commit."""
     quoted = ", ".join(sql_string(r) for r in refsets)
-    catalog.dataset(spec.name).delete(f"refset IN ({quoted})")
-    if len(rows):
-        catalog.append(spec.name, rows.cast(spec.schema), {"run_id": run_id})
+    catalog.replace(spec.name, f"refset IN ({quoted})", rows.cast(spec.schema), {"run_id": run_id})

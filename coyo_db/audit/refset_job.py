@@ -153,9 +153,7 @@ def add_refset(
         raise InputError(f"refset name {name!r}: use letters, digits, '-', '_' or '.'")
     root = Path(path).expanduser().resolve()
     shards = find_shards([root])
-    exists = name in refset_names(catalog)
-    if exists and not replace:
-        raise InputError(f"refset {name!r} exists; pass --replace to register it again")
+    check_new(catalog, name, replace)
     head = list(islice((r for shard in shards for r in shard.records()), 256))
     layout = detect_layout([r.member for r in head if r.error is None])
     if layout == "folder" and all(s.kind in ("webdataset", "parquet") for s in shards):
@@ -168,10 +166,18 @@ def add_refset(
         "device": device,
     }
     job = RefsetJob(catalog, RefsetRows(name, root, layout), shards, descriptor, arguments)
-    job.batch_size, job.requested_device, job.exists = batch_size, device, exists
+    job.batch_size, job.requested_device, job.replace = batch_size, device, replace
     summary = run_image_job(job, engine=engine, address=address, workers=workers, progress=progress)
     assert isinstance(summary, RefsetSummary)
     return summary
+
+
+def check_new(catalog: Catalog, name: str, replace: bool) -> bool:
+    """Whether refset `name` exists; refused when it does and `replace` is false."""
+    exists = name in refset_names(catalog)
+    if exists and not replace:
+        raise InputError(f"refset {name!r} exists; pass --replace to register it again")
+    return exists
 
 
 class RefsetJob(ImageJob):
@@ -179,6 +185,7 @@ class RefsetJob(ImageJob):
 
     command = "refset add"
     requested_device = "auto"
+    replace = False
     exists = False
 
     def __init__(
@@ -195,6 +202,8 @@ class RefsetJob(ImageJob):
     def prepare(self, engine: Engine) -> None:
         from coyo_db.ingest.models.copy_descriptors import load_descriptor
 
+        # again under the writer lock: a job that ran meanwhile may have added the set
+        self.exists = check_new(self.catalog, self.rows.name, self.replace)
         self.model = load_descriptor(self.descriptor)
         device = engine.device(self.requested_device)
         if engine.name == "local":

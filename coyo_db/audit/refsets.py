@@ -14,6 +14,14 @@ Layouts are recognised from file names: ImageNet val (``ILSVRC2012_val_00000001.
 in synset folders) and COCO val2017 (``000000000139.jpg``) get the bare file name as
 ``ref_path``; any other folder gets the path relative to PATH; shards get ``<shard>/<member>``.
 This module holds the layouts, the rows of a set being registered, and the queries over sets.
+
+Registering a set again (``--replace``) replaces its rows table by table, each table in one
+commit, in this order: its ``refsets`` row is deleted, its rows in the descriptor tables of
+other descriptors are deleted (they describe the old images), then its descriptors, its
+``refset_images`` rows and last its ``refsets`` row are written. The ``refsets`` row says the
+set is registered, so a crash between two tables leaves the set unregistered (``refset list``
+omits it, an audit refuses it), never registered over a mix of old and new rows; ``refset add``
+run again, with or without ``--replace``, replaces every table's rows and registers it.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from coyo_db.catalog import tables
+from coyo_db.catalog.lance_tables import sql_string
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.image_job import JobSummary
 
@@ -142,14 +151,17 @@ class RefsetRows:
     def commit(
         self, catalog: Catalog, descriptor: CopyDescriptor, *, exists: bool, run_id: str
     ) -> None:
-        """Write the set (over its old rows when `exists`): images, descriptors, its row."""
+        """Write the set: descriptors, images, its row, each table's rows of the set replaced
+        in one commit (the order is in the module's docstring); `exists`: it is registered."""
         summary, name = self.summary, self.name
         summary.images = summary.rows_written = len(self.columns["ref_id"])
         if summary.images == 0:
             raise InputError(f"{self.root}: no readable image to register")
+        keep = descriptor_table(catalog, descriptor).name  # refused before anything changes
+        where, properties = refset_where(name), {"refset": name, "run_id": run_id}
         if exists:
-            drop_refset(catalog, name)
-        images = pa.Table.from_pydict(self.columns, schema=tables.REFSET_IMAGES.schema)
+            catalog.replace(tables.REFSETS.name, where, tables.REFSETS.empty(), properties)
+        drop_descriptors(catalog, name, keep=keep)
         write_descriptors(
             catalog,
             name,
@@ -157,11 +169,16 @@ class RefsetRows:
             pa.array(np.arange(summary.images, dtype=np.int64)),
             np.concatenate(self.plain),
             np.concatenate(self.mirror),
-            replace=False,
         )
-        catalog.append(tables.REFSET_IMAGES.name, images, {"refset": name, "run_id": run_id})
+        images = pa.Table.from_pydict(self.columns, schema=tables.REFSET_IMAGES.schema)
+        catalog.replace(tables.REFSET_IMAGES.name, where, images, properties)
+        catalog.replace(tables.REFSETS.name, where, self.refsets_row(descriptor), properties)
+
+    def refsets_row(self, descriptor: CopyDescriptor) -> pa.Table:
+        """The set's row of `refsets`."""
+        summary = self.summary
         meta = {
-            "refset": name,
+            "refset": self.name,
             "path": str(self.root),
             "layout": summary.layout,
             "images": summary.images,
@@ -170,8 +187,7 @@ class RefsetRows:
             "descriptor": descriptor.name,
             "created_at": datetime.now(UTC),
         }
-        row = tables.REFSETS.from_pylist([meta])
-        catalog.append(tables.REFSETS.name, row, {"refset": name, "run_id": run_id})
+        return tables.REFSETS.from_pylist([meta])
 
 
 def write_descriptors(
@@ -181,19 +197,10 @@ def write_descriptors(
     ref_ids: pa.Array | pa.ChunkedArray,
     plain: np.ndarray,
     mirror: np.ndarray,
-    *,
-    replace: bool = True,
 ) -> None:
-    """Store a set's descriptors (and its mirror images') in `refset_descriptors__<model>`."""
-    spec = tables.refset_descriptors(descriptor.name, descriptor.dim)
-    if catalog.has_table(spec.name) and catalog.dataset(spec.name).schema != spec.schema:
-        found = catalog.dataset(spec.name).schema.field("descriptor").type
-        raise CatalogError(
-            f"table {spec.name} holds {found} descriptors, not {spec.schema[2].type}"
-        )
-    catalog.ensure_table(spec.name, spec.schema)
-    if replace:
-        catalog.dataset(spec.name).delete(f"refset = {sql_string(name)}")
+    """Store a set's descriptors (and its mirror images') in `refset_descriptors__<model>`,
+    replacing its earlier ones there in one commit."""
+    spec = descriptor_table(catalog, descriptor)
     rows = pa.table(
         {
             "refset": pa.array([name] * len(plain), pa.string()),
@@ -203,7 +210,18 @@ def write_descriptors(
         },
         schema=spec.schema,
     )
-    catalog.append(spec.name, rows, {"refset": name})
+    catalog.replace(spec.name, refset_where(name), rows, {"refset": name})
+
+
+def descriptor_table(catalog: Catalog, descriptor: CopyDescriptor) -> tables.TableSpec:
+    """The table of `descriptor`'s vectors; refused when it holds vectors of another size."""
+    spec = tables.refset_descriptors(descriptor.name, descriptor.dim)
+    if catalog.has_table(spec.name) and catalog.dataset(spec.name).schema != spec.schema:
+        found = catalog.dataset(spec.name).schema.field("descriptor").type
+        raise CatalogError(
+            f"table {spec.name} holds {found} descriptors, not {spec.schema[2].type}"
+        )
+    return spec
 
 
 def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -211,19 +229,18 @@ def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def sql_string(value: str) -> str:
-    """A SQL string literal of `value` (for Lance filters)."""
-    return "'" + value.replace("'", "''") + "'"
+def refset_where(name: str) -> str:
+    """The Lance filter that selects the rows of reference set `name`."""
+    return f"refset = {sql_string(name)}"
 
 
-def drop_refset(catalog: Catalog, name: str) -> None:
-    """Delete every row of reference set `name` (images, descriptors, the refsets row)."""
-    where = f"refset = {sql_string(name)}"
+def drop_descriptors(catalog: Catalog, name: str, keep: str) -> None:
+    """Delete the rows of set `name` from every descriptor table but `keep`, one commit per
+    table that holds some."""
     for table in catalog.table_names():
-        if table in (tables.REFSETS.name, tables.REFSET_IMAGES.name) or table.startswith(
-            tables.REFSET_DESCRIPTORS_PREFIX
-        ):
-            catalog.dataset(table).delete(where)
+        if table.startswith(tables.REFSET_DESCRIPTORS_PREFIX) and table != keep:
+            empty = catalog.dataset(table).schema.empty_table()
+            catalog.replace(table, refset_where(name), empty, {"refset": name})
 
 
 def refset_names(catalog: Catalog) -> list[str]:
@@ -246,7 +263,7 @@ def load_refset(catalog: Catalog, name: str, descriptor: str) -> tuple[pa.Table,
     if name not in refset_names(catalog):
         known = ", ".join(refset_names(catalog)) or "none; add one with `coyo-db refset add`"
         raise InputError(f"no refset {name!r} (known: {known})")
-    where = f"refset = {sql_string(name)}"
+    where = refset_where(name)
     images = catalog.dataset(tables.REFSET_IMAGES.name).to_table(filter=where).sort_by("ref_id")
     table = tables.refset_descriptors_name(descriptor)
     if not catalog.has_table(table):

@@ -233,6 +233,14 @@ class Catalog:
         """Append rows to table `name` in one commit."""
         return lance_tables.append(self.table_uri(name), table, properties)
 
+    def replace(
+        self, name: str, where: str, table: pa.Table, properties: dict[str, str] | None = None
+    ) -> lance.LanceDataset:
+        """Replace the rows of table `name` that match `where` with `table`, in one commit
+        (see :func:`lance_tables.replace`); creates the table when missing."""
+        uri = self.table_uri(name)
+        return lance_tables.replace(uri, where, table.to_batches(), table.schema, properties)
+
     def versions(self) -> dict[str, int]:
         """The current Lance version of every table."""
         return {name: self.dataset(name).version for name in self.table_names()}

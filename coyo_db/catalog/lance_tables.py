@@ -4,6 +4,11 @@ Ingest jobs write fragments first (`stage`) and make them visible in one commit 
 the job's bookkeeping in its transaction properties (`commit`). A job killed between the two
 leaves only unreferenced files, never half an input.
 
+A rerun that rewrites some rows of a table (a dedup method's groups, an audit's hits for a
+refset, a taxonomy's classes) uses `replace`: the new rows are staged, the old rows' deletion
+vectors written beside them, and both made visible in one commit, so a crash leaves the old rows
+or the new ones, never neither.
+
 A `uri` is a local path or an object-store URI (``s3://bucket/prefix/tables/x.lance``); for the
 latter every call passes the storage options :mod:`coyo_db.catalog.object_store` reads from the
 environment.
@@ -18,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from coyo_db import faults
 from coyo_db.catalog.object_store import as_uri, filesystem, storage_options
+from coyo_db.errors import CatalogError
 
 if TYPE_CHECKING:
     import lance
@@ -86,11 +93,15 @@ def commit(uri: str | Path, transaction: Any, properties: dict[str, str]) -> lan
     """Commit a staged transaction, recording `properties` (keys get the coyo_db. prefix)."""
     import lance
 
-    tagged = {PROPERTY_PREFIX + key: str(value) for key, value in properties.items()}
     transaction = dataclasses.replace(
-        transaction, transaction_properties={**transaction.transaction_properties, **tagged}
+        transaction,
+        transaction_properties={**transaction.transaction_properties, **_tagged(properties)},
     )
     return lance.LanceDataset.commit(str(uri), transaction, storage_options=storage_options(uri))
+
+
+def _tagged(properties: dict[str, str]) -> dict[str, str]:
+    return {PROPERTY_PREFIX + key: str(value) for key, value in properties.items()}
 
 
 def append(
@@ -100,6 +111,85 @@ def append(
     create_empty(uri, table.schema)
     transaction = stage(uri, table.to_batches(), table.schema)
     return commit(uri, transaction, properties or {})
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal of `value`, for Lance filters (``it's`` -> ``'it''s'``)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def replace(
+    uri: str | Path,
+    where: str,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    properties: dict[str, str] | None = None,
+) -> lance.LanceDataset:
+    """Replace the rows that match `where` with `batches` in ONE commit (creating the table if
+    needed): readers, and a crash at any point, see the old rows or the new ones.
+
+    The commit is based on the version the deletions were computed on, so a concurrent commit
+    that changed the same fragments makes this one fail with :class:`CatalogError` (nothing
+    written) rather than be lost; a concurrent append is kept. With no new rows and nothing
+    matching, nothing is committed.
+    """
+    create_empty(uri, schema)
+    new_fragments = list(stage(uri, batches, schema).operation.fragments)
+    dataset = open_dataset(uri)
+    removed, updated = deletions(dataset, where)
+    if not (new_fragments or removed or updated):
+        return dataset
+    faults.point("rewrite.after_stage")
+    committed = _commit_update(
+        uri, dataset.version, where, (removed, updated, new_fragments), properties or {}
+    )
+    faults.point("rewrite.after_commit")
+    return committed
+
+
+def _commit_update(
+    uri: str | Path,
+    read_version: int,
+    where: str,
+    fragments: tuple[list[int], list[Any], list[Any]],
+    properties: dict[str, str],
+) -> lance.LanceDataset:
+    """Commit (removed fragment ids, updated fragments, new fragments) as one Update."""
+    import lance
+    from lance.commit import CommitConflictError
+
+    removed, updated, new = fragments
+    operation = lance.LanceOperation.Update(
+        removed_fragment_ids=removed, updated_fragments=updated, new_fragments=new
+    )
+    transaction = lance.Transaction(
+        read_version=read_version, operation=operation, transaction_properties=_tagged(properties)
+    )
+    try:
+        return lance.LanceDataset.commit(
+            str(uri), transaction, storage_options=storage_options(uri)
+        )
+    except CommitConflictError as exc:
+        raise CatalogError(
+            f"{uri}: another writer changed the rows this rewrite replaces ({where}); "
+            "nothing was written, run it again"
+        ) from exc
+
+
+def deletions(dataset: lance.LanceDataset, where: str) -> tuple[list[int], list[Any]]:
+    """(ids of fragments `where` empties, fragments with new deletion vectors), uncommitted.
+
+    The deletion files are written now; only a commit that names them makes them count.
+    """
+    removed: list[int] = []
+    updated: list[Any] = []
+    for fragment in dataset.get_fragments():
+        metadata = fragment.delete(where)
+        if metadata is None:
+            removed.append(fragment.fragment_id)
+        elif metadata != fragment.metadata:  # unchanged when no row matched
+            updated.append(metadata)
+    return removed, updated
 
 
 def committed_properties(

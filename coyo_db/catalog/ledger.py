@@ -16,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import xxhash
 
+from coyo_db import faults
 from coyo_db.catalog import lance_tables, tables
 
 if TYPE_CHECKING:
@@ -37,13 +41,73 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def file_fingerprint(path: str | os.PathLike[str], tail_bytes: int = 1 << 16) -> str:
-    """A content fingerprint: size plus a hash of the head and tail bytes.
+FINGERPRINT_PREFIX = "xxh3:"
+CHUNK_BYTES = 8 << 20  # large reads keep the hash, not the system calls, the bottleneck
 
-    Parquet keeps its metadata (row groups, statistics) in the footer, so the tail identifies
-    the file's content; the head guards against files sharing a footer. The path plays no
-    part: the same file copied elsewhere is recognised.
+
+class Fingerprint(str):
+    """A content fingerprint (``xxh3:<hex>``) that also knows the form earlier versions gave
+    the same input, computed only when asked (see :meth:`Ledger.done`).
+
+    A plain ``str`` everywhere else: it is written, compared and hashed as its value.
     """
+
+    _legacy_of: Callable[[], str] | None
+    _legacy: str | None
+
+    def __new__(cls, value: str, legacy_of: Callable[[], str] | None = None) -> Fingerprint:
+        self = super().__new__(cls, value)
+        self._legacy_of = legacy_of
+        self._legacy = None
+        return self
+
+    def legacy(self) -> str | None:
+        """The fingerprint an earlier version recorded for this input (None: there is none)."""
+        if self._legacy is None and self._legacy_of is not None:
+            self._legacy = self._legacy_of()
+        return self._legacy
+
+    def derive(self, make: Callable[[str], str]) -> Fingerprint:
+        """The fingerprint `make` builds from this one (a per-output key), legacy form included."""
+        legacy_of = None if self._legacy_of is None else partial(_derived_legacy, self, make)
+        return Fingerprint(make(str(self)), legacy_of)
+
+
+def _derived_legacy(base: Fingerprint, make: Callable[[str], str]) -> str:
+    return make(base.legacy() or "")
+
+
+def new_fingerprint(digest: Any, legacy_of: Callable[[], str] | None = None) -> Fingerprint:
+    """The fingerprint of a finished xxh3-128 `digest`."""
+    return Fingerprint(FINGERPRINT_PREFIX + digest.hexdigest(), legacy_of)
+
+
+def hash_file(digest: Any, path: str | os.PathLike[str], buffer: bytearray) -> int:
+    """Feed every byte of the file at `path` to `digest`, read into `buffer`; the byte count."""
+    view = memoryview(buffer)
+    total = 0
+    with open(path, "rb", buffering=0) as fh:
+        while count := fh.readinto(view):
+            digest.update(view[:count])
+            total += count
+    return total
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
+    """A content fingerprint: an xxh3-128 hash of every byte of the file.
+
+    The path plays no part: the same file copied elsewhere is recognised, and a file with any
+    byte changed is not.
+    """
+    size = os.stat(path).st_size
+    digest = xxhash.xxh3_128()
+    hash_file(digest, path, bytearray(max(1, min(size, CHUNK_BYTES))))
+    return new_fingerprint(digest, partial(legacy_fingerprint, path))
+
+
+def legacy_fingerprint(path: str | os.PathLike[str], tail_bytes: int = 1 << 16) -> str:
+    """The fingerprint versions before :func:`file_fingerprint` recorded: size plus a hash of
+    the head and tail bytes (kept to recognise the files of catalogs they wrote)."""
     path = Path(path)
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
@@ -73,6 +137,7 @@ class Ledger:
         self.catalog = catalog
         self.table_name = table_name
         self._done = self._load()
+        self._holds_legacy: bool | None = None  # whether any entry predates xxh3
 
     def _load(self) -> dict[str, LedgerEntry]:
         done: dict[str, LedgerEntry] = {}
@@ -116,8 +181,21 @@ class Ledger:
         return done
 
     def done(self, fingerprint: str) -> LedgerEntry | None:
-        """The entry of a finished input with this fingerprint, if any."""
-        return self._done.get(fingerprint)
+        """The entry of a finished input with this fingerprint, if any.
+
+        A :class:`Fingerprint` not found is looked up again in the form earlier versions
+        recorded, when the ledger holds entries of that form (a catalog they wrote).
+        """
+        entry = self._done.get(fingerprint)
+        if entry is None and isinstance(fingerprint, Fingerprint) and self._has_legacy():
+            legacy = fingerprint.legacy()
+            entry = self._done.get(legacy) if legacy else None
+        return entry
+
+    def _has_legacy(self) -> bool:
+        if self._holds_legacy is None:
+            self._holds_legacy = any(not f.startswith(FINGERPRINT_PREFIX) for f in self._done)
+        return self._holds_legacy
 
     def discard_partial(self, fingerprint: str) -> None:
         """Remove quarantine rows left by an unfinished attempt at this input."""
@@ -148,6 +226,7 @@ class Ledger:
             "run_id": run_id,
         }
         dataset = lance_tables.commit(self.catalog.table_uri(self.table_name), transaction, props)
+        faults.point("ledger.after_table_commit")
         self._write([(record, dataset.version, run_id)])
         self._done[record.fingerprint] = record
         return dataset.version

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from coyo_db.catalog import tables
+from coyo_db.catalog import tables, writer_lock
 from coyo_db.catalog.ledger import new_run_id, now
 
 if TYPE_CHECKING:
@@ -54,10 +54,23 @@ class Run:
     rows_written: int = field(default=0, init=False)
     rows_quarantined: int = field(default=0, init=False)
     versions_before: dict[str, int] = field(default_factory=dict, init=False)
+    #: hold the catalog's writer lock until the run ends (a job that writes tables); an export,
+    #: which writes its own row only, runs beside writers
+    exclusive: bool = True
 
     def __post_init__(self) -> None:
-        self.versions_before = self.catalog.versions()
-        self._write(None, {}, None)
+        if self.exclusive:
+            writer_lock.acquire(self.catalog.home, self.command)
+        try:
+            self.versions_before = self.catalog.versions()
+            self._write(None, {}, None)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        if self.exclusive:
+            writer_lock.release(self.catalog.home)
 
     @property
     def finished(self) -> bool:
@@ -133,21 +146,24 @@ class Run:
         """Finish the run as the body ends: ok, interrupted on KeyboardInterrupt, failed on any
         other exception. A body that finished the run itself is left as it finished it."""
         try:
-            yield
-        except BaseException as exc:
+            try:
+                yield
+            except BaseException as exc:
+                if wrap_up is not None:
+                    wrap_up()
+                if not self.finished:
+                    status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+                    try:
+                        self.finish(status, error=_describe(exc))
+                    except Exception:  # the job's own error matters more than its log row
+                        log.exception("could not record the run %s in `runs`", self.run_id)
+                raise
             if wrap_up is not None:
                 wrap_up()
             if not self.finished:
-                status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
-                try:
-                    self.finish(status, error=_describe(exc))
-                except Exception:  # the job's own error matters more than its log row
-                    log.exception("could not record the run %s in `runs`", self.run_id)
-            raise
-        if wrap_up is not None:
-            wrap_up()
-        if not self.finished:
-            self.finish(OK)
+                self.finish(OK)
+        finally:
+            self._unlock()
 
     def _write(self, status: str | None, written: Mapping[str, int], error: str | None) -> None:
         from coyo_db.version import __version__
@@ -170,11 +186,14 @@ class Run:
 
 
 @contextmanager
-def recorded_run(catalog: Catalog, command: str, arguments: dict[str, Any]) -> Iterator[Run]:
+def recorded_run(
+    catalog: Catalog, command: str, arguments: dict[str, Any], *, exclusive: bool = True
+) -> Iterator[Run]:
     """Log the body as one run of `command`: its row is written now (``running``) and completed
     as the body ends (``ok``, ``failed`` or ``interrupted``). Set counts with
-    :meth:`Run.counts`."""
-    run = Run(catalog, command, arguments)
+    :meth:`Run.counts`. Unless `exclusive` is false the body holds the catalog's writer lock
+    (:mod:`coyo_db.catalog.writer_lock`)."""
+    run = Run(catalog, command, arguments, exclusive=exclusive)
     with run._ending():
         yield run
 

@@ -18,8 +18,9 @@ Keeper rules (``keep``):
   lowest id;
 - ``lowest-id``: the lowest id.
 
-A rerun of a method replaces that method's rows (delete, then append), so the same inputs give
-the same table. The view `pairs_unique` (sql/dedup.sql) is `pairs` without the non-keepers.
+A rerun of a method replaces that method's rows in one commit (the old rows stay until the new
+ones are in), so the same inputs give the same table. The view `pairs_unique` (sql/dedup.sql)
+is `pairs` without the non-keepers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import tables
+from coyo_db.catalog.lance_tables import sql_string
 from coyo_db.dedup.near_phash import DEFAULT_RADIUS, phash_groups
 from coyo_db.errors import CatalogError, InputError
 
@@ -144,12 +146,8 @@ def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def write_groups(catalog: Catalog, method: str, groups: pa.Table) -> None:
     """Replace the rows of `method` in `dup_groups` with `groups` (its schema)."""
     spec = tables.DUP_GROUPS
-    if catalog.has_table(spec.name):
-        catalog.dataset(spec.name).delete(f"method = '{method.replace(chr(39), '')}'")
-    else:
-        catalog.ensure(spec)
-    if groups.num_rows:
-        catalog.append(spec.name, groups.cast(spec.schema), {"method": method})
+    where = f"method = {sql_string(method)}"
+    catalog.replace(spec.name, where, groups.cast(spec.schema), {"method": method})
 
 
 def group_spans(gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

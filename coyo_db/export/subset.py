@@ -26,7 +26,9 @@ The selection and exclusions are planned in :mod:`coyo_db.export.plan`, the rows
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from coyo_db import faults
 from coyo_db.catalog import tables
 from coyo_db.errors import InputError
 from coyo_db.export.plan import DEFAULT_TABLE, ExportPlan, plan_export, selection_sql
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("parquet", "webdataset", "lance")
 DEFAULT_ROWS_PER_FILE = 1_000_000
 DEFAULT_SAMPLES_PER_FILE = 10_000
+_STAGING_PID = ".writer-pid"  # in a staging folder while its export runs
 
 
 @dataclass
@@ -163,7 +167,7 @@ def run_export(
         "overwrite": overwrite,
     }
     check_target(target, overwrite=overwrite, home=catalog.home)
-    with recorded_run(catalog, "export", arguments) as run:
+    with recorded_run(catalog, "export", arguments, exclusive=False) as run:
         result = _write_export(
             catalog, plan, target, fmt, origin or {}, options, progress or NullProgress()
         )
@@ -186,8 +190,10 @@ def _write_export(
     started = time.perf_counter()
     created_at = manifests.utc_now()
     target.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(target)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    (staging / _STAGING_PID).write_text(str(os.getpid()))
     try:
         with catalog.connection(versions=plan.versions) as con:
             rows = ExportRows(con, plan)
@@ -219,6 +225,8 @@ def _write_export(
             seconds=seconds,
             extra=written.extra,
         )
+        faults.point("export.mid_write")
+        (staging / _STAGING_PID).unlink()
         manifests.write_manifest(staging, manifest)
         _move_into_place(staging, target)
     except BaseException:
@@ -263,16 +271,68 @@ def check_target(target: Path, *, overwrite: bool, home: Path | None = None) -> 
 
 
 def _move_into_place(staging: Path, target: Path) -> None:
-    old = None
-    if target.exists():
+    """Put the finished export at `target`: an atomic swap with a previous export where the
+    system offers one (Linux), else two renames, undone by :func:`restore_interrupted`."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    if not _exchange(staging, target):
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         target.rename(old)
-    staging.rename(target)
-    if old is not None:
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+        faults.point("export.between_renames")
+        staging.rename(target)
+        staging = old
+    if staging.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        staging.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2 RENAME_EXCHANGE); False where not supported."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
+
+
+def restore_interrupted(target: Path) -> None:
+    """Put back a previous export that an interrupted replacement left aside (two renames,
+    killed between them), and remove the staging folders of killed exports of `target`."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    if not target.exists():
+        for old in sorted(parent.glob(f".{target.name}.old-*")):
+            old.rename(target)
+            log.warning("%s: restored the previous export an interrupted one had moved", target)
+            break
+    for stale in parent.glob(f".{target.name}.tmp-*"):
+        if not _in_use(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _in_use(staging: Path) -> bool:
+    """Whether a live process still writes into the staging folder (its pid file says who)."""
+    try:
+        pid = int((staging / _STAGING_PID).read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass

@@ -15,6 +15,9 @@ The catalog keeps them in two tables:
   child_wnid) edges, read from a pickle such as COYO's `imagenet21k_tree.pickle` by
   :func:`ingest_tree`. That file's layout is not documented, so :func:`tree_edges` accepts the
   shapes a synset tree plausibly has and refuses any other with a message saying what it found.
+
+Writing a taxonomy or a tree that the catalog holds in another version replaces its rows in one
+commit: a crash leaves the old version or the new one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coyo_db.catalog import tables
+from coyo_db.catalog.lance_tables import sql_string
 from coyo_db.catalog.ledger import file_fingerprint
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.models.class_lists import (
@@ -59,15 +63,19 @@ def ensure_taxonomy(catalog: Catalog, name: str = IMAGENET21K) -> int:
     rows = load_taxonomy(name)
     if catalog.has_table(tables.TAXONOMIES.name):
         dataset = catalog.dataset(tables.TAXONOMIES.name)
-        held = dataset.count_rows(filter=f"taxonomy = '{name}'")
+        held = dataset.count_rows(filter=taxonomy_where(name))
         if held == rows.num_rows:
             return 0
-        if held:  # a different build of the same taxonomy: replace it
+        if held:  # a different build of the same taxonomy: replaced in the same commit
             log.info("replacing %d rows of taxonomy %s", held, name)
-            dataset.delete(f"taxonomy = '{name}'")
-    catalog.append(tables.TAXONOMIES.name, rows, {"taxonomy": name})
+    catalog.replace(tables.TAXONOMIES.name, taxonomy_where(name), rows, {"taxonomy": name})
     log.info("wrote taxonomy %s (%d classes)", name, rows.num_rows)
     return rows.num_rows
+
+
+def taxonomy_where(name: str) -> str:
+    """The Lance filter that selects the rows of taxonomy `name`."""
+    return f"taxonomy = {sql_string(name)}"
 
 
 # ---- a user's own taxonomies ----------------------------------------------------------------
@@ -337,15 +345,15 @@ def store_tree(catalog: Catalog, edges: pa.Table, path: str | Path) -> int:
     if catalog.has_table(tables.TAXONOMY_TREE.name):
         dataset = catalog.dataset(tables.TAXONOMY_TREE.name)
         held = dataset.to_table(
-            columns=["parent_wnid", "child_wnid"], filter=f"taxonomy = '{taxonomy}'"
+            columns=["parent_wnid", "child_wnid"], filter=taxonomy_where(taxonomy)
         )
         if _edge_set(held) == _edge_set(edges):
             return 0
         if held.num_rows:
             log.info("replacing the %d-edge tree of %s", held.num_rows, taxonomy)
-            dataset.delete(f"taxonomy = '{taxonomy}'")
-    catalog.append(
+    catalog.replace(
         tables.TAXONOMY_TREE.name,
+        taxonomy_where(taxonomy),
         edges,
         {"taxonomy": taxonomy, "input": str(path), "fingerprint": file_fingerprint(path)},
     )
