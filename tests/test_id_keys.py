@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import coyo_table
+from imagedata import make_samples, write_webdataset
 
 from coyo_db.catalog import Catalog
 from coyo_db.catalog.id_keys import BloomFilter, IdKeys
 from coyo_db.ingest.images import ingest_images
 from coyo_db.ingest.metadata import ingest_metadata
-from imagedata import make_samples, write_webdataset
 
 
 def test_the_filter_has_no_false_negatives_and_few_false_positives():
