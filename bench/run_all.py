@@ -11,6 +11,8 @@ BENCHES = [
     "bench_startup.py",
     "bench_query.py",
     "bench_ingest.py",
+    "bench_id_keys.py",
+    "bench_fingerprint.py",
     "bench_phash.py",
     "bench_images.py",
     "bench_dedup.py",

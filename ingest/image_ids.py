@@ -12,6 +12,11 @@ Its origins, in order of preference:
 `images.id_origin` records where each row's id came from. So a removal list written by an
 audit of raw shards names the ids the same shards get when they are ingested.
 
+A .json (or Parquet row) whose `id` is there but unusable (a float, a bool, text that is not
+a number, a number outside int64) is no reason to fall back to another origin: the readers
+quarantine that sample (:func:`id_problem`, ``bad id: ...``), so such a sample never gets a
+made-up id. A null `id` counts as none.
+
 The url origin is one join per unit (shard) against `pairs`, over one DuckDB connection kept for
 the whole run, not one connection per batch.
 """
@@ -19,6 +24,7 @@ the whole run, not one connection per batch.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,24 +43,49 @@ if TYPE_CHECKING:
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 
+# Quarantine reasons of a sample whose `id` is there but cannot be an image id.
+ID_NOT_INTEGER = "bad id: not an integer"
+ID_OUT_OF_RANGE = "bad id: does not fit int64"
+
+_DECIMAL = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit() takes "²", which int() refuses
+
 
 def hashed_id(shard: str, member: str) -> int:
     """The ``hash`` origin: 63 bits of blake2b over the shard's file name and the member."""
-    digest = hashlib.blake2b(f"{Path(shard).name}/{member}".encode(), digest_size=8).digest()
+    # surrogatepass: a name that is not UTF-8 still hashes (the same way every time)
+    text = f"{Path(shard).name}/{member}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
 
 def as_int64(value: Any) -> int | None:
-    """`value` as an int64 id (an int, or a string of digits), None if it is not one."""
+    """`value` as an int64 id (an int, or a string of ASCII digits), None if it is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 20:
+    elif _is_decimal(value):
         number = int(value)
     else:
         return None
     return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+def id_problem(meta: dict[str, Any]) -> str | None:
+    """Why the `id` of img2dataset's .json (or Parquet row) `meta` cannot be an image id; None
+    when it can, or when there is none (absent or null)."""
+    value = meta.get("id")
+    if value is None:
+        return None
+    integer_text = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
+    if isinstance(value, bool) or not (isinstance(value, int) or integer_text):
+        return ID_NOT_INTEGER
+    return None if as_int64(value) is not None else ID_OUT_OF_RANGE
+
+
+def _is_decimal(value: Any) -> bool:
+    # 21 characters hold "-" and every int64; a longer string is out of range, not parsed
+    return isinstance(value, str) and _DECIMAL.fullmatch(value) is not None and len(value) <= 21
 
 
 class IdResolver:
@@ -82,7 +113,8 @@ class IdResolver:
         for i, record in enumerate(records):
             if origins[i]:
                 continue
-            key = as_int64(record.key) if record.key.isdigit() else None
+            numeric = record.key.isascii() and record.key.isdigit()
+            key = as_int64(record.key) if numeric else None
             if key is not None:
                 ids[i], origins[i] = key, "key"
             else:

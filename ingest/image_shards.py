@@ -28,8 +28,10 @@ named on its own must be a shard.
 What cannot be read becomes an :class:`ImageRecord` with ``error`` set (the job quarantines it
 and goes on): a zero-byte image, a tar cut short (the records before the cut come out as usual,
 then one record for the broken member), img2dataset's failed rows (with its ``error_message``).
-A ``.json`` that does not parse gives ``meta == {}`` and a logged warning, not an error. The
-readers themselves are in :mod:`coyo_db.ingest.image_records`.
+A ``.json`` that does not parse gives ``meta == {}`` and a logged warning, not an error; one
+that holds no JSON object, text that is not UTF-8 and an unusable metadata `id` are errors
+(:func:`coyo_db.ingest.image_records.checked_record`). The readers themselves are in
+:mod:`coyo_db.ingest.image_records`.
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ from coyo_db.catalog.ledger import (
 from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.image_records import (
     caption_text,
+    checked_record,
     parquet_records,
     parse_meta,
     read_file,
     tar_records,
 )
 from coyo_db.ingest.image_types import ImageRecord
-from coyo_db.ingest.parquet_inputs import parquet_metadata
+from coyo_db.ingest.parquet_inputs import parquet_metadata, require_utf8_path
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +185,14 @@ class FolderShard(ImageShard):
         return list(dict.fromkeys(files))
 
     def _record(self, name: str) -> ImageRecord:
+        """The image file `name` with its sidecars, through :func:`checked_record`."""
         stem = _stem(name)
         meta: dict[str, Any] = {}
-        caption = None
+        caption, problem = None, None
         if f"{stem}.json" in self.sidecars:
             raw = read_file(os.path.join(self.folder, f"{stem}.json"))
-            meta = parse_meta(raw, self.path, f"{stem}.json") if raw is not None else {}
+            if raw is not None:
+                meta, problem = parse_meta(raw, self.path, f"{stem}.json")
         if f"{stem}.txt" in self.sidecars:
             raw = read_file(os.path.join(self.folder, f"{stem}.txt"))
             caption = caption_text(raw) if raw is not None else None
@@ -199,11 +204,10 @@ class FolderShard(ImageShard):
             with open(os.path.join(self.folder, name), "rb") as fh:
                 data = fh.read()
         except OSError as exc:
-            return ImageRecord(
-                **base, data=None, meta=meta, error=f"unreadable file: {exc.strerror or exc}"
-            )
-        error = "zero-byte image" if not data else None
-        return ImageRecord(**base, data=data, meta=meta, error=error)
+            error = problem or f"unreadable file: {exc.strerror or exc}"
+            return checked_record(ImageRecord(**base, data=None, meta=meta, error=error))
+        error = problem or ("zero-byte image" if not data else None)
+        return checked_record(ImageRecord(**base, data=data, meta=meta, error=error))
 
 
 def folder_fingerprint(folder: str, names: Sequence[str]) -> Fingerprint:
@@ -244,7 +248,9 @@ def find_shards(paths: Sequence[str | Path]) -> list[ImageShard]:
 
     Order is kept (argument by argument, sorted within each); a shard named twice is kept once.
     Raises :class:`InputError` for a path that does not exist or holds no shard, and
-    :class:`SourceFileError` for a file named on its own that is not a shard.
+    :class:`SourceFileError` for a file named on its own that is not a shard or for a shard
+    whose path is not valid UTF-8 (an image file's own name may not be: that image is
+    quarantined).
     """
     if not paths:
         raise InputError("give at least one .tar, .parquet, folder or glob")
@@ -267,6 +273,7 @@ def find_shards(paths: Sequence[str | Path]) -> list[ImageShard]:
             raise InputError(f"{text}: no such file or folder")
         for shard in shards:
             if shard is not None:
+                require_utf8_path(Path(shard.path))  # the catalog keeps it as text
                 found.setdefault(shard.path, shard)
     return list(found.values())
 

@@ -63,7 +63,7 @@ def run_image_job(
     progress = progress or NullProgress()
     # The writer lock comes before prepare(), which reads what the ledgers say is done.
     with (
-        writer_lock.writing(job.catalog.home, job.command),
+        writer_lock.writing(writer_lock.place(job.catalog), job.command),
         open_engine(engine, address=address, workers=workers) as driver,
     ):
         job.arguments.setdefault("engine", driver.name)

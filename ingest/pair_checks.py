@@ -11,7 +11,9 @@ A row is quarantined, with every reason that applies joined by "; ", when it has
 - ``NaN <score column>`` and ``infinite <score column>`` for each of the six scores, infinite
   taking in values too large for float32 (a null score is kept: it is unknown);
 - ``invalid UTF-8 in <column>`` for url, text and image_phash: one such value would make every
-  later query that reads the column fail;
+  later query that reads the column fail (binary columns are cast unchecked for this rule);
+- ``<column> does not fit <type>``: an integer outside its column's range (a uint64 id above
+  int64's, an int64 width above int32's), left null by the cast; not ``null <column>`` too;
 - ``duplicate id``: an id met at an earlier row of the same file; the first row with that id
   is kept, or quarantined for its own problems.
 
@@ -31,7 +33,10 @@ from coyo_db.ingest.row_checks import (
     CheckedBatch,
     false_if_null,
     invalid_utf8,
+    null_not_unfit,
     split_by_rules,
+    unfit_reason,
+    unfit_values,
 )
 
 PHASH_PATTERN = "^[0-9a-f]{16}$"
@@ -58,17 +63,26 @@ def check_pairs(
     `raw` is the same rows as read from the file (kept for the quarantine records);
     `repeated` is this batch's slice of :func:`repeated_ids` for its file.
     """
+    unfit = unfit_values(raw, batch)
     batch, bad_phash = normalise_phash(batch)
-    return split_by_rules(batch, raw, _rule_masks(batch, bad_phash, repeated))
+    return split_by_rules(batch, raw, _rule_masks(batch, bad_phash, repeated, unfit))
 
 
 def _rule_masks(
-    batch: pa.RecordBatch, bad_phash: pa.Array, repeated: np.ndarray | None
+    batch: pa.RecordBatch,
+    bad_phash: pa.Array,
+    repeated: np.ndarray | None,
+    unfit: dict[str, np.ndarray] | None = None,
 ) -> list[tuple[str, pa.Array]]:
-    """(reason, mask) for every rule that can fire; masks have no nulls."""
+    """(reason, mask) for every rule that can fire; masks have no nulls. `unfit` holds the
+    values that did not fit their column (:func:`unfit_values`)."""
+    unfit = unfit or {}
     phash = batch.column("image_phash")
-    rules = [
-        ("null id", pc.is_null(batch.column("id"))),
+    rules: list[tuple[str, pa.Array]] = [
+        (unfit_reason(batch, name), pa.array(mask)) for name, mask in unfit.items()
+    ]
+    rules += [
+        ("null id", null_not_unfit(batch.column("id"), unfit.get("id"))),
         ("null image_phash", pc.is_null(phash)),
         ("bad image_phash", bad_phash),
     ]
@@ -76,7 +90,7 @@ def _rule_masks(
         rules.append((f"invalid UTF-8 in {name}", invalid_utf8(batch.column(name))))
     for name in ("width", "height"):
         column = batch.column(name)
-        rules.append((f"null {name}", pc.is_null(column)))
+        rules.append((f"null {name}", null_not_unfit(column, unfit.get(name))))
         rules.append((f"non-positive {name}", false_if_null(pc.less_equal(column, 0))))
     for name in schemas.SCORE_COLUMNS:
         column = batch.column(name)

@@ -11,7 +11,10 @@ recognised and named in one line, with what to do about them:
 Columns are matched by name against the target schema: extra columns are ignored, a missing one
 or one whose type cannot be cast (say, a string `width`) is a :class:`SchemaError`. Casts that
 only widen or narrow within a kind (int64 -> int32, float64 -> float32, large_string -> string)
-are accepted and done batch by batch; a value that does not fit fails the file.
+are accepted and done batch by batch. One bad value never fails a file: an integer that does not
+fit its target is left null, for the row checks to quarantine (``<column> does not fit
+<type>``, see :func:`coyo_db.ingest.row_checks.unfit_values`), and binary text that is not UTF-8
+is cast unchecked, for their ``invalid UTF-8 in <column>`` rule.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -42,6 +46,9 @@ _READ_BUFFER = 1 << 20
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 REDOWNLOAD = "download it again"
+# What pyarrow raises for damaged bytes: its own errors, I/O errors, and UnicodeDecodeError
+# (a ValueError) for a column name or metadata key that a flipped byte left not UTF-8.
+_CORRUPT = (OSError, pa.ArrowException, ValueError)
 
 
 @dataclass(frozen=True)
@@ -88,13 +95,13 @@ class ParquetInput:
             yield
         except MemoryError:
             raise
-        except (OSError, pa.ArrowException) as exc:
+        except _CORRUPT as exc:
             raise SourceFileError(
                 self.path, f"is corrupt ({_one_line(exc)}): {REDOWNLOAD}"
             ) from exc
 
     def cast(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """`batch` in the target's types; a value that does not fit raises :class:`SchemaError`."""
+        """`batch` in the target's types (see :func:`fitting_cast` for values that do not fit)."""
         if not self.plan.casts:
             return batch
         columns = list(batch.columns)
@@ -108,17 +115,81 @@ class ParquetInput:
         try:
             return pc.cast(column, target, safe=True)
         except pa.ArrowInvalid as exc:
-            raise SchemaError(
-                self.path,
-                f"column {name!r} holds values that do not fit {target} ({_one_line(exc)})",
-            ) from None
+            fitted = fitting_cast(column, target)
+            if fitted is None:
+                raise SchemaError(
+                    self.path,
+                    f"column {name!r} holds values that do not fit {target} ({_one_line(exc)})",
+                ) from None
+            return fitted
+
+
+def fitting_cast(column: Any, target: pa.DataType) -> Any:
+    """`column` (an Array or ChunkedArray) cast to `target` when a safe cast refused some of its
+    values, None when it cannot be: integers out of `target`'s range become null (in lists too),
+    integers too precise for a float target are rounded, binary text is cast without a UTF-8
+    check (the row checks find the bad values; one of them must not fail the whole file)."""
+    if isinstance(column, pa.ChunkedArray):
+        chunks = [fitting_cast(chunk, target) for chunk in column.chunks]
+        if any(chunk is None for chunk in chunks):
+            return None
+        return pa.chunked_array(chunks, type=target)
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    stored = column.type
+    if is_text_type(target) and is_text_type(stored):
+        return _unchecked_text(column, target)
+    if pa.types.is_integer(target) and pa.types.is_integer(stored):
+        return _ints_that_fit(column, target)
+    if pa.types.is_floating(target) and pa.types.is_integer(stored):
+        return pc.cast(column, target, safe=False)
+    if _is_list(target) and _is_list(stored):
+        return _fitting_list(column, target)
+    return None
+
+
+def _unchecked_text(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """Binary or string `column` as `target` text, its bytes kept as they are (checked later)."""
+    kind = column.type
+    if pa.types.is_binary_view(kind) or pa.types.is_string_view(kind):
+        column = pc.cast(column, pa.large_binary())
+        kind = column.type
+    if pa.types.is_binary(kind):
+        column = column.view(pa.string())
+    elif pa.types.is_large_binary(kind):
+        column = column.view(pa.large_string())
+    return pc.cast(column, target)  # between string layouts Arrow checks no UTF-8
+
+
+def _ints_that_fit(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """Integer `column` as `target`, the values outside its range null."""
+    want, have = np.iinfo(target.to_pandas_dtype()), np.iinfo(column.type.to_pandas_dtype())
+    low = pa.scalar(max(int(want.min), int(have.min)), column.type)
+    high = pa.scalar(min(int(want.max), int(have.max)), column.type)
+    fits = pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high))
+    return pc.cast(pc.if_else(fits, column, pa.scalar(None, column.type)), target)
+
+
+def _fitting_list(column: pa.Array, target: pa.DataType) -> pa.Array | None:
+    """A list `column` as the list type `target`, its values fitted by :func:`fitting_cast`."""
+    values = fitting_cast(pc.list_flatten(column), target.value_type)
+    if values is None:
+        return None
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    rebuilt = pa.LargeListArray.from_arrays(
+        pa.array(offsets), values, mask=column.is_null() if column.null_count else None
+    )
+    return pc.cast(rebuilt, target)
 
 
 def resolve_paths(paths: Sequence[str | Path], suffix: str = ".parquet") -> list[Path]:
     """Files named by `paths`: files as given, folders searched recursively, globs expanded.
 
     Order is kept (argument by argument, sorted within each); a file named twice is kept once.
-    A path that matches nothing raises :class:`InputError`.
+    A path that matches nothing raises :class:`InputError`, a file whose name is not UTF-8
+    :class:`SourceFileError`.
     """
     if not paths:
         raise InputError("give at least one file, folder or glob")
@@ -142,8 +213,19 @@ def resolve_paths(paths: Sequence[str | Path], suffix: str = ".parquet") -> list
         else:
             raise InputError(f"{text}: no such file or folder")
         for match in matches:
-            found.setdefault(match.resolve(), None)
+            found.setdefault(require_utf8_path(match.resolve()), None)
     return list(found)
+
+
+def require_utf8_path(path: Path) -> Path:
+    """`path`, or a :class:`SourceFileError` if its name is not valid UTF-8 (the catalog keeps
+    paths as text, and such a name cannot be written there)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise SourceFileError(shown, "has a name that is not valid UTF-8: rename it") from None
+    return path
 
 
 def _files_under(folder: Path, suffix: str) -> list[Path]:
@@ -176,11 +258,13 @@ def parquet_metadata(path: Path) -> pq.FileMetaData:
     if problem:
         raise SourceFileError(path, problem)
     try:
-        return pq.ParquetFile(path).metadata
-    except (OSError, pa.ArrowException) as exc:
+        metadata = pq.ParquetFile(path).metadata
+        metadata.schema.to_arrow_schema()  # a corrupt footer may only show here
+    except _CORRUPT as exc:
         raise SourceFileError(
             path, f"has a corrupt Parquet footer ({_one_line(exc)}): {REDOWNLOAD}"
         ) from None
+    return metadata
 
 
 def describe_non_parquet(head: bytes, tail: bytes, size: int) -> str | None:
@@ -264,7 +348,16 @@ def castable(stored: pa.DataType, target: pa.DataType) -> bool:
 
 
 def _is_list(kind: pa.DataType) -> bool:
-    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind)
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_list,
+            pa.types.is_large_list,
+            pa.types.is_list_view,
+            pa.types.is_large_list_view,
+            pa.types.is_fixed_size_list,
+        )
+    )
 
 
 def is_text_type(kind: pa.DataType) -> bool:

@@ -159,6 +159,34 @@ def split_by_rules(
     )
 
 
+def unfit_values(raw: pa.RecordBatch, cast: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Per column, the rows whose value was read but did not fit the column's type (the cast
+    left it null: :func:`coyo_db.ingest.parquet_inputs.fitting_cast`); only columns that have
+    such rows. Rule reasons name them with :func:`unfit_reason`."""
+    found: dict[str, np.ndarray] = {}
+    for name in cast.schema.names:
+        before, after = raw.column(name), cast.column(name)
+        if after.null_count == before.null_count:
+            continue  # a cast only ever adds nulls
+        if pa.types.is_dictionary(before.type):  # its nulls may hide in the dictionary
+            before = before.dictionary_decode()
+        mask = pc.and_(pc.is_valid(before), pc.is_null(after))
+        if pc.any(mask).as_py():
+            found[name] = mask.to_numpy(zero_copy_only=False)
+    return found
+
+
+def unfit_reason(batch: pa.RecordBatch, name: str) -> str:
+    """The quarantine reason of a value that does not fit the column `name` of `batch`."""
+    return f"{name} does not fit {batch.schema.field(name).type}"
+
+
+def null_not_unfit(column: pa.Array, unfit: np.ndarray | None) -> pa.Array:
+    """The null rows of `column`, less those that were not null before a cast (`unfit`)."""
+    nulls = pc.is_null(column)
+    return nulls if unfit is None else pc.and_(nulls, pa.array(~unfit))
+
+
 def false_if_null(mask: pa.Array) -> pa.Array:
     return pc.fill_null(mask, False) if mask.null_count else mask
 

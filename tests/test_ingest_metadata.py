@@ -253,15 +253,14 @@ def test_uncastable_column_is_a_schema_error(catalog: Catalog, tmp_path: Path, c
         ingest_metadata(catalog, [path])
 
 
-def test_value_too_large_for_int32_fails_the_file(catalog: Catalog, tmp_path: Path, coyo_rows):
+def test_value_too_large_for_int32_is_quarantined(catalog: Catalog, tmp_path: Path, coyo_rows):
     table = coyo_table(coyo_rows).cast(schemas.PAIRS.set(3, pa.field("width", pa.int64())))
     table = with_values(table, "width", {4: 2**40})
     path = write(table, tmp_path / "huge.parquet")
-    with pytest.raises(
-        SchemaError, match=r"huge\.parquet: column 'width' holds values that do not"
-    ):
-        ingest_metadata(catalog, [path])
-    assert pairs_rows(catalog) == 0
+    summary = ingest_metadata(catalog, [path])
+    assert (summary.rows_written, summary.rows_quarantined) == (table.num_rows - 1, 1)
+    assert summary.quarantine_reasons == {"width does not fit int32": 1}
+    assert pairs_rows(catalog) == table.num_rows - 1
 
 
 # ---- corruption found mid-read --------------------------------------------------------------

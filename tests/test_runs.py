@@ -57,7 +57,9 @@ def ingest_metadata_command(catalog: Catalog, tmp_path: Path) -> None:
     from coyo_db.ingest.metadata import ingest_metadata
 
     path = tmp_path / "more.parquet"
-    pq.write_table(synth_table(50, seed=9), path)
+    more = synth_table(50, seed=9)
+    fresh_ids = pa.array(range(10**9, 10**9 + more.num_rows), pa.int64())
+    pq.write_table(more.set_column(more.schema.get_field_index("id"), "id", fresh_ids), path)
     ingest_metadata(catalog, [path])
 
 

@@ -139,3 +139,64 @@ def test_storage_options_and_home_uris_come_from_the_environment(monkeypatch):
     # A --home typed as a Path arrives with one slash; it is still the URI.
     assert resolve_home(Path("s3://bucket/prefix/")) == "s3://bucket/prefix"
     assert isinstance(resolve_home("relative-home"), Path)
+
+
+def test_writers_on_an_s3_home_take_turns_on_a_lease(tmp_path, s3_env, coyo_parquet, monkeypatch):
+    from coyo_db.catalog import remote_lease, writer_lock
+    from coyo_db.catalog.writer_lock import CatalogBusyError
+
+    catalog = Catalog(_home(tmp_path), create=True)
+    where = writer_lock.place(catalog)
+    assert where == catalog.location  # the lease, not the local cache folder
+    uri = f"{catalog.location}/{remote_lease.LEASE_TABLE}"
+
+    first = remote_lease.Lease(uri, "ingest images")
+    assert first.try_take() is None
+    second = remote_lease.Lease(uri, "dedup phash")
+    assert second.try_take()["command"] == "ingest images"
+    with pytest.raises(CatalogBusyError, match="ingest images"):
+        writer_lock.acquire(where, "ingest metadata", timeout=0)
+    first.release()
+    assert second.try_take() is None
+    second.release()
+
+    # a holder that dies stops renewing: its lease runs out and the next writer takes it
+    monkeypatch.setattr(remote_lease, "TTL_SECONDS", 1.0)
+    dead = remote_lease.Lease(uri, "label")
+    assert dead.try_take() is None
+    dead._stop.set()  # as if killed: no renewal, no release
+    assert remote_lease.Lease(uri, "refset add").try_take()["command"] == "label"
+    import time
+
+    time.sleep(1.2)
+    with writer_lock.writing(where, "ingest metadata", timeout=5):
+        pass
+    summary = ingest_metadata(catalog, [coyo_parquet])  # takes and frees the lease itself
+    assert summary.inputs_done == 1
+    assert remote_lease.Lease(uri, "audit").try_take() is None
+
+
+def test_two_lease_takers_at_once_get_one_winner(tmp_path, s3_env):
+    import threading
+
+    from coyo_db.catalog import remote_lease
+
+    catalog = Catalog(_home(tmp_path), create=True)
+    uri = f"{catalog.location}/{remote_lease.LEASE_TABLE}"
+    remote_lease.Lease(uri, "warm-up").release()  # the lease table exists
+    leases = [remote_lease.Lease(uri, f"writer {i}") for i in range(4)]
+    results: dict[int, object] = {}
+    start = threading.Barrier(len(leases))
+
+    def take(i: int) -> None:
+        start.wait()
+        results[i] = leases[i].try_take()
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(leases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [i for i, result in results.items() if result is None]
+    assert len(winners) == 1, results
+    leases[winners[0]].release()

@@ -5,8 +5,9 @@ recursively, img2dataset ``.tar`` / ``.parquet`` shards, ``files`` folders), dec
 ingest decode code (the same exact pHash, the same pixels); the stage
 (:class:`DescribeStage`) gives each image its copy descriptor, that of its mirror image, and its
 low-information reason. Units finish in any order (on Ray); the set is assembled in unit order,
-so ref_ids follow the shards and their members, and written once at the end: an interrupted
-`refset add` leaves nothing, and run again registers the whole set.
+so ref_ids follow the shards and their members, and written once at the end, one commit per
+table with the `refsets` row removed first and written last: an interrupted `refset add` (or
+`--replace`) leaves the set unregistered, and run again registers the whole set.
 
 :func:`describe_refset` runs the same stage over a set already registered (an audit with
 another descriptor), reading its images back from where they were found.

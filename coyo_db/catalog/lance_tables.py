@@ -147,6 +147,19 @@ def replace(
     return committed
 
 
+def replace_all(
+    uri: str | Path,
+    dataset: lance.LanceDataset,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+) -> lance.LanceDataset:
+    """Replace every row `dataset` (a version of `uri`) holds with `batches`, in one commit
+    based on that version: :class:`CatalogError` when another commit came first."""
+    new_fragments = list(stage(uri, batches, schema).operation.fragments)
+    removed = [fragment.fragment_id for fragment in dataset.get_fragments()]
+    return _commit_update(uri, dataset.version, "every row", (removed, [], new_fragments), {})
+
+
 def _commit_update(
     uri: str | Path,
     read_version: int,

@@ -60,7 +60,7 @@ class Run:
 
     def __post_init__(self) -> None:
         if self.exclusive:
-            writer_lock.acquire(self.catalog.home, self.command)
+            writer_lock.acquire(writer_lock.place(self.catalog), self.command)
         try:
             self.versions_before = self.catalog.versions()
             self._write(None, {}, None)
@@ -70,7 +70,7 @@ class Run:
 
     def _unlock(self) -> None:
         if self.exclusive:
-            writer_lock.release(self.catalog.home)
+            writer_lock.release(writer_lock.place(self.catalog))
 
     @property
     def finished(self) -> bool:

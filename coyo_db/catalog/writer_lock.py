@@ -15,9 +15,11 @@ calls another job's library function does not wait for itself).
 ``COYO_DB_LOCK_TIMEOUT`` (seconds) makes a waiting job give up with :class:`CatalogBusyError`
 instead of waiting for good; 0 means do not wait at all.
 
-For an object-store home the lock file lives in the home's local cache folder, so it orders
-the writers of one machine; writers on different machines rely on the ledger's commit check
-(see docs/reliability.md).
+A catalog on object storage (``s3://``) has no shared file system to lock: there the lock is
+a lease committed to ``<home>/writer.lance`` (:mod:`coyo_db.catalog.remote_lease`), which
+Lance's commit conflict check gives to one writer at a time across machines.
+
+The functions take the catalog's :func:`place`: its folder, or its URI when remote.
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from coyo_db.catalog import remote_lease
 from coyo_db.errors import CatalogError
+
+if TYPE_CHECKING:
+    from coyo_db.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -50,68 +57,105 @@ class CatalogBusyError(CatalogError):
 
 @dataclass
 class _Held:
-    fd: int
+    release: Callable[[], None]
     depth: int
 
 
-_held: dict[Path, _Held] = {}
+_held: dict[str, _Held] = {}
 _guard = threading.Lock()
 
 
+def place(catalog: Catalog) -> Path | str:
+    """What the lock of `catalog` is taken on: its folder, or its URI for a remote home."""
+    return catalog.location if catalog.remote else catalog.home
+
+
 @contextmanager
-def writing(home: Path, command: str, timeout: float | None = None) -> Iterator[None]:
-    """Hold the writer lock of the catalog at `home` for the body (see the module doc).
+def writing(where: Path | str, command: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the writer lock of the catalog at `where` (see :func:`place`) for the body.
 
     `timeout` seconds (default: ``$COYO_DB_LOCK_TIMEOUT``, else wait for good) bounds the wait.
     """
-    acquire(home, command, timeout)
+    acquire(where, command, timeout)
     try:
         yield
     finally:
-        release(home)
+        release(where)
 
 
-def acquire(home: Path, command: str, timeout: float | None = None) -> None:
-    """Take the writer lock of the catalog at `home`, waiting for the holder if needed."""
-    path = (home / LOCK_FILE).resolve()
+def acquire(where: Path | str, command: str, timeout: float | None = None) -> None:
+    """Take the writer lock of the catalog at `where`, waiting for the holder if needed."""
+    key = _key(where)
     with _guard:
-        held = _held.get(path)
+        held = _held.get(key)
         if held is not None:
             held.depth += 1
             return
     if timeout is None:
         timeout = _timeout_from_env()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _wait_for(fd, path, command, timeout)
-    except BaseException:
-        os.close(fd)
-        raise
-    _write_holder(fd, command)
+    if isinstance(where, str):
+        release = _take_lease(where, command, timeout)
+    else:
+        release = _take_flock(Path(key), command, timeout)
     with _guard:
-        _held[path] = _Held(fd, 1)
+        _held[key] = _Held(release, 1)
 
 
-def release(home: Path) -> None:
+def release(where: Path | str) -> None:
     """Give the lock taken by :func:`acquire` back (the last of nested holds releases it)."""
-    path = (home / LOCK_FILE).resolve()
+    key = _key(where)
     with _guard:
-        held = _held.get(path)
+        held = _held.get(key)
         if held is None:
             return
         held.depth -= 1
         if held.depth:
             return
-        del _held[path]
+        del _held[key]
+    held.release()
+
+
+def _key(where: Path | str) -> str:
+    if isinstance(where, str):
+        return f"{where.rstrip('/')}/{remote_lease.LEASE_TABLE}"
+    return str((where / LOCK_FILE).resolve())
+
+
+def _take_flock(path: Path, command: str, timeout: float | None) -> Callable[[], None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def try_take() -> dict[str, object] | None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(path) or {}
+        return None
+
     try:
-        os.ftruncate(held.fd, 0)
-    finally:
-        os.close(held.fd)  # closing the descriptor drops the flock
+        _wait(try_take, str(path.parent), command, timeout)
+    except BaseException:
+        os.close(fd)
+        raise
+    _write_holder(fd, command)
+
+    def give_back() -> None:
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    return give_back
+
+
+def _take_lease(uri: str, command: str, timeout: float | None) -> Callable[[], None]:
+    lease = remote_lease.Lease(_key(uri), command)
+    _wait(lease.try_take, uri, command, timeout)
+    return lease.release
 
 
 def holder(home: Path) -> dict[str, object] | None:
-    """Who holds the lock of the catalog at `home` now, as it wrote itself down; None when
-    nobody does."""
+    """Who holds the lock of the local catalog at `home` now, as it wrote itself down; None
+    when nobody does."""
     path = home / LOCK_FILE
     if not path.exists():
         return None
@@ -127,29 +171,31 @@ def holder(home: Path) -> dict[str, object] | None:
         os.close(fd)
 
 
-def _wait_for(fd: int, path: Path, command: str, timeout: float | None) -> None:
+def _wait(
+    try_take: Callable[[], dict[str, object] | None],
+    where: str,
+    command: str,
+    timeout: float | None,
+) -> None:
+    """Call `try_take` until it takes the lock (returns None), saying once whom it waits for."""
     started = time.monotonic()
     said = False
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder = try_take()
+        if holder is None:
             if said:
                 log.warning("the catalog is free again; `%s` goes on", command)
             return
-        except BlockingIOError:
-            pass
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
             raise CatalogBusyError(
-                f"the catalog at {path.parent} is busy: {_describe(_read_holder(path))} "
+                f"the catalog at {where} is busy: {_describe(holder)} "
                 "is writing to it; run this again when it has finished"
             )
         if not said:
-            log.warning(
-                "waiting for %s to finish writing %s", _describe(_read_holder(path)), path.parent
-            )
+            log.warning("waiting for %s to finish writing %s", _describe(holder), where)
             said = True
-        time.sleep(_POLL_SECONDS)
+        time.sleep(_POLL_SECONDS if not where.startswith(("s3://", "gs://", "az://")) else 2.0)
 
 
 def _write_holder(fd: int, command: str) -> None:
@@ -177,7 +223,12 @@ def _describe(info: dict[str, object] | None) -> str:
         return "another coyo-db job"
     since = str(info.get("since", ""))
     clock = since[11:19] if len(since) >= 19 else since
-    return f"`{info.get('command', 'coyo-db')}` (pid {info.get('pid')}, since {clock})"
+    host = (
+        f" on {info['host']}"
+        if info.get("host") and info.get("host") != socket.gethostname()
+        else ""
+    )
+    return f"`{info.get('command', 'coyo-db')}` (pid {info.get('pid')}{host}, since {clock})"
 
 
 def _timeout_from_env() -> float | None:

@@ -8,11 +8,15 @@ class indices) and `label_probs` (their probabilities, descending). Rows become
 Files are found and preflighted like every Parquet ingest (:mod:`coyo_db.ingest.parquet_inputs`)
 and committed one per Lance commit through the :class:`~coyo_db.catalog.ledger.Ledger`, so a
 killed run resumes and a second run adds nothing. A row is quarantined, with every reason
-that applies (joined by "; ", as for `pairs`), when its id is null, a list is null, the lists
-differ in length, an index lies outside the taxonomy, a probability is null, NaN or outside
-[0, 1], the probabilities ever increase (ties are fine), or its id was met earlier in the same
-file. The checks run on the lists' flattened values and offsets, never row by row. Lists of any
-length are accepted; COYO's hold 50.
+that applies (joined by "; ", as for `pairs`), when its id is null or does not fit int64 (a
+uint64 id), a list is null, the lists differ in length, an index lies outside the taxonomy (or
+outside int32: the cast leaves it null), a probability is null, NaN, infinite or outside
+[0, 1] (a float64 beyond float32's range is infinite once cast), the probabilities ever
+increase (ties are fine), or its id was met earlier in the same file. The checks run on the
+lists' flattened values and offsets, never row by row. Lists of any length and layout (large,
+fixed-size) are accepted; COYO's hold 50. Lists of another shape (nested lists, text) refuse
+the file before anything is written. The input's text columns (url, imagehash) repeat `pairs`
+and are not read, so their bytes cannot reach `labels`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ from coyo_db.ingest.row_checks import (
     CheckedBatch,
     SeenIds,
     duplicates,
+    null_not_unfit,
     split_by_rules,
+    unfit_reason,
+    unfit_values,
 )
 from coyo_db.labels.taxonomy import IMAGENET21K, ensure_taxonomy, num_classes, read_tree, store_tree
 from coyo_db.progress import Progress
@@ -63,7 +70,7 @@ NULL_LABELS = "null labels"
 NULL_PROBS = "null label_probs"
 LENGTHS_DIFFER = "labels and label_probs differ in length"
 BAD_INDEX = "bad label index (null or outside 0..{max_index})"
-BAD_PROB = "bad label_prob (null, NaN or outside [0, 1])"
+BAD_PROB = "bad label_probs value (null, NaN, infinite or outside [0, 1])"
 NOT_DESCENDING = "label_probs not descending"
 
 
@@ -135,18 +142,25 @@ def check_labels(
     `n_classes` is the taxonomy's size; `seen` holds the ids met earlier in the same file;
     `raw` is the rows as read (kept for quarantine records; default `batch`).
     """
-    rules = label_rules(batch, n_classes, seen)
-    return split_by_rules(batch, batch if raw is None else raw, rules)
+    raw = batch if raw is None else raw
+    rules = label_rules(batch, n_classes, seen, unfit_values(raw, batch))
+    return split_by_rules(batch, raw, rules)
 
 
 def label_rules(
-    batch: pa.RecordBatch, n_classes: int, seen: SeenIds
+    batch: pa.RecordBatch,
+    n_classes: int,
+    seen: SeenIds,
+    unfit: dict[str, np.ndarray] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """(reason, row mask) for every rule, in order; masks are NumPy booleans without nulls.
 
-    The element checks run on the lists' flattened values and are folded into one flag per row
-    with `np.logical_or.reduceat` over the rows' start positions: no Python runs per row.
+    `unfit` holds the values that did not fit their column (:func:`unfit_values`): a row whose
+    id did not fit int64 is quarantined for that, not as ``null id``. The element checks run
+    on the lists' flattened values and are folded into one flag per row with
+    `np.logical_or.reduceat` over the rows' start positions: no Python runs per row.
     """
+    unfit = unfit or {}
     ids, labels, probs = (batch.column(name) for name in ("id", "labels", "label_probs"))
     null_labels, null_probs = _flags(labels.is_null()), _flags(probs.is_null())
     label_lengths, prob_lengths = _lengths(labels), _lengths(probs)
@@ -168,7 +182,8 @@ def label_rules(
     rises[prob_starts[prob_starts < len(prob)]] = False  # no comparison across rows
 
     return [
-        (NULL_ID, _flags(ids.is_null())),
+        *((unfit_reason(batch, name), mask) for name, mask in unfit.items()),
+        (NULL_ID, _flags(null_not_unfit(ids, unfit.get("id")))),
         (NULL_LABELS, null_labels),
         (NULL_PROBS, null_probs),
         (LENGTHS_DIFFER, ~same_lengths & ~null_labels & ~null_probs),
