@@ -74,6 +74,27 @@ def test_the_filter_grows_past_its_capacity_without_losing_ids(catalog, monkeypa
     assert keys.present(np.arange(1000, dtype=np.int64)).all()
 
 
+def test_a_file_of_many_batches_that_outgrows_the_filter_keeps_them_all(
+    tmp_path, coyo_rows, monkeypatch
+):
+    """Ids added for rows not committed yet (the earlier batches of one file) survive the
+    filter's rebuild, which reads the table: a second copy of the file writes nothing."""
+    import coyo_db.catalog.id_keys as id_keys
+
+    monkeypatch.setattr(id_keys, "MIN_CAPACITY", 64)
+    table = coyo_table(coyo_rows)
+    many = pa.concat_tables([table] * 60)
+    many = many.set_column(0, "id", pa.array(np.arange(len(many), dtype=np.int64)))
+    path, copy = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(many, path, row_group_size=50)
+    pq.write_table(many, copy, row_group_size=50, compression="zstd")
+    catalog = Catalog.init(tmp_path / "home")
+    first = ingest_metadata(catalog, [path], batch_size=50)
+    assert first.rows_written == len(many)
+    again = ingest_metadata(catalog, [copy], batch_size=50)
+    assert (again.rows_written, again.quarantine_reasons) == (0, {"duplicate id": len(many)})
+
+
 def test_a_filter_saved_for_a_bigger_table_is_rebuilt(tmp_path):
     catalog = Catalog.init(tmp_path / "home")
     _keyed_table(catalog, np.arange(10, dtype=np.int64))

@@ -116,6 +116,8 @@ class IdKeys:
         #: (column, value): the keys of the rows where column = value only (`scores` holds an
         #: id once per scorer)
         self.scope = scope
+        #: ids added since the last commit: a rebuilt filter reads the table, which lacks them
+        self._pending: list[np.ndarray] = []
         name = table if scope is None else f"{table}.{scope[0]}.{_slug(scope[1])}"
         self.path = catalog.home / _KEYS_DIR / f"{name}.bloom"
         self.bloom, covered = self._load()
@@ -140,9 +142,11 @@ class IdKeys:
         if self.bloom.count + len(ids) > self.bloom.capacity:
             self._grow(self.bloom.count + len(ids))
         self.bloom.add(ids)
+        self._pending.append(ids)
 
     def committed(self) -> None:
         """After a commit: extend the `id` index over the new rows (a delta; merged when many)."""
+        self._pending = []
         dataset = self._dataset()
         if dataset is None or not dataset.count_rows():
             return
@@ -214,12 +218,15 @@ class IdKeys:
             self.bloom.add(_ids(batch))
 
     def _grow(self, needed: int) -> None:
-        """Rebuild the filter for twice `needed` ids from the table (amortised: it doubles)."""
+        """Rebuild the filter for twice `needed` ids from the table (amortised: it doubles),
+        with the ids added for rows not committed yet."""
         self.bloom = BloomFilter(max(MIN_CAPACITY, 2 * needed))
         dataset = self._dataset()
         if dataset is not None:
             for batch in dataset.to_batches(columns=["id"], filter=self._filter()):
                 self.bloom.add(_ids(batch))
+        for ids in self._pending:
+            self.bloom.add(ids)
 
     def _lookup(self, candidates: np.ndarray) -> np.ndarray:
         dataset = self._dataset()
