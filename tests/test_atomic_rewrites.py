@@ -260,7 +260,7 @@ from coyo_db.audit.contamination import audit
 from coyo_db.audit.decision import OperatingPoint
 from coyo_db.catalog import Catalog
 audit(Catalog(sys.argv[1]), ["mini"], descriptor=sys.argv[2], paths=[sys.argv[3]],
-      point=OperatingPoint(knn=1), workers=0)
+      point=OperatingPoint(knn=int(sys.argv[4])), workers=0)
 """
 
 
@@ -286,13 +286,13 @@ class Setup:
         args = [str(self.catalog.home), name, str(path), self.descriptor, "1" if replace else "0"]
         killed(["-c", REFSET, *args], crash)
 
-    def audit(self, crash: str = "") -> None:
+    def audit(self, crash: str = "", knn: int = 1) -> None:
         """`audit --refset mini` of the dataset folder here, or in a child killed at `crash`."""
         from coyo_db.audit.contamination import audit
         from coyo_db.audit.decision import OperatingPoint
 
         if not crash:
-            paths, point = [self.data], OperatingPoint(knn=1)
+            paths, point = [self.data], OperatingPoint(knn=knn)
             audit(
                 self.catalog,
                 ["mini"],
@@ -302,7 +302,8 @@ class Setup:
                 workers=0,
             )
             return
-        killed(["-c", AUDIT, str(self.catalog.home), self.descriptor, str(self.data)], crash)
+        args = [str(self.catalog.home), self.descriptor, str(self.data), str(knn)]
+        killed(["-c", AUDIT, *args], crash)
 
 
 def tiny_descriptor(path: Path) -> Path:
@@ -405,25 +406,33 @@ def audit_rows(catalog: Catalog, table: str) -> tuple[set[str], list[tuple]]:
     return {r["run_id"] for r in rows}, keys
 
 
-def test_a_killed_audit_rerun_keeps_the_old_rows_or_the_new(setup: Setup) -> None:
+def test_a_killed_audit_rerun_keeps_the_old_hits_or_the_new(setup: Setup) -> None:
+    """An audit with other settings (another operating point: another audit) killed at each
+    of its commits: `contamination` holds the old hits or the new, and the audit run again
+    finishes from where it was, each candidate once."""
     catalog = setup.catalog
     names = ("contamination_candidates", "contamination")
     old = {name: audit_rows(catalog, name) for name in names}
     assert all(len(run_ids) == 1 and keys for run_ids, keys in old.values())
     assert old["contamination"][0] == old["contamination_candidates"][0]
 
-    setup.audit(crash=STAGE)
-    assert {name: audit_rows(catalog, name) for name in names} == old
+    setup.audit(crash="ledger.after_table_commit", knn=2)  # the only unit committed
+    assert audit_rows(catalog, "contamination") == old["contamination"]
+    run_ids, _ = audit_rows(catalog, "contamination_candidates")
+    assert len(run_ids) == 2  # the old candidates beside the new until the audit ends
 
-    setup.audit(crash=f"{COMMIT}:2")  # candidates, then hits
-    new = {name: audit_rows(catalog, name) for name in names}
-    for name in names:
-        (run_id,) = new[name][0]
-        assert run_id not in old[name][0] and new[name][1] == old[name][1]
-    assert new["contamination"][0] == new["contamination_candidates"][0]
+    setup.audit(crash=f"{COMMIT}:1", knn=2)  # the unit is done; old candidates deleted
+    assert audit_rows(catalog, "contamination") == old["contamination"]
+    new_runs, new_keys = audit_rows(catalog, "contamination_candidates")
+    assert len(new_runs) == 1 and not new_runs & old["contamination_candidates"][0]
 
-    setup.audit()
+    setup.audit(knn=2)
     final = {name: audit_rows(catalog, name) for name in names}
-    for name in names:
-        assert len(final[name][0]) == 1 and final[name][1] == old[name][1]
-        assert len(set(final[name][1])) == len(final[name][1])  # each row once
+    assert final["contamination_candidates"] == (new_runs, new_keys)
+    hit_keys = catalog.sql(
+        "SELECT id, refset, ref_id, method FROM contamination_candidates WHERE hit"
+    ).to_pylist()
+    assert final["contamination"][1] == sorted(
+        (r["id"], r["refset"], r["ref_id"], r["method"]) for r in hit_keys
+    )
+    assert len(set(final["contamination_candidates"][1])) == len(new_keys)  # each row once

@@ -79,13 +79,28 @@ def test_audit_killed_and_run_again(tmp_path, folders, monkeypatch):
     before = catalog.sql(query).to_pylist()
     assert before, "the setup plants copies"
 
+    # another audit (a wider pHash candidate radius: more candidates, the same hits), killed
+    # in its second batch: from the descriptors the first stored, nothing is described again
+    from coyo_db.audit import contamination
+    from coyo_db.audit.decision import OperatingPoint
+
+    wider = OperatingPoint(candidate_radius=14)
+    real, calls = contamination.match_batch, []
+
+    def dying(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
     with monkeypatch.context() as patch:
-        _dying(DescribeStage, patch, on_call=2)
+        _dying(DescribeStage, patch, on_call=1)  # describing anything fails the test
+        patch.setattr(contamination, "match_batch", dying)
         with pytest.raises(KeyboardInterrupt):
-            audit(catalog, ["mini"], workers=0, batch_size=2)
+            audit(catalog, ["mini"], workers=0, batch_size=2, point=wider)
     assert catalog.sql(query).to_pylist() == before, "a killed audit leaves the last results"
 
-    audit(catalog, ["mini"], workers=0, batch_size=2)
+    audit(catalog, ["mini"], workers=0, batch_size=2, point=wider)
     assert catalog.sql(query).to_pylist() == before
     runs = catalog.sql("SELECT status FROM runs WHERE command = 'audit' ORDER BY started_at")
     assert runs["status"].to_pylist() == ["ok", "interrupted", "ok"]

@@ -100,3 +100,26 @@ def test_refset_add_command_with_the_ray_engine(tmp_path, ray_cluster, refs):
     assert f"{IMAGES} images, {LOW_INFO} low-information, {FAILED} unreadable" in result.output
     result = CliRunner().invoke(app, [*args, "--replace", "--engine", "dask"])
     assert result.exit_code != 0 and isinstance(result.exception, InputError)
+
+
+def test_ray_engine_audits_to_the_same_rows_as_the_local_engine(tmp_path, ray_cluster, refs, local):
+    import shutil
+
+    from PIL import Image
+
+    from coyo_db.audit.contamination import audit
+    from tests.audit_helpers import write_dataset
+
+    photos = {p.stem: Image.open(p).convert("RGB") for p in (refs / "a").glob("*.jpg")}
+    write_dataset(tmp_path / "data", photos)
+    rows = {}
+    for engine in ("local", "ray"):
+        home = tmp_path / engine
+        shutil.copytree(local.home, home)
+        catalog = Catalog(home)
+        summary = audit(catalog, ["mini"], paths=[tmp_path / "data"], engine=engine, workers=0)
+        assert summary.hits > 0
+        rows[engine] = catalog.sql(
+            "SELECT id, ref_id, method, hit FROM contamination_candidates ORDER BY id, ref_id"
+        ).to_pylist()
+    assert rows["ray"] == rows["local"]

@@ -1,19 +1,27 @@
 """Candidates and their evidence for one batch of described dataset images.
 
-1. **Candidates.** Each image's copy descriptor is searched in the references' FAISS
-   inner-product index (plain and mirrored descriptors: flip-aware); the
-   :attr:`OperatingPoint.knn` nearest references at cosine >= ``candidate_cosine`` are
-   candidates. So are references whose pHash lies within ``candidate_radius`` bits of the
-   image's (a FAISS binary index; exact equality is COYO's own rule).
-2. **Verification.** Every candidate pair is matched with local features (RootSIFT + RANSAC
-   similarity transform, against the reference and its mirror image;
-   :mod:`coyo_db.audit.verify`), giving inliers and the share of the reference they cover.
+1. **Candidates.** For each reference set, each image's copy descriptor, centred on the set's
+   centre (:mod:`coyo_db.audit.centres`), is searched in the set's FAISS inner-product index of
+   plain and mirrored descriptors (flip-aware); the :attr:`OperatingPoint.knn` nearest
+   references at cosine >= ``candidate_cosine`` are candidates. So are references whose pHash
+   lies within ``candidate_radius`` bits of the image's (a FAISS binary index; equality is
+   COYO's own rule).
+2. **Verification**, only where the cheap evidence leaves the pair undecided: a pair that the
+   pHash floor or the loose rules make a hit already, or whose reference is blank, is not
+   verified (its ``inliers`` and ``layout`` stay null). The others are matched with local
+   features (RootSIFT + RANSAC similarity transform, against the reference and its mirror
+   image; :mod:`coyo_db.audit.verify`); where the reference has too few features to decide
+   (plain images), their colour layouts are compared too (:mod:`coyo_db.audit.layout`).
 3. **Decision** (:func:`coyo_db.audit.decision.decide`).
+
+Every step depends on the pair alone (RANSAC is seeded per pair), so an image's rows are the
+same whatever batch it came in.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +29,13 @@ import numpy as np
 import pyarrow as pa
 
 from coyo_db.audit.decision import OperatingPoint, decide
-from coyo_db.audit.references import References, phash_bytes, reference_greys
+from coyo_db.audit.faiss_codes import phash_bytes
+from coyo_db.audit.references import References, reference_images
 from coyo_db.catalog import tables
+
+# A reference with fewer local features than this cannot be confirmed by them alone: its
+# colour layout is compared as well.
+FEW_FEATURES = 40
 
 
 @dataclass
@@ -33,104 +46,117 @@ class DescribedBatch:
     shards: list[str]
     members: list[str]
     phash: np.ndarray  # uint64
-    data: list[bytes | None]  # the encoded images (local features are computed on them)
+    data: list[bytes | None]  # the encoded images, for verification (None: read on demand)
     descriptors: np.ndarray  # (N, D) as the model gives them, before centring
     low_info: np.ndarray  # bool
 
-    @classmethod
-    def concat(cls, batches: list[DescribedBatch]) -> DescribedBatch:
-        return cls(
-            ids=np.concatenate([b.ids for b in batches]),
-            shards=[s for b in batches for s in b.shards],
-            members=[m for b in batches for m in b.members],
-            phash=np.concatenate([b.phash for b in batches]),
-            data=[d for b in batches for d in b.data],
-            descriptors=np.concatenate([b.descriptors for b in batches]),
-            low_info=np.concatenate([b.low_info for b in batches]),
-        )
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, wanted: Sequence[int]) -> None:
+        """Read the encoded images of `wanted` positions that the batch does not hold (a
+        batch of stored descriptors holds none) from their shards."""
+        from coyo_db.ingest.image_fetch import fetch_images
+
+        missing = [i for i in dict.fromkeys(wanted) if self.data[i] is None]
+        if not missing:
+            return
+        locations = [(self.shards[i], self.members[i]) for i in missing]
+        for fetched in fetch_images(locations):
+            self.data[missing[fetched.index]] = fetched.data or None
+
+
+@dataclass
+class Pairs:
+    """The candidate pairs of a batch: query and reference positions, how each was found,
+    and the cosine of each (the better of plain and mirror) with the flip it prefers."""
+
+    query: np.ndarray  # int64, positions in the batch
+    ref: np.ndarray  # int64, positions in References
+    found_by: list[str]
+    cosine: np.ndarray  # float32
+    flip_hint: np.ndarray  # bool
+
+
+def find_candidates(batch: DescribedBatch, refs: References, point: OperatingPoint) -> Pairs:
+    """Every (image, reference) pair found by kNN or by pHash, with its cosine."""
+    found: dict[tuple[int, int], str] = {}
+    centred_by_set = []
+    for entry in refs.sets:
+        vectors = entry.centred(batch.descriptors)
+        centred_by_set.append(vectors)
+        n = len(entry)
+        sims, idx = entry.index.search(vectors, min(point.knn * 2, 2 * n))
+        for qi in range(len(vectors)):
+            seen = set()
+            for sim, j in zip(sims[qi], idx[qi], strict=True):
+                if j < 0 or len(seen) >= point.knn:
+                    break
+                ri = entry.start + int(j % n)
+                if ri in seen:
+                    continue
+                seen.add(ri)
+                if sim >= point.candidate_cosine:
+                    found[(qi, ri)] = "knn"
+    lims, _, labels = refs.binary.range_search(phash_bytes(batch.phash), point.candidate_radius + 1)
+    for qi in range(len(batch)):
+        for pos in range(lims[qi], lims[qi + 1]):
+            key = (qi, int(labels[pos]))
+            found[key] = "knn+phash" if found.get(key) == "knn" else "phash"
+    keys = sorted(found)
+    query = np.array([q for q, _ in keys], dtype=np.int64)
+    ref = np.array([r for _, r in keys], dtype=np.int64)
+    cosine = np.zeros(len(keys), np.float32)
+    flip_hint = np.zeros(len(keys), bool)
+    for s, entry in enumerate(refs.sets):
+        mine = np.flatnonzero((ref >= entry.start) & (ref < entry.stop))
+        if not len(mine):
+            continue
+        local = ref[mine] - entry.start
+        plain = entry.index.reconstruct_batch(local)
+        mirror = entry.index.reconstruct_batch(local + len(entry))
+        q = centred_by_set[s][query[mine]]
+        cos_plain = np.einsum("ij,ij->i", q, plain)
+        cos_mirror = np.einsum("ij,ij->i", q, mirror)
+        cosine[mine] = np.maximum(cos_plain, cos_mirror)
+        flip_hint[mine] = cos_mirror > cos_plain
+    return Pairs(query, ref, [found[k] for k in keys], cosine, flip_hint)
 
 
 def match_batch(
     batch: DescribedBatch, refs: References, point: OperatingPoint, timings: dict[str, float]
 ) -> pa.Table:
     """Every candidate pair of `batch` with its evidence and decision, as candidate rows."""
-    from coyo_db.audit.verify import features, grey_image, verify
-
     t0 = time.perf_counter()
-    if refs.index is None:
-        refs.build_index(batch.descriptors)
-    vectors = refs.centre(batch.descriptors)
-    n = len(refs)
-    k = min(point.knn * 2, 2 * n)
-    sims, idx = refs.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
-    # pair -> found by; the plain and mirrored entry of one reference fold into one pair
-    pairs: dict[tuple[int, int], str] = {}
-    for qi in range(len(vectors)):
-        seen = 0
-        for sim, j in zip(sims[qi], idx[qi], strict=True):
-            if j < 0 or seen >= point.knn:
-                break
-            key = (qi, int(j % n))
-            if key in pairs:
-                continue
-            seen += 1
-            if sim >= point.candidate_cosine:
-                pairs[key] = "knn"
-    lims, _, labels = refs.binary.range_search(phash_bytes(batch.phash), point.candidate_radius + 1)
-    for qi in range(len(vectors)):
-        for pos in range(lims[qi], lims[qi + 1]):
-            key = (qi, int(labels[pos]))
-            pairs[key] = "knn+phash" if pairs.get(key) == "knn" else "phash"
+    pairs = find_candidates(batch, refs, point)
     t1 = time.perf_counter()
     timings["search"] = timings.get("search", 0.0) + t1 - t0
-    if not pairs:
+    if not len(pairs.query):
         return tables.CONTAMINATION_CANDIDATES.empty()
-
-    keys = sorted(pairs)
-    q_index = np.array([q for q, _ in keys])
-    r_index = np.array([r for _, r in keys])
-    # cosines and Hamming distances for every pair, whichever stage found it
-    plain_vecs = refs.index.reconstruct_batch(r_index.astype(np.int64))
-    mirror_vecs = refs.index.reconstruct_batch((r_index + n).astype(np.int64))
-    cos_plain = np.einsum("ij,ij->i", vectors[q_index], plain_vecs)
-    cos_mirror = np.einsum("ij,ij->i", vectors[q_index], mirror_vecs)
-    cosine = np.maximum(cos_plain, cos_mirror)
-    flip_hint = cos_mirror > cos_plain
+    q_index, r_index = pairs.query, pairs.ref
     hamming = np.bitwise_count(batch.phash[q_index] ^ refs.phash[r_index]).astype(np.int32)
-
-    greys = reference_greys(refs, r_index.tolist())
-    cache = refs.features
-    # the batch's reference features, pinned here: the shared LRU may drop them mid-batch
-    pinned: dict[tuple[int, bool], Any] = {}
-    for ri in set(r_index.tolist()):
-        for side in (False, True):
-            if (ri, side) in cache:
-                pinned[(ri, side)] = cache.get(ri, None, side)
-
-    def ref_features(ri: int, side: bool) -> Any:
-        if (ri, side) not in pinned:
-            pinned[(ri, side)] = cache.get(ri, greys.get(ri), side)
-        return pinned[(ri, side)]
-
-    query_features: dict[int, Any] = {}
-    inliers = np.zeros(len(keys), dtype=np.int32)
-    coverage = np.zeros(len(keys), dtype=np.float32)
-    flipped = np.zeros(len(keys), dtype=bool)
-    for p, (qi, ri) in enumerate(keys):
-        if qi not in query_features:
-            query_features[qi] = features(grey_image(batch.data[qi]))
-        side = bool(flip_hint[p])  # try the orientation the descriptor prefers first
-        best = verify(query_features[qi], ref_features(ri, side), None)
-        if best.inliers < point.min_inliers:
-            other = verify(query_features[qi], ref_features(ri, not side), None)
-            if other.inliers > best.inliers:
-                best, side = other, not side
-        inliers[p], coverage[p] = best.inliers, best.coverage
-        flipped[p] = side
+    low = batch.low_info[q_index] | refs.low_info[r_index]
+    blank = refs.blank[r_index]
+    # pairs the cheap evidence decides: a hit by the pHash floor or the loose rules, or a
+    # blank reference; the rest are verified
+    loose = ~low & ((pairs.cosine >= point.descriptor_cosine) | (hamming <= point.phash_radius))
+    settled = blank | (hamming == 0) | loose
+    inliers, coverage, flipped, layout = verify_pairs(
+        batch, refs, point, q_index, r_index, pairs.flip_hint, ~settled
+    )
     timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - t1
 
-    low = batch.low_info[q_index] | refs.low_info[r_index]
-    method, score = decide(hamming, cosine, inliers, coverage, low, point)
+    method, score = decide(
+        hamming,
+        pairs.cosine,
+        np.nan_to_num(inliers, nan=0).astype(np.int32),
+        np.nan_to_num(coverage, nan=0.0),
+        low,
+        point,
+        blank=blank,
+        layout=layout,
+    )
+    verified = ~settled
     return pa.table(
         {
             "id": pa.array(batch.ids[q_index], pa.int64()),
@@ -140,16 +166,77 @@ def match_batch(
             "method": pa.array(method, pa.string()),
             "score": pa.array(score, pa.float32()),
             "hamming": pa.array(hamming, pa.int32()),
-            "cosine": pa.array(cosine.astype(np.float32), pa.float32()),
-            "inliers": pa.array(inliers, pa.int32()),
-            "coverage": pa.array(coverage, pa.float32()),
-            "flipped": pa.array(flipped, pa.bool_()),
+            "cosine": pa.array(pairs.cosine, pa.float32()),
+            "inliers": pa.array(np.nan_to_num(inliers, nan=0), pa.int32(), mask=~verified),
+            "coverage": pa.array(np.nan_to_num(coverage, nan=0), pa.float32(), mask=~verified),
+            "flipped": pa.array(flipped | (settled & pairs.flip_hint), pa.bool_()),
             "shard": pa.array([batch.shards[i] for i in q_index], pa.string()),
             "member": pa.array([batch.members[i] for i in q_index], pa.string()),
-            "run_id": pa.array([""] * len(keys), pa.string()),
-            "found_by": pa.array([pairs[key] for key in keys], pa.string()),
+            "run_id": pa.array([""] * len(q_index), pa.string()),
+            "found_by": pa.array(pairs.found_by, pa.string()),
             "low_info": pa.array(low, pa.bool_()),
             "hit": pa.array([m is not None for m in method], pa.bool_()),
+            "ref_group": pa.array(refs.ref_group[r_index], pa.int64()),
+            "layout": pa.array(layout, pa.float32(), mask=np.isnan(layout)),
         },
         schema=tables.CONTAMINATION_CANDIDATES.schema,
     )
+
+
+def verify_pairs(
+    batch: DescribedBatch,
+    refs: References,
+    point: OperatingPoint,
+    q_index: np.ndarray,
+    r_index: np.ndarray,
+    flip_hint: np.ndarray,
+    wanted: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inliers, coverage, flipped, layout similarity) of the `wanted` pairs; NaN elsewhere
+    (and layout NaN where the reference has enough local features)."""
+    from coyo_db.audit.layout import compare, layout_of
+    from coyo_db.audit.verify import features, grey_image, verify
+
+    n = len(q_index)
+    inliers = np.full(n, np.nan, np.float64)
+    coverage = np.full(n, np.nan, np.float64)
+    layout = np.full(n, np.nan, np.float32)
+    flipped = np.zeros(n, bool)
+    todo = np.flatnonzero(wanted)
+    if not len(todo):
+        return inliers, coverage, flipped, layout
+    cache = refs.features
+    batch.load(q_index[todo].tolist())
+    fetched = reference_images(refs, sorted(set(r_index[todo].tolist())))
+    # the batch's reference features, pinned here: the shared LRU may drop them mid-batch
+    pinned: dict[tuple[int, bool], Any] = {}
+
+    def ref_features(ri: int, side: bool) -> Any:
+        if (ri, side) not in pinned:
+            pinned[(ri, side)] = cache.get(ri, fetched.grey(ri), side)
+        return pinned[(ri, side)]
+
+    query_features: dict[int, Any] = {}
+    query_layouts: dict[int, Any] = {}
+    for p in todo:
+        qi, ri = int(q_index[p]), int(r_index[p])
+        if qi not in query_features:
+            query_features[qi] = features(grey_image(batch.data[qi]) if batch.data[qi] else None)
+        side = bool(flip_hint[p])  # try the orientation the descriptor prefers first
+        best = verify(query_features[qi], ref_features(ri, side), None)
+        if best.inliers < point.min_inliers:
+            other = verify(query_features[qi], ref_features(ri, not side), None)
+            if other.inliers > best.inliers:
+                best, side = other, not side
+        inliers[p], coverage[p], flipped[p] = best.inliers, best.coverage, side
+        plain = len(ref_features(ri, False)) < FEW_FEATURES or refs.low_info[ri]
+        if plain and best.inliers < point.min_inliers:
+            ref_layout = fetched.layout(ri)
+            if qi not in query_layouts:
+                query_layouts[qi] = layout_of(batch.data[qi]) if batch.data[qi] else None
+            if ref_layout is not None and query_layouts[qi] is not None:
+                verdict = compare(query_layouts[qi], ref_layout)
+                layout[p] = verdict.similarity
+                if verdict.similarity >= point.min_layout:
+                    flipped[p] = verdict.flipped
+    return inliers, coverage, flipped, layout

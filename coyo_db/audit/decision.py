@@ -1,10 +1,20 @@
 """The audit's decision: which candidate pairs are hits, by which method, at which thresholds.
 
-In this order of evidence: ``local`` (inliers >= ``min_inliers`` and coverage >=
-``min_coverage``), ``phash_exact`` (equal pHash), ``descriptor`` (cosine >=
-``descriptor_cosine``), ``phash_radius`` (Hamming <= ``phash_radius``). The pHash and descriptor
-rules are *loose* matching: they never fire for low-information images (reference or dataset
-side, see :func:`coyo_db.audit.low_info.low_information`), which match half the web.
+In this order of evidence:
+
+- ``local``: inliers >= ``min_inliers`` and coverage >= ``min_coverage`` (local features
+  matched under one similarity transform, :mod:`coyo_db.audit.verify`);
+- ``phash_exact``: equal pHash, COYO's own rule, the audit's floor: it holds whatever the
+  other evidence says, for every reference but a blank (near-uniform) one;
+- ``layout``: colour-layout similarity >= ``min_layout`` (:mod:`coyo_db.audit.layout`),
+  computed for references whose local features are too few to decide (plain images);
+- ``descriptor``: cosine >= ``descriptor_cosine``;
+- ``phash_radius``: Hamming <= ``phash_radius``.
+
+The last two are *loose* matching: they never fire for low-information images (reference or
+dataset side, see :func:`coyo_db.audit.low_info.low_information`), which match half the web.
+A blank reference is never hit: a copy of an empty frame shows nothing of a test set; its
+candidates keep their evidence.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("local", "phash_exact", "descriptor", "phash_radius")
+METHODS = ("local", "phash_exact", "layout", "descriptor", "phash_radius")
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class OperatingPoint:
     candidate_radius: int = 12
     min_inliers: int = 10
     min_coverage: float = 0.05
+    min_layout: float = 0.85  # layout.LAYOUT_MIN_SIMILARITY, chosen on the plain dev split
     descriptor_cosine: float = 0.89
     phash_radius: int = 2
 
@@ -40,22 +51,33 @@ def decide(
     coverage: np.ndarray,
     low_info: np.ndarray,
     point: OperatingPoint = DEFAULT_POINT,
+    *,
+    blank: np.ndarray | None = None,
+    layout: np.ndarray | None = None,
 ) -> tuple[list[str | None], np.ndarray]:
-    """The method that makes each candidate pair a hit (None: not a hit) and its 0..1 score."""
-    loose = ~np.asarray(low_info, dtype=bool)
+    """The method that makes each candidate pair a hit (None: not a hit) and its 0..1 score.
+
+    `blank`: the reference is near-uniform; `layout`: the colour-layout similarity (NaN where
+    it was not computed)."""
+    n = len(hamming)
+    usable = ~np.asarray(blank if blank is not None else np.zeros(n, bool), dtype=bool)
+    loose = usable & ~np.asarray(low_info, dtype=bool)
+    layout = np.full(n, np.nan, np.float32) if layout is None else np.asarray(layout, np.float32)
+    layout_known = np.nan_to_num(layout, nan=-1.0)
     rules = [
         (
             "local",
-            (inliers >= point.min_inliers) & (coverage >= point.min_coverage),
+            usable & (inliers >= point.min_inliers) & (coverage >= point.min_coverage),
             np.minimum(1.0, inliers / 100.0),
         ),
-        ("phash_exact", loose & (hamming == 0), 1.0 - hamming / 64.0),
+        ("phash_exact", usable & (hamming == 0), 1.0 - hamming / 64.0),
+        ("layout", usable & (layout_known >= point.min_layout), layout_known),
         ("descriptor", loose & (cosine >= point.descriptor_cosine), cosine),
         ("phash_radius", loose & (hamming <= point.phash_radius), 1.0 - hamming / 64.0),
     ]
-    method: list[str | None] = [None] * len(hamming)
-    score = np.zeros(len(hamming), dtype=np.float32)
-    decided = np.zeros(len(hamming), dtype=bool)
+    method: list[str | None] = [None] * n
+    score = np.zeros(n, dtype=np.float32)
+    decided = np.zeros(n, dtype=bool)
     for name, mask, value in rules:
         new = mask & ~decided
         for i in np.flatnonzero(new):
@@ -64,5 +86,6 @@ def decide(
         decided |= new
     # pairs that are no hit keep their best evidence as the score
     rest = ~decided
-    score[rest] = np.maximum(cosine[rest], np.minimum(1.0, inliers[rest] / 100.0))
+    best = np.maximum(cosine[rest], np.minimum(1.0, inliers[rest] / 100.0))
+    score[rest] = np.maximum(best, np.maximum(layout_known[rest], 0.0))
     return method, score

@@ -13,6 +13,7 @@ UNIFORM_STD = 8.0  # grey-level standard deviation below this: blank or near-uni
 BLANK_SHARE = 0.9  # one colour (16 levels a channel) over this share: a blank with a mark
 DOMINANT_SHARE = 0.6  # a background over this share, and flat pixels on it: cut-out or mask
 FEW_COLOURS = 8  # at most this many colours (8 levels a channel) over 99% of the pixels
+BLANK_REASON = "near-uniform"  # the reason of a blank image: no audit hit can be about it
 
 
 def low_information(pixels: np.ndarray) -> str | None:
@@ -27,7 +28,7 @@ def low_information(pixels: np.ndarray) -> str | None:
     rgb = pixels.reshape(-1, 3)
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if float(grey.std()) < UNIFORM_STD:
-        return "near-uniform"
+        return BLANK_REASON
     q16 = (rgb >> 4).astype(np.int32)
     codes = (q16[:, 0] << 8) | (q16[:, 1] << 4) | q16[:, 2]
     counts = np.bincount(codes, minlength=4096)

@@ -1,27 +1,54 @@
 """The references an audit matches against: every image of the audited sets, concatenated,
-with a FAISS index of their descriptors (plain and mirrored) and one of their pHashes.
+with one FAISS index of descriptors per set (plain and mirrored) and one of all their pHashes.
 
-CNN descriptors share a large common component (unrelated photos score cosine 0.6-0.9);
-removing a mean spreads them out, so one threshold separates copies from unrelated images far
-better. The mean is that of the references and of the first batch of dataset images
-(:meth:`References.build_index`).
+Each set's descriptors are centred on that set's own centre (:mod:`coyo_db.audit.centres`),
+and a dataset image is centred on it too before it is compared with the set: a set's hits
+depend on that set and the image only, not on the other sets audited with it, nor on the
+dataset images seen before.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from coyo_db.audit.faiss_codes import faiss, phash_bytes
+from coyo_db.audit.low_info import BLANK_REASON
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.models.copy_descriptors import CopyDescriptor
 
 log = logging.getLogger(__name__)
+
+LAYOUT_CACHE = 20_000  # reference colour layouts kept (a few KB each)
+
+
+@dataclass
+class RefsetIndex:
+    """One set's rows ``start:stop`` of :class:`References`, its centre and its index."""
+
+    name: str
+    start: int
+    stop: int
+    centre: np.ndarray  # (D,) float32
+    index: Any  # faiss IndexFlatIP over the set's 2n centred descriptors: plain, then mirrored
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def centred(self, vectors: np.ndarray) -> np.ndarray:
+        """`vectors` minus the set's centre, L2-normalised, float32 contiguous."""
+        out = np.asarray(vectors, dtype=np.float32) - self.centre
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
 
 @dataclass
@@ -35,23 +62,12 @@ class References:
     member: list[str]
     phash: np.ndarray  # (N,) uint64
     low_info: np.ndarray  # (N,) bool
-    index: Any = None  # faiss IndexFlatIP over 2N centred vectors: plain then mirrored
+    blank: np.ndarray  # (N,) bool: near-uniform, a copy of it is no evidence of anything
+    ref_group: np.ndarray  # (N,) int64: the group of near-identical references it belongs to
+    sets: list[RefsetIndex] = field(default_factory=list)
     binary: Any = None  # faiss IndexBinaryFlat over the N pHashes
     features: Any = None  # verify.ReferenceFeatures
-    raw: Any = None  # (2N, D) descriptors as stored, before centring
-    center: Any = None  # (D,) the mean removed from every descriptor (see build_index)
-
-    def build_index(self, first_queries: np.ndarray) -> None:
-        """Centre on the mean of the references and the first dataset batch, then index."""
-        self.center = np.concatenate([self.raw, first_queries]).mean(axis=0).astype(np.float32)
-        index = faiss().IndexFlatIP(self.raw.shape[1])
-        index.add(self.centre(self.raw))
-        self.index = index
-
-    def centre(self, vectors: np.ndarray) -> np.ndarray:
-        out = np.asarray(vectors, dtype=np.float32) - self.center
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(out, dtype=np.float32)
+    layouts: OrderedDict[int, Any] = field(default_factory=OrderedDict)  # layout.Layout | None
 
     def __len__(self) -> int:
         return len(self.ref_id)
@@ -60,67 +76,97 @@ class References:
 def load_references(
     catalog: Catalog, names: Sequence[str], descriptor: CopyDescriptor, workers: int | None = None
 ) -> References:
-    """The audited sets' references and their descriptors (computed now where a set has none
-    for `descriptor` yet), with the pHash index built."""
+    """The audited sets' references and their indexes; a set without descriptors of
+    `descriptor` yet is described now (and they are stored)."""
     from coyo_db.audit import refsets
+    from coyo_db.audit.centres import background_mean, refset_centre
     from coyo_db.audit.refset_job import describe_refset
     from coyo_db.audit.verify import ReferenceFeatures
 
-    parts, vectors = [], []
+    background = background_mean(descriptor)
+    parts, sets, start = [], [], 0
     for name in dict.fromkeys(names):
         images, both = refsets.load_refset(catalog, name, descriptor.name)
         if both.size == 0:
             log.info("describing refset %s with %s", name, descriptor.name)
             both = describe_refset(catalog, name, descriptor, workers=workers)
+        centre = refset_centre(both, background)
+        index = faiss().IndexFlatIP(both.shape[1])
+        stop = start + len(images)
+        entry = RefsetIndex(name, start, stop, centre, index)
+        index.add(entry.centred(both))
         parts.append(images)
-        vectors.append(both)
+        sets.append(entry)
+        start = stop
     table = pa.concat_tables(parts)
-    n = len(table)
-    plain = np.concatenate([v[: len(v) // 2] for v in vectors])
-    mirror = np.concatenate([v[len(v) // 2 :] for v in vectors])
+    ref_id = table["ref_id"].to_numpy()
+    group = (
+        pc.fill_null(table["ref_group"], table["ref_id"])
+        if "ref_group" in table.schema.names
+        else table["ref_id"]
+    )
+    reasons = table["low_info_reason"].to_pylist()
     refs = References(
         refset=np.asarray(table["refset"].to_pylist(), dtype=object),
-        ref_id=table["ref_id"].to_numpy(),
+        ref_id=ref_id,
         ref_path=np.asarray(table["ref_path"].to_pylist(), dtype=object),
         shard=table["shard"].to_pylist(),
         member=table["member"].to_pylist(),
         phash=table["phash"].to_numpy().astype(np.uint64),
         low_info=table["low_info"].to_numpy(zero_copy_only=False).astype(bool),
+        blank=np.array([r == BLANK_REASON for r in reasons], dtype=bool),
+        ref_group=np.asarray(group, dtype=np.int64),
+        sets=sets,
     )
-    refs.raw = np.concatenate([plain, mirror])
     binary = faiss().IndexBinaryFlat(64)
     binary.add(phash_bytes(refs.phash))
     refs.binary = binary
     refs.features = ReferenceFeatures()
-    log.info("audit index: %d references (%d low-information)", n, int(refs.low_info.sum()))
+    log.info("audit index: %d references (%d low-information)", len(refs), int(refs.low_info.sum()))
     return refs
 
 
-def faiss() -> Any:
-    from coyo_db.ingest.models.common import require
+class ReferenceImages:
+    """The encoded images of the references a batch verifies against, read again from their
+    shards (kept for this batch only: 50,000 would not fit), with their grey image and colour
+    layout computed on demand; layouts are cached in :attr:`References.layouts`."""
 
-    return require("faiss", "faiss-cpu", "index")
+    def __init__(self, refs: References, data: dict[int, bytes | None]) -> None:
+        self.refs, self.data = refs, data
+
+    def grey(self, ri: int) -> np.ndarray | None:
+        from coyo_db.audit.verify import grey_image
+
+        data = self.data.get(ri)
+        return grey_image(data) if data else None
+
+    def layout(self, ri: int) -> Any:
+        from coyo_db.audit.layout import layout_of
+
+        layouts = self.refs.layouts
+        if ri not in layouts:
+            data = self.data.get(ri)
+            if data is None and ri not in self.data:
+                self.data.update(_fetch(self.refs, [ri]))
+                data = self.data.get(ri)
+            layouts[ri] = layout_of(data) if data else None
+            if len(layouts) > LAYOUT_CACHE:
+                layouts.popitem(last=False)
+        return layouts[ri]
 
 
-def phash_bytes(hashes: np.ndarray) -> np.ndarray:
-    """uint64 pHashes as FAISS binary codes (8 bytes each, big-endian: bit order is irrelevant
-    to Hamming distance as long as both sides agree)."""
-    return np.ascontiguousarray(hashes.astype(">u8")).view(np.uint8).reshape(-1, 8)
+def reference_images(refs: References, wanted: Sequence[int]) -> ReferenceImages:
+    """The references among `wanted` whose local features are not cached, read again."""
+    missing = [
+        i for i in wanted if (i, False) not in refs.features or (i, True) not in refs.features
+    ]
+    return ReferenceImages(refs, _fetch(refs, missing))
 
 
-def reference_greys(refs: References, wanted: Sequence[int]) -> dict[int, np.ndarray | None]:
-    """The references a batch must verify against whose features are not cached, read again
-    from their shards as grey images (kept for this batch only: 50,000 would not fit)."""
-    from coyo_db.audit.verify import grey_image
+def _fetch(refs: References, wanted: Sequence[int]) -> dict[int, bytes | None]:
     from coyo_db.ingest.image_fetch import fetch_images
 
-    missing = [
-        i
-        for i in dict.fromkeys(wanted)
-        if (i, False) not in refs.features or (i, True) not in refs.features
-    ]
-    greys: dict[int, np.ndarray | None] = {}
-    for fetched in fetch_images([(refs.shard[i], refs.member[i]) for i in missing]):
-        i = missing[fetched.index]
-        greys[i] = grey_image(fetched.data) if fetched.data else None
-    return greys
+    out: dict[int, bytes | None] = {}
+    for fetched in fetch_images([(refs.shard[i], refs.member[i]) for i in wanted]):
+        out[wanted[fetched.index]] = fetched.data or None
+    return out

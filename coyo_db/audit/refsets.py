@@ -170,9 +170,27 @@ class RefsetRows:
             np.concatenate(self.plain),
             np.concatenate(self.mirror),
         )
+        self.columns["ref_group"] = self.groups(descriptor).tolist()
         images = pa.Table.from_pydict(self.columns, schema=tables.REFSET_IMAGES.schema)
         catalog.replace(tables.REFSET_IMAGES.name, where, images, properties)
         catalog.replace(tables.REFSETS.name, where, self.refsets_row(descriptor), properties)
+
+    def groups(self, descriptor: CopyDescriptor) -> np.ndarray:
+        """Each reference's group of near-identical references (:mod:`.ref_groups`)."""
+        from coyo_db.audit.centres import background_mean, refset_centre
+        from coyo_db.audit.low_info import BLANK_REASON
+        from coyo_db.audit.ref_groups import reference_groups
+
+        plain, mirror = np.concatenate(self.plain), np.concatenate(self.mirror)
+        centre = refset_centre(np.concatenate([plain, mirror]), background_mean(descriptor))
+        columns = self.columns
+        return reference_groups(
+            np.array([p or 0 for p in columns["phash"]], dtype=np.uint64),
+            plain,
+            centre,
+            np.array(columns["low_info"], dtype=bool),
+            np.array([r == BLANK_REASON for r in columns["low_info_reason"]], dtype=bool),
+        )
 
     def refsets_row(self, descriptor: CopyDescriptor) -> pa.Table:
         """The set's row of `refsets`."""

@@ -34,6 +34,7 @@ RATIO = 0.8  # Lowe's ratio test
 CLAHE_CLIP = 3.0
 RANSAC_PIXELS = 6.0  # reprojection error, at MAX_SIDE
 MIN_SCALE, MAX_SCALE = 0.15, 8.0
+RANSAC_SEED = 12345
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ def match(query: Features, ref: Features) -> tuple[int, float, float]:
     src = query.points[[m.queryIdx for m in good]]
     dst = ref.points[[m.trainIdx for m in good]]
     scale_px = max(ref.size) / MAX_SIDE if max(ref.size) else 1.0
+    # RANSAC samples at random: seeded for each pair, so a pair's evidence does not depend on
+    # the pairs verified before it (batch size, order, engine)
+    cv2.setRNGSeed(RANSAC_SEED)
     model, mask = cv2.estimateAffinePartial2D(
         src,
         dst,

@@ -59,7 +59,7 @@ def create_empty(uri: str | Path, schema: pa.Schema) -> lance.LanceDataset:
     import lance
 
     if exists(uri):
-        return open_dataset(uri)
+        return with_new_columns(open_dataset(uri), schema)
     return lance.write_dataset(
         schema.empty_table(),
         str(uri),
@@ -67,6 +67,19 @@ def create_empty(uri: str | Path, schema: pa.Schema) -> lance.LanceDataset:
         max_rows_per_group=MAX_ROWS_PER_GROUP,
         storage_options=storage_options(uri),
     )
+
+
+def with_new_columns(dataset: lance.LanceDataset, schema: pa.Schema) -> lance.LanceDataset:
+    """`dataset` with the columns `schema` has past its own added (all null, one commit).
+
+    A table written by an earlier version of coyo-db lacks the columns added since, always at
+    the end of its schema; any other difference is left for the write to refuse.
+    """
+    have = dataset.schema
+    if len(schema) <= len(have) or schema.names[: len(have)] != have.names:
+        return dataset
+    dataset.add_columns([schema.field(i) for i in range(len(have), len(schema))])
+    return open_dataset(dataset.uri)
 
 
 def stage(

@@ -206,6 +206,8 @@ REFSET_IMAGES = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("low_info", pa.bool_()),
         pa.field("low_info_reason", pa.string()),
+        # the smallest ref_id of its group of near-identical references (itself when alone)
+        pa.field("ref_group", pa.int64()),
     ]
 )
 
@@ -226,7 +228,8 @@ _EVIDENCE = [
     pa.field("member", pa.string()),
     pa.field("run_id", pa.string()),
 ]
-CONTAMINATION = pa.schema(_EVIDENCE)
+_GROUP = pa.field("ref_group", pa.int64())  # the reference's group (refset_images.ref_group)
+CONTAMINATION = pa.schema([*_EVIDENCE, _GROUP])
 # Every candidate an audit verified, hit or not, with the reference's low-information flag.
 CONTAMINATION_CANDIDATES = pa.schema(
     [
@@ -234,6 +237,8 @@ CONTAMINATION_CANDIDATES = pa.schema(
         pa.field("found_by", pa.string()),  # knn | phash | knn+phash
         pa.field("low_info", pa.bool_()),
         pa.field("hit", pa.bool_()),
+        _GROUP,
+        pa.field("layout", pa.float32()),  # colour-layout similarity, where computed
     ]
 )
 
@@ -258,5 +263,17 @@ def refset_descriptors_schema(dim: int) -> pa.Schema:
             pa.field("ref_id", pa.int64()),
             pa.field("descriptor", pa.list_(pa.float16(), dim)),
             pa.field("descriptor_flip", pa.list_(pa.float16(), dim)),
+        ]
+    )
+
+
+def descriptors_schema(dim: int) -> pa.Schema:
+    """`descriptors__<descriptor>`: a dataset image's copy descriptor, stored by its first
+    audit, and why it is low-information (null: it is not)."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64()),
+            pa.field("descriptor", pa.list_(pa.float16(), dim)),
+            pa.field("low_info_reason", pa.string()),
         ]
     )

@@ -4,7 +4,8 @@ Every module that reads or writes a table names it through a :class:`TableSpec` 
 (``tables.PAIRS.name``, ``catalog.ensure(tables.IMAGES)``); the schemas themselves are defined
 in :mod:`coyo_db.catalog.schemas`. Tables of a model family are made by a function:
 ``embeddings("open_clip:ViT-B-32:laion2b", 512, 512)`` is ``embeddings__open_clip_vit_b_32_laion2b``
-and ``refset_descriptors("effnet-lite0", 1280)`` is ``refset_descriptors__effnet_lite0``.
+and ``refset_descriptors("effnet-lite0", 1280)`` is ``refset_descriptors__effnet_lite0``
+(``descriptors(...)``: ``descriptors__effnet_lite0``, the audited dataset images' own).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from coyo_db.errors import CatalogError
 
 EMBEDDINGS_PREFIX = "embeddings__"
 REFSET_DESCRIPTORS_PREFIX = "refset_descriptors__"
+DESCRIPTORS_PREFIX = "descriptors__"
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,22 @@ def refset_descriptors(descriptor: str, dim: int) -> TableSpec:
     )
 
 
+def descriptors_name(descriptor: str) -> str:
+    """The name of descriptor `descriptor`'s table of dataset-image descriptors."""
+    return DESCRIPTORS_PREFIX + slug(descriptor)
+
+
+def descriptors(descriptor: str, dim: int) -> TableSpec:
+    """`descriptors__<descriptor>`: the copy descriptor of each audited dataset image, so that
+    an audit against another reference set does not describe the images again."""
+    return TableSpec(
+        descriptors_name(descriptor),
+        schemas.descriptors_schema(dim),
+        ("id",),
+        f"copy descriptors ({descriptor}) of the audited images",
+    )
+
+
 def by_name(name: str, schema: pa.Schema | None = None) -> TableSpec:
     """The spec of table `name`. A family table (``embeddings__*``, ``refset_descriptors__*``)
     takes its vector size from `schema` (an existing table's) when given."""
@@ -203,6 +221,9 @@ def by_name(name: str, schema: pa.Schema | None = None) -> TableSpec:
     if name.startswith(REFSET_DESCRIPTORS_PREFIX) and len(name) > len(REFSET_DESCRIPTORS_PREFIX):
         dim = _list_size(schema, "descriptor") or 0
         return refset_descriptors(name.removeprefix(REFSET_DESCRIPTORS_PREFIX), dim)
+    if name.startswith(DESCRIPTORS_PREFIX) and len(name) > len(DESCRIPTORS_PREFIX):
+        dim = _list_size(schema, "descriptor") or 0
+        return descriptors(name.removeprefix(DESCRIPTORS_PREFIX), dim)
     raise CatalogError(f"no catalog table is called {name!r}")
 
 

@@ -1,0 +1,182 @@
+"""The audit's promises beyond finding copies: COYO's exact-pHash rule as a floor, groups of
+near-identical references, the same rows whatever the batch size, selection or scan order, and
+an audit killed midway that resumes where it was."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from coyo_db.audit.contamination import audit
+from coyo_db.audit.refset_job import add_refset
+from coyo_db.catalog import Catalog
+from coyo_db.ingest.images import ingest_images
+from tests.audit_helpers import _photo
+from tests.test_atomic_rewrites import killed, tiny_descriptor
+
+EVIDENCE = "id, refset, ref_id, method, score, hamming, cosine, inliers, coverage, flipped, layout"
+
+
+def _logo() -> Image.Image:
+    """A flat mark on white: a low-information image local features find little on."""
+    img = Image.new("RGB", (240, 240), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((60, 60, 180, 180), fill=(20, 60, 200))
+    draw.rectangle((100, 20, 140, 220), fill=(230, 120, 20))
+    return img
+
+
+def _write_references(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    astronaut = _photo("astronaut")
+    astronaut.save(folder / "astronaut.jpg", quality=95)
+    astronaut.resize((128, 128)).save(folder / "astronaut-small.jpg", quality=90)  # same picture
+    _photo("coffee").save(folder / "coffee.jpg", quality=95)
+    _logo().save(folder / "logo.png")
+    Image.new("RGB", (200, 200), (250, 250, 250)).save(folder / "blank.png")
+
+
+def _write_dataset(first: Path, second: Path) -> None:
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    _logo().save(first / "logo-copy.png")  # the same pixels again: an equal pHash
+    _photo("astronaut").resize((180, 180)).save(first / "astronaut-copy.jpg", quality=60)
+    _photo("camera").save(first / "camera.jpg", quality=90)
+    ImageOps.mirror(_photo("coffee")).save(second / "coffee-flip.jpg", quality=85)
+    Image.new("RGB", (220, 220), (250, 250, 250)).save(second / "blank-copy.png")
+    _photo("coins").save(second / "coins.jpg", quality=90)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Catalog, Path]:
+    root = tmp_path_factory.mktemp("rules")
+    _write_references(root / "refs")
+    _write_dataset(root / "data" / "a", root / "data" / "b")
+    catalog = Catalog.init(root / "home")
+    add_refset(catalog, "eval", root / "refs", workers=0)
+    ingest_images(catalog, [root / "data"], workers=0)
+    audit(catalog, ["eval"], workers=0)
+    return catalog, root
+
+
+def _rows(catalog: Catalog, table: str = "contamination_candidates", where: str = "") -> list:
+    columns = EVIDENCE if table == "contamination_candidates" else EVIDENCE.removesuffix(", layout")
+    query = f"SELECT {columns} FROM {table} {where} ORDER BY id, refset, ref_id"
+    return catalog.sql(query).to_pylist()
+
+
+def _by_member(catalog: Catalog) -> dict[str, list[dict]]:
+    rows = catalog.sql(
+        "SELECT i.member, c.ref_path, c.method, c.hit, c.hamming, c.ref_group "
+        "FROM contamination_candidates c JOIN images i USING (id)"
+    ).to_pylist()
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["member"], []).append(row)
+    return out
+
+
+def test_an_equal_phash_is_a_hit_even_for_a_plain_reference(setup) -> None:
+    catalog, _ = setup
+    low = catalog.sql("SELECT low_info FROM refset_images WHERE ref_path = 'logo.png'")
+    assert low["low_info"].to_pylist() == [True]  # the rule held only for textured ones before
+    rows = _by_member(catalog)["logo-copy.png"]
+    (logo,) = [r for r in rows if r["ref_path"] == "logo.png"]
+    assert (logo["hamming"], logo["method"], logo["hit"]) == (0, "phash_exact", True)
+
+
+def test_a_blank_reference_is_a_candidate_never_a_hit(setup) -> None:
+    catalog, _ = setup
+    rows = _by_member(catalog)["blank-copy.png"]
+    (blank,) = [r for r in rows if r["ref_path"] == "blank.png"]
+    assert blank["hamming"] == 0 and not blank["hit"] and blank["method"] is None
+
+
+def test_near_identical_references_form_a_group_and_hits_count_per_group(setup) -> None:
+    catalog, _ = setup
+    groups = catalog.sql("SELECT ref_paths, members FROM refset_groups").to_pylist()
+    assert [(sorted(g["ref_paths"]), g["members"]) for g in groups] == [
+        (["astronaut-small.jpg", "astronaut.jpg"], 2)
+    ]
+    refs = catalog.sql("SELECT ref_path, ref_id, ref_group FROM refset_images").to_pylist()
+    group = {r["ref_path"]: r["ref_group"] for r in refs}
+    ids = {r["ref_path"]: r["ref_id"] for r in refs}
+    assert (
+        group["astronaut.jpg"]
+        == group["astronaut-small.jpg"]
+        == min(ids["astronaut.jpg"], ids["astronaut-small.jpg"])
+    )
+    assert group["coffee.jpg"] == ids["coffee.jpg"]  # alone: its own group
+    hits = [r for r in _by_member(catalog)["astronaut-copy.jpg"] if r["hit"]]
+    assert {r["ref_group"] for r in hits} == {group["astronaut.jpg"]}
+    summary = catalog.sql(
+        "SELECT sum(groups_hit) AS g, sum(references_hit) AS r FROM contamination_summary"
+    ).to_pylist()[0]
+    assert summary["g"] < summary["r"]  # two references of one group, counted once
+
+
+def test_the_same_images_give_the_same_rows_whatever_the_batch_selection_or_order(
+    setup,
+) -> None:
+    catalog, root = setup
+    everything = _rows(catalog)
+    assert everything and any(r["method"] for r in everything)
+    # a selection: the rows of the selected images, exactly as in the audit of all
+    camera_and_copy = "member IN ('astronaut-copy.jpg', 'camera.jpg', 'coffee-flip.jpg')"
+    # (from the descriptors the first audit stored: nothing is decoded again)
+    summary = audit(catalog, ["eval"], where=camera_and_copy, batch_size=1, workers=0)
+    assert "read descriptors" in summary.timings and summary.timings["infer"] == 0.0
+    assert summary.images == 3
+    selected = catalog.sql(f"SELECT id FROM images WHERE {camera_and_copy}")["id"].to_pylist()
+    assert _rows(catalog) == [r for r in everything if r["id"] in selected]
+    # the shards straight from disk, listed in the other order, in batches of two
+    audit(
+        catalog, ["eval"], paths=[root / "data" / "b", root / "data" / "a"], batch_size=2, workers=0
+    )
+    assert _rows(catalog) == everything
+
+
+def test_a_killed_audit_resumes_with_the_units_it_had_not_finished(tmp_path: Path) -> None:
+    descriptor = f"torchscript:{tiny_descriptor(tmp_path / 'tiny.pt')}@32"
+    _write_references(tmp_path / "refs")
+    _write_dataset(tmp_path / "data" / "a", tmp_path / "data" / "b")
+    results = []
+    for name, crash in (("clean", ""), ("killed", "ledger.after_table_commit:1")):
+        catalog = Catalog.init(tmp_path / name)
+        add_refset(catalog, "eval", tmp_path / "refs", descriptor=descriptor, workers=0)
+        if crash:
+            script = (
+                "import sys\n"
+                "from coyo_db.audit.contamination import audit\n"
+                "from coyo_db.catalog import Catalog\n"
+                "audit(Catalog(sys.argv[1]), ['eval'], descriptor=sys.argv[2],\n"
+                "      paths=[sys.argv[3]], workers=0)\n"
+            )
+            killed(["-c", script, str(catalog.home), descriptor, str(tmp_path / "data")], crash)
+            assert _rows(catalog, "contamination") == []  # the hits come at the end
+            assert _rows(catalog)  # the first unit's candidates are in
+        summary = audit(
+            catalog, ["eval"], descriptor=descriptor, paths=[tmp_path / "data"], workers=0
+        )
+        assert summary.inputs_skipped == (1 if crash else 0)
+        results.append((_rows(catalog), _rows(catalog, "contamination"), summary.hits))
+    assert results[0] == results[1]
+    assert results[0][2] > 0
+
+
+def test_a_catalog_from_before_groups_gets_the_new_columns(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from coyo_db.catalog import lance_tables, tables
+
+    uri = tmp_path / "contamination.lance"
+    old = pa.schema([f for f in tables.CONTAMINATION.schema if f.name != "ref_group"])
+    lance_tables.append(uri, old.empty_table())
+    dataset = lance_tables.create_empty(uri, tables.CONTAMINATION.schema)
+    assert dataset.schema == tables.CONTAMINATION.schema
+    np.testing.assert_equal(dataset.count_rows(), 0)
+    shutil.rmtree(uri)
