@@ -18,7 +18,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
@@ -56,17 +58,39 @@ class DecoderPool(ProcessPoolExecutor):
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
         # A submit may start a worker: it inherits this thread's signal mask, SIGINT blocked.
         # A Ctrl-C meanwhile stays pending for this process and is raised when unblocked.
-        if not hasattr(signal, "pthread_sigmask"):
-            return super().submit(fn, *args, **kwargs)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CTRL_C)
-        try:
-            return super().submit(fn, *args, **kwargs)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # Another thread of this process may take the signal all the same, and Python would
+        # raise KeyboardInterrupt here between starting a worker and sending it its start-up
+        # data (the worker then dies with a traceback): a Ctrl-C is held until submit is done.
+        with _ctrl_c_held():
+            if not hasattr(signal, "pthread_sigmask"):
+                return super().submit(fn, *args, **kwargs)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CTRL_C)
+            try:
+                return super().submit(fn, *args, **kwargs)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def __exit__(self, exc_type, exc_val, exc_tb):  # type: ignore[no-untyped-def]
         self.shutdown(wait=True, cancel_futures=exc_type is not None)
         return False
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block, and raise it when the block is done (in
+    the main thread; elsewhere Python delivers none)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):  # Python's own handler raises KeyboardInterrupt
+            previous(signal.SIGINT, None)
 
 
 def decoder_pool(workers: int) -> Executor:
