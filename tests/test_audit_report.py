@@ -235,7 +235,7 @@ def test_index_counts_match_the_summary_view(report) -> None:
     misses = catalog.sql(
         "SELECT count(*) AS n FROM contamination_candidates c JOIN refset_images r "
         "USING (refset, ref_id) WHERE c.refset = 'mini' AND NOT c.hit "
-        "AND r.low_info_reason IS DISTINCT FROM 'near-uniform'"
+        "AND r.low_info_reason IS DISTINCT FROM 'blank'"
     )["n"][0].as_py()
     assert int(miss_chart["data-total"]) == sum(miss_bars) == misses == 14
 
@@ -250,7 +250,7 @@ def test_near_misses_are_the_best_candidates_that_are_no_hits(report) -> None:
     expected = catalog.sql(
         "SELECT c.id, c.ref_id, c.score FROM contamination_candidates c JOIN refset_images r "
         "USING (refset, ref_id) WHERE c.refset = 'mini' AND NOT c.hit "
-        "AND r.low_info_reason IS DISTINCT FROM 'near-uniform' "
+        "AND r.low_info_reason IS DISTINCT FROM 'blank' "
         f"ORDER BY c.score DESC, c.id, c.ref_id LIMIT {NEAR}"
     ).to_pylist()
     assert [(int(a["data-id"]), int(a["data-ref"])) for a in rows] == [
@@ -260,7 +260,7 @@ def test_near_misses_are_the_best_candidates_that_are_no_hits(report) -> None:
     blank = catalog.sql("SELECT ref_id FROM refset_images WHERE ref_path = 'blank.png'")
     assert blank["ref_id"][0].as_py() not in {int(a["data-ref"]) for a in rows}
     text = (index.parent / "near-misses.html").read_text()
-    assert f"at most {NEAR} are listed" in text and "blank (near-uniform)" in text
+    assert f"at most {NEAR} are listed" in text and "blank (empty-frame)" in text
     for cells in page.tables["near-misses"]:  # both images, the closest rule, the evidence
         assert re.search(r"\d+% of its threshold", cells[1])
         for word in ("cosine", "Hamming", "inliers", "coverage", "layout"):

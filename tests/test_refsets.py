@@ -37,7 +37,7 @@ def test_detect_layout() -> None:
 def test_low_information() -> None:
     rng = np.random.default_rng(0)
     blank = np.full((64, 64, 3), 200, dtype=np.uint8)
-    assert low_information(blank) == "near-uniform"
+    assert low_information(blank) == "blank"
     mark = np.full((64, 64, 3), 255, dtype=np.uint8)
     mark[28:36, 28:36] = rng.integers(0, 256, (8, 8, 3))  # a small mark on white
     assert low_information(mark) == "one colour over 98% of the image"
@@ -56,6 +56,15 @@ def test_low_information() -> None:
     import skimage.data
 
     assert low_information(skimage.data.astronaut()[::4, ::4].copy()) is None
+    faint = blank.copy()
+    faint[20:44, 20:44] = 180  # a faint square: not blank, near-uniform
+    assert low_information(faint) == "near-uniform"
+    levels = np.linspace(0, 252, 64).astype(np.uint8)
+    ramp = np.zeros((64, 64, 3), np.uint8)
+    ramp[..., 0], ramp[..., 1], ramp[..., 2] = levels[None, :], levels[:, None], 90
+    assert low_information(ramp) == "smooth (little texture)"  # a two-colour gradient
+    photo = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert low_information(photo) is None
 
 
 def test_add_folder(tmp_path: Path, catalog: Catalog, descriptor) -> None:

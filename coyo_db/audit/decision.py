@@ -5,7 +5,7 @@ In this order of evidence:
 - ``local``: inliers >= ``min_inliers`` and coverage >= ``min_coverage`` (local features
   matched under one similarity transform, :mod:`coyo_db.audit.verify`);
 - ``phash_exact``: equal pHash, COYO's own rule, the audit's floor: it holds whatever the
-  other evidence says, for every reference but a blank (near-uniform) one;
+  other evidence says, for every reference but a blank one (an empty frame);
 - ``layout``: colour-layout similarity >= ``min_layout`` (:mod:`coyo_db.audit.layout`),
   computed for references whose local features are too few to decide (plain images);
 - ``descriptor``: cosine >= ``descriptor_cosine``;
@@ -57,8 +57,8 @@ def decide(
 ) -> tuple[list[str | None], np.ndarray]:
     """The method that makes each candidate pair a hit (None: not a hit) and its 0..1 score.
 
-    `blank`: the reference is near-uniform; `layout`: the colour-layout similarity (NaN where
-    it was not computed)."""
+    `blank`: the reference is an empty frame; `layout`: the colour-layout similarity (NaN
+    where it was not computed)."""
     n = len(hamming)
     usable = ~np.asarray(blank if blank is not None else np.zeros(n, bool), dtype=bool)
     loose = usable & ~np.asarray(low_info, dtype=bool)

@@ -1,4 +1,4 @@
-"""Low-information images: blank, near-uniform, masks and flat shapes.
+"""Low-information images: blank, near-uniform, masks, flat shapes and smooth images.
 
 Such images match half the web by pHash and by global descriptors; reference sets flag them
 (`refset_images.low_info`) and the audit keeps them out of its loose matching.
@@ -13,22 +13,31 @@ UNIFORM_STD = 8.0  # grey-level standard deviation below this: blank or near-uni
 BLANK_SHARE = 0.9  # one colour (16 levels a channel) over this share: a blank with a mark
 DOMINANT_SHARE = 0.6  # a background over this share, and flat pixels on it: cut-out or mask
 FEW_COLOURS = 8  # at most this many colours (8 levels a channel) over 99% of the pixels
-BLANK_REASON = "near-uniform"  # the reason of a blank image: no audit hit can be about it
+BLANK_STD = 3.0  # grey-level standard deviation below this: blank (an empty frame)
+BLANK_REASON = "blank"  # no audit hit can be about a blank image
+STEP = 6  # grey levels between neighbouring pixels that make an edge or texture
+SMOOTH_SHARE = 0.05  # under this share of such pixels: smooth (gradients, renders, flat art)
 
 
 def low_information(pixels: np.ndarray) -> str | None:
     """Why an (H, W, 3) uint8 image carries too little to match safely, or None.
 
-    Flagged: near-uniform images, one colour over :data:`BLANK_SHARE` of the image (a blank
-    frame with a small mark), a handful of colours over 99% of the pixels (masks, flat icons),
-    and a flat shape on one colour (a silhouette or mask cut out on a background: the
-    background over :data:`DOMINANT_SHARE` and the rest flat). A detailed figure cut out on
-    white, or a photo of the night sky, is not flagged: its non-background pixels carry texture.
+    Flagged: blank images (:data:`BLANK_REASON`: an empty frame, which no audit hit can be
+    about), near-uniform ones (a faint mark), one colour over :data:`BLANK_SHARE` of the image
+    (a blank frame with a small mark), a handful of colours over 99% of the pixels (masks, flat
+    icons), a flat shape on one colour (a silhouette or mask cut out on a background: the
+    background over :data:`DOMINANT_SHARE` and the rest flat), and smooth images (fewer than
+    :data:`SMOOTH_SHARE` of the pixels on an edge or texture: gradients, renders, products on
+    white; the threshold separates the plain references of the audit benchmark's dev split
+    from all but its smoothest photographs). A detailed figure cut out on white is not flagged.
     """
     rgb = pixels.reshape(-1, 3)
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if float(grey.std()) < UNIFORM_STD:
+    spread = float(grey.std())
+    if spread < BLANK_STD:
         return BLANK_REASON
+    if spread < UNIFORM_STD:
+        return "near-uniform"
     q16 = (rgb >> 4).astype(np.int32)
     codes = (q16[:, 0] << 8) | (q16[:, 1] << 4) | q16[:, 2]
     counts = np.bincount(codes, minlength=4096)
@@ -45,7 +54,16 @@ def low_information(pixels: np.ndarray) -> str | None:
         rest_grey = grey[rest]
         if _colours_covering(q8[rest], 0.95) <= FEW_COLOURS or float(rest_grey.std()) < 12:
             return "a flat shape on one colour (cut-out or mask)"
+    if pixels.ndim == 3 and _textured_share(grey.reshape(pixels.shape[:2])) < SMOOTH_SHARE:
+        return "smooth (little texture)"
     return None
+
+
+def _textured_share(grey: np.ndarray) -> float:
+    """The share of pixels that differ from a neighbour by more than :data:`STEP` levels."""
+    dx = np.abs(np.diff(grey, axis=1))[:-1, :]
+    dy = np.abs(np.diff(grey, axis=0))[:, :-1]
+    return float((np.maximum(dx, dy) > STEP).mean()) if dx.size else 0.0
 
 
 def _colours_covering(codes: np.ndarray, share: float) -> int:

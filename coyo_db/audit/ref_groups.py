@@ -8,7 +8,7 @@ smallest ref_id of the group; a reference alone is its own group).
 Two references are linked when
 
 - their pHashes differ by at most :data:`GROUP_RADIUS` bits and neither is blank
-  (near-uniform: every blank frame has the same pHash), or
+  (blank: every empty frame has the same pHash), or
 - their copy descriptors, centred on the set's centre (:mod:`coyo_db.audit.centres`), have
   cosine >= :data:`GROUP_COSINE` among each one's :data:`GROUP_KNN` nearest, and neither is
   low-information (plain images look alike to descriptors without being the same).

@@ -62,7 +62,7 @@ class References:
     member: list[str]
     phash: np.ndarray  # (N,) uint64
     low_info: np.ndarray  # (N,) bool
-    blank: np.ndarray  # (N,) bool: near-uniform, a copy of it is no evidence of anything
+    blank: np.ndarray  # (N,) bool: an empty frame, a copy of it is no evidence of anything
     ref_group: np.ndarray  # (N,) int64: the group of near-identical references it belongs to
     sets: list[RefsetIndex] = field(default_factory=list)
     binary: Any = None  # faiss IndexBinaryFlat over the N pHashes

@@ -410,7 +410,7 @@ def _near_misses_page(
         "pair came nearest to, as the share of it reached (Hamming distances count from 32, "
         "that of unrelated images); the loose rules (descriptor, phash_radius) are off for "
         f"low-information pairs. Left out: {count_text(blank, 'candidate')} of blank "
-        "(near-uniform) references, which are never hit.</p>"
+        "(empty-frame) references, which are never hit.</p>"
     )
     table = (
         '<table id="near-misses"><thead><tr><th>dataset image / reference</th>'
