@@ -156,9 +156,15 @@ class ReferenceImages:
 
 
 def reference_images(refs: References, wanted: Sequence[int]) -> ReferenceImages:
-    """The references among `wanted` whose local features are not cached, read again."""
+    """The references among `wanted` whose local features are not cached, or that are
+    low-information with no layout cached (their layout will be compared), read again in one
+    pass over their shards."""
     missing = [
-        i for i in wanted if (i, False) not in refs.features or (i, True) not in refs.features
+        i
+        for i in wanted
+        if (i, False) not in refs.features
+        or (i, True) not in refs.features
+        or (refs.low_info[i] and i not in refs.layouts)
     ]
     return ReferenceImages(refs, _fetch(refs, missing))
 
