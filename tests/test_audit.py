@@ -127,6 +127,12 @@ def test_decide_rules() -> None:
     method, score = decide(hamming, cosine, inliers, coverage, low, blank=blank, layout=layout)
     assert method == ["phash_exact", None, "phash_radius", "descriptor", "local", "layout"]
     assert score[5] == pytest.approx(0.95)
+    # a local match on a plain reference (its layout compared) needs the layouts to agree
+    coverage[5] = 0.5
+    for value, expected in ((0.5, None), (0.8, "local"), (np.nan, "local")):
+        layout[5] = value
+        method, _ = decide(hamming, cosine, inliers, coverage, low, blank=blank, layout=layout)
+        assert method[5] == expected
 
 
 def test_unknown_refset(audited) -> None:

@@ -59,6 +59,15 @@ def test_low_information() -> None:
     faint = blank.copy()
     faint[20:44, 20:44] = 180  # a faint square: not blank, near-uniform
     assert low_information(faint) == "near-uniform"
+    # an even frame with JPEG-like noise is blank; the same frame with a pale mark on 0.5% of
+    # it (grey std < 3 all the same) is a faint logo, not an empty frame
+    noisy = np.clip(200 + rng.normal(0, 1.5, (200, 200, 3)), 0, 255).astype(np.uint8)
+    assert low_information(noisy) == "blank"
+    pale = noisy.copy()
+    pale[96:110, 96:110] = 160
+    grey = pale.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert grey.std() < 3.0
+    assert low_information(pale) == "near-uniform"
     levels = np.linspace(0, 252, 64).astype(np.uint8)
     ramp = np.zeros((64, 64, 3), np.uint8)
     ramp[..., 0], ramp[..., 1], ramp[..., 2] = levels[None, :], levels[:, None], 90

@@ -11,7 +11,8 @@
    verified (its ``inliers`` and ``layout`` stay null). The others are matched with local
    features (RootSIFT + RANSAC similarity transform, against the reference and its mirror
    image; :mod:`coyo_db.audit.verify`); where the reference has too few features to decide
-   (plain images), their colour layouts are compared too (:mod:`coyo_db.audit.layout`).
+   (plain images), their colour layouts are compared too (:mod:`coyo_db.audit.layout`),
+   whatever the local features found.
 3. **Decision** (:func:`coyo_db.audit.decision.decide`).
 
 Every step depends on the pair alone (RANSAC is seeded per pair), so an image's rows are the
@@ -193,7 +194,8 @@ def verify_pairs(
     wanted: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(inliers, coverage, flipped, layout similarity) of the `wanted` pairs; NaN elsewhere
-    (and layout NaN where the reference has enough local features)."""
+    (and layout NaN where the reference has enough local features: only plain references'
+    layouts are compared)."""
     from coyo_db.audit.layout import compare, layout_of
     from coyo_db.audit.verify import features, grey_image, verify
 
@@ -229,14 +231,18 @@ def verify_pairs(
             if other.inliers > best.inliers:
                 best, side = other, not side
         inliers[p], coverage[p], flipped[p] = best.inliers, best.coverage, side
+        # a plain reference's colour layout is compared whatever the local features said:
+        # it confirms copies they cannot, and a local match without it is no copy (the same
+        # shape in other colours)
         plain = len(ref_features(ri, False)) < FEW_FEATURES or refs.low_info[ri]
-        if plain and best.inliers < point.min_inliers:
+        if plain:
             ref_layout = fetched.layout(ri)
             if qi not in query_layouts:
                 query_layouts[qi] = layout_of(batch.data[qi]) if batch.data[qi] else None
             if ref_layout is not None and query_layouts[qi] is not None:
                 verdict = compare(query_layouts[qi], ref_layout)
                 layout[p] = verdict.similarity
-                if verdict.similarity >= point.min_layout:
+                local = best.inliers >= point.min_inliers and best.coverage >= point.min_coverage
+                if verdict.similarity >= point.min_layout and not local:
                     flipped[p] = verdict.flipped
     return inliers, coverage, flipped, layout

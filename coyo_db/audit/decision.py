@@ -3,7 +3,9 @@
 In this order of evidence:
 
 - ``local``: inliers >= ``min_inliers`` and coverage >= ``min_coverage`` (local features
-  matched under one similarity transform, :mod:`coyo_db.audit.verify`);
+  matched under one similarity transform, :mod:`coyo_db.audit.verify`); where the colour
+  layouts were compared (a plain reference), they must agree too (``min_layout_local``):
+  grey local features match the same flat shape in other colours;
 - ``phash_exact``: equal pHash, COYO's own rule, the audit's floor: it holds whatever the
   other evidence says, for every reference but a blank one (an empty frame);
 - ``layout``: colour-layout similarity >= ``min_layout`` (:mod:`coyo_db.audit.layout`),
@@ -37,6 +39,7 @@ class OperatingPoint:
     min_inliers: int = 10
     min_coverage: float = 0.05
     min_layout: float = 0.85  # layout.LAYOUT_MIN_SIMILARITY, chosen on the plain dev split
+    min_layout_local: float = 0.75  # a local match on a plain reference needs this layout
     descriptor_cosine: float = 0.89
     phash_radius: int = 2
 
@@ -64,10 +67,14 @@ def decide(
     loose = usable & ~np.asarray(low_info, dtype=bool)
     layout = np.full(n, np.nan, np.float32) if layout is None else np.asarray(layout, np.float32)
     layout_known = np.nan_to_num(layout, nan=-1.0)
+    layout_agrees = np.isnan(layout) | (layout_known >= point.min_layout_local)
     rules = [
         (
             "local",
-            usable & (inliers >= point.min_inliers) & (coverage >= point.min_coverage),
+            usable
+            & (inliers >= point.min_inliers)
+            & (coverage >= point.min_coverage)
+            & layout_agrees,
             np.minimum(1.0, inliers / 100.0),
         ),
         ("phash_exact", usable & (hamming == 0), 1.0 - hamming / 64.0),

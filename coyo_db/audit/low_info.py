@@ -13,7 +13,9 @@ UNIFORM_STD = 8.0  # grey-level standard deviation below this: blank or near-uni
 BLANK_SHARE = 0.9  # one colour (16 levels a channel) over this share: a blank with a mark
 DOMINANT_SHARE = 0.6  # a background over this share, and flat pixels on it: cut-out or mask
 FEW_COLOURS = 8  # at most this many colours (8 levels a channel) over 99% of the pixels
-BLANK_STD = 3.0  # grey-level standard deviation below this: blank (an empty frame)
+BLANK_STD = 3.0  # grey-level standard deviation below this, and no mark: blank
+MARK_LEVELS = 8.0  # a pixel this far from the median grey level is part of a mark
+MARK_SHARE = 0.001  # marks on this share of the pixels: not an empty frame (a faint logo)
 BLANK_REASON = "blank"  # no audit hit can be about a blank image
 STEP = 6  # grey levels between neighbouring pixels that make an edge or texture
 SMOOTH_SHARE = 0.05  # under this share of such pixels: smooth (gradients, renders, flat art)
@@ -23,7 +25,8 @@ def low_information(pixels: np.ndarray) -> str | None:
     """Why an (H, W, 3) uint8 image carries too little to match safely, or None.
 
     Flagged: blank images (:data:`BLANK_REASON`: an empty frame, which no audit hit can be
-    about), near-uniform ones (a faint mark), one colour over :data:`BLANK_SHARE` of the image
+    about: almost even, and no mark on :data:`MARK_SHARE` of it), near-uniform ones (a faint
+    or tiny mark), one colour over :data:`BLANK_SHARE` of the image
     (a blank frame with a small mark), a handful of colours over 99% of the pixels (masks, flat
     icons), a flat shape on one colour (a silhouette or mask cut out on a background: the
     background over :data:`DOMINANT_SHARE` and the rest flat), and smooth images (fewer than
@@ -34,7 +37,7 @@ def low_information(pixels: np.ndarray) -> str | None:
     rgb = pixels.reshape(-1, 3)
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     spread = float(grey.std())
-    if spread < BLANK_STD:
+    if spread < BLANK_STD and _marked_share(grey) < MARK_SHARE:
         return BLANK_REASON
     if spread < UNIFORM_STD:
         return "near-uniform"
@@ -57,6 +60,12 @@ def low_information(pixels: np.ndarray) -> str | None:
     if pixels.ndim == 3 and _textured_share(grey.reshape(pixels.shape[:2])) < SMOOTH_SHARE:
         return "smooth (little texture)"
     return None
+
+
+def _marked_share(grey: np.ndarray) -> float:
+    """The share of pixels more than :data:`MARK_LEVELS` from the median grey level: a mark,
+    however faint or small, on an otherwise even frame (JPEG noise stays within a few levels)."""
+    return float((np.abs(grey - np.median(grey)) > MARK_LEVELS).mean())
 
 
 def _textured_share(grey: np.ndarray) -> float:
