@@ -64,6 +64,7 @@ from coyo_db.ingest.image_job import (
     JobSummary,
     UnitWork,
 )
+from coyo_db.ingest.image_outputs import vectors as float16_vectors
 from coyo_db.ingest.job_runner import run_image_job
 from coyo_db.ingest.stored_images import StoredShard, shards_of
 
@@ -201,12 +202,11 @@ class DescriptorStore:
         fresh = ~self.keys.present(ids)
         if not fresh.any():
             return
-        ids, vectors = ids[fresh], np.ascontiguousarray(vectors[fresh], np.float16)
-        dim = vectors.shape[1]
+        ids = ids[fresh]
         rows = pa.table(
             {
                 "id": pa.array(ids, pa.int64()),
-                "descriptor": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+                "descriptor": float16_vectors(vectors[fresh]),
                 "low_info_reason": pa.array(
                     [r for r, keep in zip(reasons, fresh, strict=True) if keep], pa.string()
                 ),

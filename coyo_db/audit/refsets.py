@@ -40,6 +40,7 @@ from coyo_db.catalog import tables
 from coyo_db.catalog.lance_tables import sql_string
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.image_job import JobSummary
+from coyo_db.ingest.image_outputs import vectors
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -223,8 +224,8 @@ def write_descriptors(
         {
             "refset": pa.array([name] * len(plain), pa.string()),
             "ref_id": ref_ids,
-            "descriptor": _vectors(plain),
-            "descriptor_flip": _vectors(mirror),
+            "descriptor": vectors(plain),
+            "descriptor_flip": vectors(mirror),
         },
         schema=spec.schema,
     )
@@ -240,11 +241,6 @@ def descriptor_table(catalog: Catalog, descriptor: CopyDescriptor) -> tables.Tab
             f"table {spec.name} holds {found} descriptors, not {spec.schema[2].type}"
         )
     return spec
-
-
-def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
-    values = np.ascontiguousarray(values, dtype=np.float16)
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
 def refset_where(name: str) -> str:
