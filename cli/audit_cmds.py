@@ -102,21 +102,36 @@ def audit_cmd(
         str | None,
         typer.Option("--where", help="Audit only images rows matching this SQL condition."),
     ] = None,
+    verify_above: Annotated[
+        float | None,
+        typer.Option(
+            "--verify-above",
+            help="Verify pairs only the descriptor found from this centred cosine up "
+            "(default 0.3: all); faster with a discriminative descriptor, at some recall.",
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     workers: WorkersOption = None,
     home: HomeOption = None,
 ) -> None:
     """Find dataset images that copy reference images; hits go to table contamination."""
+    from dataclasses import replace
+
     from coyo_db.audit.contamination import audit
+    from coyo_db.audit.decision import DEFAULT_POINT
     from coyo_db.audit.removal import write_removal_list
 
     catalog = open_catalog(home, create=False)
+    point = DEFAULT_POINT
+    if verify_above is not None:
+        point = replace(DEFAULT_POINT, verify_cosine=verify_above)
     summary = audit(
         catalog,
         refset,
         descriptor=model,
         paths=path or None,
         where=where,
+        point=point,
         device=device,
         workers=workers,
         progress=RichProgress("images"),

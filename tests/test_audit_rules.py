@@ -5,6 +5,7 @@ an audit killed midway that resumes where it was."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from coyo_db.audit.contamination import audit
+from coyo_db.audit.decision import DEFAULT_POINT
 from coyo_db.audit.refset_job import add_refset
 from coyo_db.catalog import Catalog
+from coyo_db.errors import InputError
 from coyo_db.ingest.images import ingest_images
 from tests.audit_helpers import _photo
 from tests.test_atomic_rewrites import killed, tiny_descriptor
@@ -138,6 +141,38 @@ def test_the_same_images_give_the_same_rows_whatever_the_batch_selection_or_orde
         catalog, ["eval"], paths=[root / "data" / "b", root / "data" / "a"], batch_size=2, workers=0
     )
     assert _rows(catalog) == everything
+
+
+def test_a_verification_floor_leaves_pairs_only_the_descriptor_found_unverified(
+    setup, tmp_path: Path
+) -> None:
+    catalog, _ = setup
+    shutil.copytree(catalog.home, tmp_path / "home")
+    floored = Catalog(tmp_path / "home")
+    floor = 0.45
+    audit(floored, ["eval"], point=replace(DEFAULT_POINT, verify_cosine=floor), workers=0)
+    query = (
+        "SELECT i.member, c.ref_path, c.found_by, c.inliers, c.hit, c.method, c.cosine "
+        "FROM contamination_candidates c JOIN images i USING (id)"
+    )
+    before = {(r["member"], r["ref_path"]): r for r in catalog.sql(query).to_pylist()}
+    after = {(r["member"], r["ref_path"]): r for r in floored.sql(query).to_pylist()}
+    assert before.keys() == after.keys()  # the same candidates, less verification
+    skipped = kept = 0
+    for key, row in after.items():
+        if row["found_by"] == "knn" and row["cosine"] < floor:
+            skipped += before[key]["inliers"] is not None
+            assert row["inliers"] is None and not row["hit"]
+        else:
+            kept += row["inliers"] is not None
+            assert (row["inliers"], row["method"]) == (
+                before[key]["inliers"],
+                before[key]["method"],
+            )
+    assert skipped and kept  # the floor fell between verified pairs
+    assert after[("logo-copy.png", "logo.png")]["hit"]  # the pHash floor holds
+    with pytest.raises(InputError, match="verify-above"):
+        audit(floored, ["eval"], point=replace(DEFAULT_POINT, verify_cosine=2.0), workers=0)
 
 
 def test_a_killed_audit_resumes_with_the_units_it_had_not_finished(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@
    lies within ``candidate_radius`` bits of the image's (a FAISS binary index; equality is
    COYO's own rule).
 2. **Verification**, only where the cheap evidence leaves the pair undecided: a pair that the
-   pHash floor or the loose rules make a hit already, or whose reference is blank, is not
-   verified (its ``inliers`` and ``layout`` stay null). The others are matched with local
+   pHash floor or the loose rules make a hit already, whose reference is blank, or that only
+   the descriptor found at a cosine below ``verify_cosine``, is not verified (its ``inliers``
+   and ``layout`` stay null). The others are matched with local
    features (RootSIFT + RANSAC similarity transform, against the reference and its mirror
    image; :mod:`coyo_db.audit.verify`); where the reference has too few features to decide
    (plain images), their colour layouts are compared too (:mod:`coyo_db.audit.layout`),
@@ -138,10 +139,13 @@ def match_batch(
     hamming = np.bitwise_count(batch.phash[q_index] ^ refs.phash[r_index]).astype(np.int32)
     low = batch.low_info[q_index] | refs.low_info[r_index]
     blank = refs.blank[r_index]
-    # pairs the cheap evidence decides: a hit by the pHash floor or the loose rules, or a
-    # blank reference; the rest are verified
+    # pairs the cheap evidence decides: a hit by the pHash floor or the loose rules, a blank
+    # reference, or a pair only the descriptor found, below the verification floor; the rest
+    # are verified
     loose = ~low & ((pairs.cosine >= point.descriptor_cosine) | (hamming <= point.phash_radius))
-    settled = blank | (hamming == 0) | loose
+    by_phash = np.array(["phash" in how for how in pairs.found_by], dtype=bool)
+    below_floor = ~by_phash & (pairs.cosine < point.verify_cosine)
+    settled = blank | (hamming == 0) | loose | below_floor
     inliers, coverage, flipped, layout = verify_pairs(
         batch, refs, point, q_index, r_index, pairs.flip_hint, ~settled
     )

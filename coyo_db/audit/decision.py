@@ -35,6 +35,9 @@ class OperatingPoint:
 
     knn: int = 5
     candidate_cosine: float = 0.3
+    # candidates found by the descriptor alone are verified from this cosine up (the default,
+    # candidate_cosine, verifies them all); raise it with a discriminative descriptor
+    verify_cosine: float = 0.3
     candidate_radius: int = 12
     min_inliers: int = 10
     min_coverage: float = 0.05

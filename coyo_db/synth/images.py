@@ -53,7 +53,8 @@ def picture(rng: np.random.Generator, width: int, height: int):  # type: ignore[
     return image
 
 
-def _near_copy(image, kind: str, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+def near_copy(image, kind: str, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """`image` resized, cropped, recompressed or mirrored (`kind`: :data:`NEAR_COPY_KINDS`)."""
     from PIL import Image, ImageOps
 
     width, height = image.size
@@ -95,7 +96,7 @@ def write_image_shards(
         if originals and rng.random() < near_copy_share:
             source_key, source = originals[int(rng.integers(0, len(originals)))]
             kind = NEAR_COPY_KINDS[int(rng.integers(0, len(NEAR_COPY_KINDS)))]
-            image = _near_copy(source, kind, rng)
+            image = near_copy(source, kind, rng)
             planted.append(PlantedCopy(key, source_key, kind))
         else:
             width, height = int(rng.integers(256, 640)), int(rng.integers(256, 640))

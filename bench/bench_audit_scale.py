@@ -1,0 +1,197 @@
+"""Benchmark: the contamination audit against a large reference set: `refset add` speed and the
+speed of a re-audit of images whose descriptors are stored.
+
+Data (seeded, cached under bench/out/audit-scale-*): `--refs` synthetic pictures
+(:func:`coyo_db.synth.images.picture`: gradients, shapes and noise at web-like sizes) as the
+reference set ``big``; one blank frame as the set ``blank``; `--images` dataset images: unrelated
+pictures of the same kind plus `--copies` planted copies of ``big`` references (resized,
+cropped, recompressed or mirrored: :data:`coyo_db.synth.images.NEAR_COPY_KINDS`).
+
+Steps, each timed end to end through the library calls behind the commands, in a fresh catalog:
+
+1. ``add_refset(blank)`` and ``add_refset(big)``: references per second;
+2. ``ingest_images`` of the dataset;
+3. ``audit(["blank"])``: describes every dataset image and stores its descriptor (a blank
+   reference settles its candidates without verification, so this is decode, describe and
+   store): images described per second with the same model, the baseline ``refset add`` is
+   held to (``refset add`` describes each reference twice: as it is and mirrored);
+4. ``audit(["big"])``: the re-audit, from the stored descriptors: search and verification
+   only; images per second against the target of 500, the time per stage, the share of images
+   that needed verification, and the recall of the planted copies (as a check that the run
+   audited something).
+
+Synthetic pictures of one kind resemble each other more than web images do, so the share of
+images verified here is pessimistic. Run: ``python bench/bench_audit_scale.py --refs 50000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import OUT, save
+
+RE_AUDIT_TARGET = 500.0  # images per second on this 2-core machine
+PER_SHARD = 1000
+
+
+def _write_shard(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
+    """An img2dataset-style webdataset shard of (key, jpeg, id) samples."""
+    with tarfile.open(path, "w") as tar:
+        for key, data, image_id in samples:
+            meta = json.dumps({"key": key, "id": image_id, "status": "success"}).encode()
+            for suffix, payload in (("jpg", data), ("json", meta)):
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+
+
+def _jpeg(image) -> bytes:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _grey():  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    return Image.new("RGB", (256, 256), (128, 128, 128))
+
+
+def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dict]:
+    """The cached data folder and its truth ({copy key: reference member})."""
+    from coyo_db.synth.images import NEAR_COPY_KINDS, near_copy, picture
+
+    folder = OUT / f"audit-scale-{refs}-{images}-{copies}-{seed}"
+    marker = folder / "truth.json"
+    if marker.exists():
+        return folder, json.loads(marker.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    copied = set(rng.choice(refs, size=min(copies, refs), replace=False).tolist())
+    truth: dict[str, str] = {}
+    kept: dict[int, object] = {}
+    (folder / "blank").mkdir(parents=True)
+    _write_shard(folder / "blank" / "00000.tar", [("blank", _jpeg(_grey()), 0)])
+    (folder / "big").mkdir()
+    samples: list[tuple[str, bytes, int]] = []
+    for i in range(refs):
+        size = int(rng.integers(256, 640)), int(rng.integers(256, 640))
+        image = picture(rng, *size)
+        if i in copied:
+            kept[i] = image
+        samples.append((f"{i:07d}", _jpeg(image), i))
+        if len(samples) == PER_SHARD or i == refs - 1:
+            _write_shard(folder / "big" / f"{i // PER_SHARD:05d}.tar", samples)
+            samples = []
+    (folder / "data").mkdir()
+    samples = []
+    planted = sorted(kept)
+    for j in range(images):
+        key = f"{j:07d}"
+        if j < len(planted):
+            ref = planted[j]
+            kind = NEAR_COPY_KINDS[j % len(NEAR_COPY_KINDS)]
+            data = _jpeg(near_copy(kept[ref], kind, rng))
+            truth[key] = f"{ref // PER_SHARD:05d}.tar/{ref:07d}.jpg"
+        else:
+            size = int(rng.integers(256, 640)), int(rng.integers(256, 640))
+            data = _jpeg(picture(rng, *size))
+        samples.append((key, data, 10_000_000 + j))
+        if len(samples) == PER_SHARD or j == images - 1:
+            _write_shard(folder / "data" / f"{j // PER_SHARD:05d}.tar", samples)
+            samples = []
+    marker.write_text(json.dumps(truth))
+    return folder, truth
+
+
+def run(refs: int, images: int, copies: int) -> dict:
+    from coyo_db.audit.contamination import audit
+    from coyo_db.audit.refset_job import add_refset
+    from coyo_db.catalog import Catalog
+    from coyo_db.ingest.images import ingest_images
+
+    folder, truth = build(refs, images, copies)
+    home = OUT / "audit-scale-home"
+    shutil.rmtree(home, ignore_errors=True)
+    catalog = Catalog.init(home)
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        result = fn()
+        seconds[name] = time.perf_counter() - start
+        print(f"{name}: {seconds[name]:.1f} s  {result.line()}", file=sys.stderr)
+        return result
+
+    step("refset add blank", lambda: add_refset(catalog, "blank", folder / "blank"))
+    big = step("refset add big", lambda: add_refset(catalog, "big", folder / "big"))
+    step("ingest images", lambda: ingest_images(catalog, [folder / "data"]))
+    first = step("first audit", lambda: audit(catalog, ["blank"]))
+    again = step("re-audit", lambda: audit(catalog, ["big"]))
+    verified = catalog.sql(
+        "SELECT count(DISTINCT id) AS n FROM contamination_candidates "
+        "WHERE refset = 'big' AND inliers IS NOT NULL"
+    )["n"][0].as_py()
+    hits = catalog.sql(
+        "SELECT i.member, c.ref_path FROM contamination c JOIN images i USING (id) "
+        "WHERE c.refset = 'big'"
+    ).to_pylist()
+    right = {h["member"] for h in hits if truth.get(Path(h["member"]).stem) == h["ref_path"]}
+    wrong = {h["member"] for h in hits if h["member"] not in right}
+    described_per_s = first.images / seconds["first audit"]
+    refset_per_s = big.images / seconds["refset add big"]
+    re_audit_per_s = again.images / seconds["re-audit"]
+    return {
+        "references": big.images,
+        "images": again.images,
+        "planted_copies": len(truth),
+        "refset_add_per_s": refset_per_s,
+        "ingest_images_per_s": images / seconds["ingest images"],
+        "first_audit_described_per_s": described_per_s,
+        "refset_add_vs_describe": refset_per_s / described_per_s,
+        "re_audit_per_s": re_audit_per_s,
+        "re_audit_vs_target": re_audit_per_s / RE_AUDIT_TARGET,
+        "first_audit_timings": first.timings,
+        "re_audit_timings": again.timings,
+        "share_verified": verified / max(again.images, 1),
+        "copies_found": len(right),
+        "images_with_false_hits": len(wrong),
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--refs", type=int, default=50_000)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--copies", type=int, default=100)
+    args = parser.parse_args()
+    result = run(args.refs, args.images, args.copies)
+    save(f"audit_scale_{args.refs}", result)
+    print(
+        f"refset add {result['refset_add_per_s']:.1f} refs/s vs describing "
+        f"{result['first_audit_described_per_s']:.1f} images/s "
+        f"(x{result['refset_add_vs_describe']:.2f}); re-audit at {result['references']} "
+        f"references {result['re_audit_per_s']:.1f} images/s "
+        f"(x{result['re_audit_vs_target']:.2f} of {RE_AUDIT_TARGET:.0f}), "
+        f"{100 * result['share_verified']:.1f}% verified; copies found "
+        f"{result['copies_found']}/{result['planted_copies']}, "
+        f"images with false hits {result['images_with_false_hits']}",
+        file=sys.stderr,
+    )
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
