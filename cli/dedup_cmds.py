@@ -93,7 +93,7 @@ def semantic(
     ] = 65_536,
     home: HomeOption = None,
 ) -> None:
-    """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
+    """SemDeDup: k-means over image vectors, then cosine >= --threshold within each cluster."""
     from coyo_db.dedup.semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
