@@ -143,7 +143,8 @@ def test_readme_crawl_commands_run_as_written(crawl, tmp_path, monkeypatch):
 
 
 def test_lance_export_opens_in_lancedb_and_lance(images_only, tmp_path):
-    lancedb = pytest.importorskip("lancedb")
+    import lancedb
+
     captions = _captions(images_only)
     result = export(images_only, tmp_path / "db" / "subset.lance", where="true", fmt="lance")
     table = lancedb.connect(str(tmp_path / "db")).open_table("subset")
