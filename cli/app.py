@@ -7,6 +7,7 @@ no traceback for a user's mistake.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -21,8 +22,11 @@ from coyo_db.cli import (
     sample_cmds,
     search_cmds,
 )
+from coyo_db.cli.help_format import WorkflowGroup
+from coyo_db.version import __version__
 
 app = typer.Typer(
+    cls=WorkflowGroup,
     name="coyo-db",
     help="Columnar analytics and curation for COYO-700M-shaped image-text datasets.",
     no_args_is_help=True,
@@ -43,6 +47,24 @@ for module in (
     search_cmds,
 ):
     module.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"coyo-db {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Columnar analytics and curation for COYO-700M-shaped image-text datasets."""
 
 
 # commands that commit as they go and, run again, finish the rest

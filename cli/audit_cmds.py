@@ -18,7 +18,7 @@ from coyo_db.cli.common import (
 )
 
 refset_app = typer.Typer(
-    help="Reference (evaluation) image sets the audit looks for: ImageNet val, COCO val2017...",
+    help="Reference (evaluation) image sets the audit looks for: ImageNet val, COCO val2017.",
     no_args_is_help=True,
 )
 

@@ -93,7 +93,7 @@ def semantic(
     ] = 65_536,
     home: HomeOption = None,
 ) -> None:
-    """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
+    """SemDeDup: k-means over image vectors, then cosine >= --threshold within each cluster."""
     from coyo_db.dedup.semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
@@ -109,7 +109,17 @@ def report(home: HomeOption = None) -> None:
     from coyo_db.dedup.groups import dedup_report
     from coyo_db.results.output import render_table
 
-    summary, sizes = dedup_report(open_catalog(home, create=False))
+    catalog = open_catalog(home, create=False)
+    if not catalog.has_table("dup_groups"):
+        stdout.print(
+            "no duplicate groups: no dedup has run on this catalog yet "
+            "(coyo-db dedup phash|text|semantic)"
+        )
+        return
+    summary, sizes = dedup_report(catalog)
+    if summary.num_rows == 0:
+        stdout.print("no duplicate groups: the dedup runs so far found none")
+        return
     stdout.print(render_table(summary), markup=False)
     stdout.print(render_table(sizes.drop_columns(["size_bucket_min"]), max_rows=None), markup=False)
 

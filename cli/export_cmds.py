@@ -43,8 +43,14 @@ def export(
         ),
     ] = None,
     table: Annotated[
-        str, typer.Option("--from", help="Table or view --where reads (pairs_filtered, ...).")
-    ] = "pairs",
+        str | None,
+        typer.Option(
+            "--from",
+            help="Table or view --where reads (pairs_filtered, images, ...; default: pairs, or "
+            "images in a catalog without pairs, its caption as the text).",
+            show_default=False,
+        ),
+    ] = None,
     keep_duplicates: Annotated[
         bool,
         typer.Option("--keep-duplicates", help="Keep rows dedup marked as non-keepers."),
@@ -70,6 +76,10 @@ def export(
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Replace a previous export at --to (with its manifest)."),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option("--allow-empty", help="Write the export even when it has no rows."),
     ] = False,
     home: HomeOption = None,
     # the options' earlier names, still accepted
@@ -123,10 +133,13 @@ def export(
         rows_per_file=rows_per_file,
         samples_per_file=samples_per_file,
         overwrite=overwrite,
+        allow_empty=allow_empty,
         progress=RichProgress("rows"),
     )
     stdout.print(result.line(), markup=False)
     console.print(f"manifest: {result.manifest_path}", markup=False)
+    if result.open_hint():
+        console.print(f"open it with {result.open_hint()}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

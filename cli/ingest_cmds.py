@@ -96,7 +96,7 @@ def images(
     address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Images into `images` (pHash, size, format), embeddings and `scores`; bad ones quarantined."""
+    """Images into `images` (pHash, size, format), embeddings, scores; bad ones quarantined."""
     from coyo_db.ingest.images import ingest_images
 
     catalog = open_catalog(home)

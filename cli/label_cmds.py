@@ -121,7 +121,7 @@ def add(
     ],
     home: HomeOption = None,
 ) -> None:
-    """Register a class list as a taxonomy (for zero-shot labels or a classifier's classes)."""
+    """Register a class list as a taxonomy (zero-shot labels or a classifier's classes)."""
     from coyo_db.labels.taxonomy import add_taxonomy
 
     written = add_taxonomy(open_catalog(home), name, file)
@@ -134,7 +134,7 @@ def add(
 
 @taxonomy_app.command("hierarchy")
 def hierarchy(home: HomeOption = None) -> None:
-    """Write the shipped WordNet synset hierarchy into `taxonomy_tree` (unless a tree is there)."""
+    """Write the shipped WordNet synset hierarchy into `taxonomy_tree` (if none is there)."""
     from coyo_db.labels.hierarchy import ensure_hierarchy
 
     written = ensure_hierarchy(open_catalog(home))

@@ -208,6 +208,37 @@ def parquet_records(shard: ParquetShard) -> Iterator[ImageRecord]:
             )
 
 
+def failed_downloads(shard: str, metadata: str) -> Iterator[ImageRecord]:
+    """The samples img2dataset failed to download for a webdataset or files `shard`: the rows
+    of its per-shard `metadata` Parquet whose ``status`` is not ``success``, one error record
+    each with img2dataset's reason (as in its `parquet` output, :func:`parquet_records`).
+    Those samples are not in the shard itself. Metadata that cannot be read is skipped with a
+    warning: it is a report, not the shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = 0
+    name = metadata.rsplit("/", 1)[-1]
+    try:
+        reader = pq.ParquetFile(metadata)
+        if "status" not in reader.schema_arrow.names:
+            return
+        for batch in reader.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for meta in _rows(batch):
+                if meta.get("status") not in (None, "success"):
+                    record = _parquet_record(shard, row, None, meta)
+                    yield checked_record(replace(record, member=f"{name}#{row}"))
+                row += 1
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        log.warning(
+            "%s: cannot be read after row %d (%s); img2dataset's failed downloads from there "
+            "on are not listed",
+            metadata,
+            row,
+            _one_line(exc),
+        )
+
+
 def _rows(batch: Any) -> list[dict[str, Any]]:
     """The rows of `batch` as dicts, text that is not UTF-8 kept (see :func:`_values`)."""
     columns = {name: _values(batch.column(name)) for name in batch.schema.names}

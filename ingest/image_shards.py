@@ -63,6 +63,7 @@ from coyo_db.errors import InputError, SourceFileError
 from coyo_db.ingest.image_records import (
     caption_text,
     checked_record,
+    failed_downloads,
     parquet_records,
     parse_meta,
     read_file,
@@ -117,16 +118,13 @@ class TarShard(ImageShard):
         return file_fingerprint(self.path)
 
     def count(self) -> int | None:
-        """The ``successes`` of img2dataset's ``<shard>_stats.json`` beside the tar, if any."""
-        stats = Path(self.path).with_name(Path(self.path).stem + "_stats.json")
-        try:
-            value = json.loads(stats.read_text(encoding="utf-8")).get("successes")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, int) and value >= 0 else None
+        """From img2dataset's ``<shard>_stats.json`` beside the tar, if any: its ``count``
+        when its metadata Parquet lists the failed samples too, else its ``successes``."""
+        return _stats_count(str(Path(self.path).with_suffix("")))
 
     def records(self) -> Iterator[ImageRecord]:
-        return tar_records(self.path)
+        yield from tar_records(self.path)
+        yield from _failed_downloads(self.path, str(Path(self.path).with_suffix("")))
 
 
 @dataclass(frozen=True)
@@ -171,11 +169,21 @@ class FolderShard(ImageShard):
         return folder_fingerprint(self.folder, self._all_files())
 
     def count(self) -> int | None:
+        if self._reports_failures:
+            return _stats_count(self.folder)
         return len(self.names)
 
     def records(self) -> Iterator[ImageRecord]:
         for name in self.names:
             yield self._record(name)
+        if self._reports_failures:
+            yield from _failed_downloads(self.path, self.folder)
+
+    @property
+    def _reports_failures(self) -> bool:
+        """img2dataset's failed samples of a `files` folder come with its first chunk."""
+        first = self.path == self.folder or self.path == f"{self.folder}#0"
+        return self.files_layout and first and _metadata_parquet(self.folder) is not None
 
     def _all_files(self) -> list[str]:
         files = list(self.names)
@@ -208,6 +216,39 @@ class FolderShard(ImageShard):
             return checked_record(ImageRecord(**base, data=None, meta=meta, error=error))
         error = problem or ("zero-byte image" if not data else None)
         return checked_record(ImageRecord(**base, data=data, meta=meta, error=error))
+
+
+def _metadata_parquet(stem: str, *, warn: bool = False) -> str | None:
+    """img2dataset's per-shard metadata Parquet of the shard `stem` (``<stem>.parquet``, with
+    a ``status`` column and no image bytes), if there is one; one that cannot be read is
+    none (with a warning if `warn`)."""
+    path = Path(stem + ".parquet")
+    try:
+        if not path.is_file() or parquet_shard(path) is not None:
+            return None
+        return str(path) if "status" in parquet_metadata(path).schema.names else None
+    except (OSError, SourceFileError) as exc:
+        if warn:
+            log.warning("%s; img2dataset's failed downloads of this shard are not listed", exc)
+        return None
+
+
+def _failed_downloads(shard: str, stem: str) -> Iterator[ImageRecord]:
+    metadata = _metadata_parquet(stem, warn=True)
+    if metadata is not None:
+        yield from failed_downloads(shard, metadata)
+
+
+def _stats_count(stem: str) -> int | None:
+    """How many records a webdataset or files shard gives, from img2dataset's
+    ``<stem>_stats.json``: ``count`` (every sample) when ``<stem>.parquet`` lists the failed
+    ones, else ``successes``."""
+    key = "count" if _metadata_parquet(stem) is not None else "successes"
+    try:
+        value = json.loads(Path(stem + "_stats.json").read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def folder_fingerprint(folder: str, names: Sequence[str]) -> Fingerprint:

@@ -82,8 +82,12 @@ def session(address: str | None = None) -> Iterator[Any]:
     """Ray, connected: joins `address` (``auto``, ``ray://host:10001``, ``host:6379``), or the
     instance this process already holds, or starts a local one (shut down at the end)."""
     ray = require_ray()
-    started = False
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        yield ray
+        return
+    from coyo_db.ingest.ray_logs import ray_output_to_file
+
+    with ray_output_to_file():
         try:
             ray.init(
                 address=address,
@@ -97,11 +101,9 @@ def session(address: str | None = None) -> Iterator[Any]:
         except (ConnectionError, ValueError) as exc:
             where = address or "a local instance"
             raise InputError(f"cannot start or join Ray at {where}: {exc}") from None
-        started = True
-    try:
-        yield ray
-    finally:
-        if started:
+        try:
+            yield ray
+        finally:
             ray.shutdown()
 
 

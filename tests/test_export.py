@@ -15,7 +15,7 @@ from coyo_db.catalog import schemas
 from coyo_db.cli.app import app
 from coyo_db.errors import InputError, QueryError
 from coyo_db.export.plan import selection_sql
-from coyo_db.export.subset import export
+from coyo_db.export.subset import EmptyExportError, export
 from coyo_db.synth.metadata import synth_table
 
 WHERE = "clip_similarity_vitb32 >= 0.3"
@@ -156,9 +156,12 @@ def test_without_exclusion_tables_nothing_is_excluded_and_the_manifest_says_so(c
     assert "no dup_groups table" in result.line() and "no contamination table" in result.line()
 
 
-def test_an_empty_result_still_writes_a_file_with_the_schema(catalog, tmp_path):
+def test_an_empty_result_is_refused_unless_allowed_then_writes_the_schema(catalog, tmp_path):
     add_pairs(catalog, 200)
-    result = export(catalog, tmp_path / "out", where="false")
+    with pytest.raises(EmptyExportError, match=r"0 rows \(0 selected\); nothing written"):
+        export(catalog, tmp_path / "out", where="false")
+    assert not (tmp_path / "out").exists()
+    result = export(catalog, tmp_path / "out", where="false", allow_empty=True)
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     assert table.num_rows == 0 and table.column_names == ["url", "text", "id"]
     assert result.rows == 0

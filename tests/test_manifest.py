@@ -104,14 +104,15 @@ def test_replay_reports_different_ids_and_the_cli_fails(catalog, tmp_path):
 
 def test_cli_replay_writes_an_export_again(catalog, tmp_path):
     add_pairs(catalog, 500)
-    export(catalog, tmp_path / "out", where=WHERE, fmt="lance")
+    export(catalog, tmp_path / "out.lance", where=WHERE, fmt="lance")
     runner = CliRunner()
     home = ["--home", str(catalog.home)]
-    args = ["export", *home, "--manifest", str(tmp_path / "out"), "--to", str(tmp_path / "b")]
+    args = ["export", *home, "--manifest", str(tmp_path / "out.lance")]
+    args += ["--to", str(tmp_path / "b.lance")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "the same" in result.output and "(same order)" in result.output
-    assert read_manifest(tmp_path / "b")["format"] == "lance"
+    assert read_manifest(tmp_path / "b.lance")["format"] == "lance"
     mixed = runner.invoke(app, [*args[:-2], "--where", "true"])
     assert mixed.exit_code != 0
 

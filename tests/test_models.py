@@ -223,11 +223,14 @@ def test_open_clip_spec_errors():
 def test_open_clip_pretrained_tag_offline_says_to_pass_a_checkpoint(monkeypatch):
     import open_clip.pretrained as pretrained
 
+    from coyo_db.ingest.models import hub
+
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(pretrained, "download_pretrained_from_hf", offline)
     monkeypatch.setattr(pretrained, "download_pretrained_from_url", offline)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=0: False)  # offline
     with pytest.raises(InputError, match="local checkpoint") as error:
         registry.load_model("open_clip:ViT-B-32:laion2b_s34b_b79k")
     assert "open_clip:ViT-B-32:/path/to/checkpoint.pt" in str(error.value)

@@ -57,7 +57,9 @@ def test_export_reads_per_file_options_and_their_old_names(
     monkeypatch, tmp_path, args, rows, samples
 ):
     monkeypatch.setattr("coyo_db.cli.export_cmds.open_catalog", lambda home, create: None)
-    done = SimpleNamespace(line=lambda: "done", manifest_path=tmp_path / "m.json")
+    done = SimpleNamespace(
+        line=lambda: "done", manifest_path=tmp_path / "m.json", open_hint=lambda: None
+    )
     calls = _stub(monkeypatch, "coyo_db.export.subset", "export", done)
     command = ["export", "--where", "true", "--to", str(tmp_path / "out"), "--from", "pairs"]
     result = CliRunner().invoke(app, command + args)

@@ -33,7 +33,8 @@ import duckdb
 import pyarrow as pa
 
 from coyo_db.catalog import lance_tables, object_store, sqlfiles
-from coyo_db.catalog.readonly import check_read_only, query_error, restrict, split_statements
+from coyo_db.catalog.readonly import check_read_only, restrict, split_statements
+from coyo_db.catalog.sql_errors import explained
 from coyo_db.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -360,5 +361,5 @@ def run_statements(con: duckdb.DuckDBPyConnection, statements: list[duckdb.State
             if last and relation is not None and statement.type.name in _RETURNS_ROWS:
                 result = relation.to_arrow_table()
         except duckdb.Error as exc:
-            raise query_error(exc) from None
+            raise explained(exc, con, statement.query) from None
     return result

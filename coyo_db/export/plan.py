@@ -45,9 +45,11 @@ def selection_sql(
     sql: str | None = None,
     columns: Sequence[str] = (),
     table: str = DEFAULT_TABLE,
+    text_from: str = "text",
 ) -> str:
     """The selection of an export: from `where` over `table` (``url, text, id`` plus
-    `columns`; ``*`` for all), or `sql` (one SELECT statement).
+    `columns`; ``*`` for all), or `sql` (one SELECT statement). `text_from` names the column
+    that holds the text when `table` has no ``text`` (``caption`` in `images`).
 
     DuckDB's parser checks that `where` is one condition and that `sql`, or the selection
     `where` makes, is exactly one SELECT: no text of theirs can start another statement."""
@@ -62,11 +64,12 @@ def selection_sql(
     if not where.strip():
         raise InputError("--where is empty; use --where 'true' to export every row")
     wanted = [c.strip() for c in columns if c.strip()]
+    text = "text" if text_from == "text" else f"{_quote(text_from)} AS text"
     if "*" in wanted:
-        projection = "*"
+        projection = "*" if text_from == "text" else f"*, {text}"
     else:
         names = list(dict.fromkeys([*DEFAULT_COLUMNS, *wanted]))
-        projection = ", ".join(_quote(n) for n in names)
+        projection = ", ".join(text if n == "text" else _quote(n) for n in names)
     return where_select(f"SELECT {projection}\nFROM {_quote(table)}", where)
 
 

@@ -98,6 +98,7 @@ def replay_export(
             options, "samples_per_file", "samples_per_shard", DEFAULT_SAMPLES_PER_FILE
         ),
         overwrite=overwrite,
+        allow_empty=True,  # a replay reproduces what was recorded, an empty export too
         progress=progress,
     )
     result_manifest = result.manifest

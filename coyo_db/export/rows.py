@@ -27,10 +27,14 @@ _INTEGER_TYPES = {
 }
 
 
-def query_error(exc: Exception) -> Exception:
-    from coyo_db.catalog.readonly import query_error as one_line
+def query_error(
+    exc: Exception, con: duckdb.DuckDBPyConnection | None = None, sql: str | None = None
+) -> Exception:
+    """`exc` as one line in the catalog's terms (which table is missing, which columns the
+    source has)."""
+    from coyo_db.catalog.sql_errors import explained
 
-    return one_line(exc)
+    return explained(exc, con, sql)
 
 
 class ExportRows:
@@ -61,7 +65,7 @@ class ExportRows:
             relation = con.sql(plan.selection)
             names, types = relation.columns, [str(t) for t in relation.types]
         except duckdb.Error as exc:
-            raise query_error(exc) from None
+            raise query_error(exc, con, plan.selection) from None
         if "id" not in names:
             raise InputError(
                 f"an export needs an id column; the selection gives {', '.join(names) or 'none'}"

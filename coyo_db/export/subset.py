@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class EmptyExportError(InputError):
+    """An export selected no rows and was not allowed to be empty; nothing was written."""
+
+
 FORMATS: tuple[str, ...] = ("parquet", "webdataset", "lance")
 DEFAULT_ROWS_PER_FILE = 1_000_000
 DEFAULT_SAMPLES_PER_FILE = 10_000
@@ -77,6 +82,15 @@ class ExportResult:
     @property
     def rows(self) -> int:
         return self.counts["exported"]
+
+    def open_hint(self) -> str | None:
+        """How to open a Lance export with LanceDB (None for the other formats)."""
+        if self.format != "lance":
+            return None
+        return (
+            f"lancedb.connect({str(self.path.parent)!r}).open_table({self.path.stem!r}), "
+            f"or lance.dataset({str(self.path)!r})"
+        )
 
     def line(self) -> str:
         counts = self.counts
@@ -106,17 +120,32 @@ def export(
     sql: str | None = None,
     fmt: str = "parquet",
     columns: Sequence[str] = (),
-    table: str = DEFAULT_TABLE,
+    table: str | None = None,
     keep_duplicates: bool = False,
     keep_contaminated: bool = False,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     samples_per_file: int = DEFAULT_SAMPLES_PER_FILE,
     overwrite: bool = False,
+    allow_empty: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export the rows of `where` (over `table`) or of `sql` to folder `to` as `fmt`, without
-    duplicates and contaminated ids unless kept; a manifest goes inside the folder."""
-    selection = selection_sql(where=where, sql=sql, columns=columns, table=table)
+    duplicates and contaminated ids unless kept; a manifest goes inside the folder.
+
+    `table` defaults to `pairs`, or `images` in a catalog without pairs; a source without a
+    ``text`` column gives its ``caption`` as the text (see :mod:`coyo_db.export.source`).
+    An export of no rows raises :class:`EmptyExportError` and writes nothing, unless
+    `allow_empty`."""
+    text_from = "text"
+    if where is not None:
+        from coyo_db.export.source import export_source
+
+        source = export_source(catalog, table)
+        table, text_from = source.table, source.text_column or "text"
+    table = table or DEFAULT_TABLE
+    selection = selection_sql(
+        where=where, sql=sql, columns=columns, table=table, text_from=text_from
+    )
     plan = plan_export(
         catalog, selection, keep_duplicates=keep_duplicates, keep_contaminated=keep_contaminated
     )
@@ -131,6 +160,7 @@ def export(
         rows_per_file=rows_per_file,
         samples_per_file=samples_per_file,
         overwrite=overwrite,
+        allow_empty=allow_empty,
         progress=progress,
     )
 
@@ -145,10 +175,12 @@ def run_export(
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     samples_per_file: int = DEFAULT_SAMPLES_PER_FILE,
     overwrite: bool = False,
+    allow_empty: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Run `plan` at its table versions and write the result to `to` (atomically); logged in
-    `runs` as ``export``."""
+    `runs` as ``export``. No rows: :class:`EmptyExportError`, nothing written, unless
+    `allow_empty`."""
     from coyo_db.catalog.runs import recorded_run
 
     if fmt not in FORMATS:
@@ -156,7 +188,13 @@ def run_export(
     if rows_per_file < 1 or samples_per_file < 1:
         raise InputError("--rows-per-file and --samples-per-file must be at least 1")
     target = Path(to).expanduser().resolve()
+    if fmt == "lance" and target.suffix != ".lance":
+        raise InputError(
+            f"a Lance export goes to a folder named NAME.lance, which LanceDB opens as table "
+            f"NAME of the folder above it: --to {target.with_name(target.name + '.lance')}"
+        )
     options = {"rows_per_file": rows_per_file, "samples_per_file": samples_per_file}
+    checks = {"allow_empty": allow_empty}
     arguments = {
         "to": str(target),
         "format": fmt,
@@ -169,7 +207,7 @@ def run_export(
     check_target(target, overwrite=overwrite, home=catalog.home)
     with recorded_run(catalog, "export", arguments, exclusive=False) as run:
         result = _write_export(
-            catalog, plan, target, fmt, origin or {}, options, progress or NullProgress()
+            catalog, plan, target, fmt, origin or {}, options, checks, progress or NullProgress()
         )
         run.counts(rows_read=result.counts["selected"], rows_written=result.rows)
     return result
@@ -182,6 +220,7 @@ def _write_export(
     fmt: str,
     origin: dict[str, Any],
     options: dict[str, int],
+    checks: dict[str, bool],
     progress: Progress,
 ) -> ExportResult:
     from coyo_db.export import manifest as manifests
@@ -209,6 +248,8 @@ def _write_export(
         }
         if fmt == "webdataset":
             counts["missing_images"] = query_ids.count - ids.count
+        if ids.count == 0 and not checks["allow_empty"]:
+            raise EmptyExportError(_empty_line(counts, rows.exclusions, target))
         seconds = time.perf_counter() - started
         manifest = manifests.build_manifest(
             catalog=catalog,
@@ -235,6 +276,18 @@ def _write_export(
     log.info("exported %d rows to %s in %.1f s", ids.count, target, seconds)
     path = target / manifests.MANIFEST_NAME
     return ExportResult(target, fmt, manifest, path, seconds, written.files)
+
+
+def _empty_line(counts: dict[str, Any], exclusions: list[dict[str, Any]], target: Path) -> str:
+    """Why an export has no rows, and that nothing was written."""
+    why = [f"{counts['selected']:,} selected"]
+    why += [f"{e['excluded']:,} excluded as {e['reason']}" for e in exclusions if e["applied"]]
+    if counts.get("missing_images"):
+        why.append(f"{counts['missing_images']:,} without a readable image")
+    return (
+        f"the export has 0 rows ({'; '.join(why)}); nothing written to {target} "
+        "(--allow-empty writes an empty export)"
+    )
 
 
 def check_target(target: Path, *, overwrite: bool, home: Path | None = None) -> None:

@@ -4,8 +4,9 @@ Specs are ``open_clip:ARCH:TAG|PATH`` (the same in every command: embeddings, co
 zero-shot labels) with ARCH an open_clip architecture (``ViT-B-32``, ``ViT-L-14``, ...; see
 ``open_clip.list_models()``) and after it one of
 
-- a pretrained tag (``laion2b_s34b_b79k``, ``openai``, ...): fetched from the hub, or its cache,
-  by open_clip; offline and uncached this fails with a message asking for a local checkpoint;
+- a pretrained tag (``laion2b_s34b_b79k``, ``openai``, ...): from the hub's local cache, else
+  fetched from the hub by open_clip; offline and uncached this fails at once with one line
+  asking for a local checkpoint (:mod:`coyo_db.ingest.models.hub`);
 - a local checkpoint (``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors``): a state dict, or a dict
   holding one under ``state_dict``, read without unpickling objects;
 - ``random``: random weights, for speed benchmarks and tests.
@@ -126,9 +127,16 @@ def _from_pretrained_tag(open_clip: Any, arch: str, tag: str, spec: str) -> Any:
             f"{spec}: {tag!r} is neither a checkpoint file nor a pretrained tag of {arch} "
             f"(tags: {known}; or pass a local checkpoint path, or 'random')"
         )
+    from coyo_db.ingest.models.hub import HubUnreachable, cached_or_online
+
     try:
-        return open_clip.create_model(arch, pretrained=tag)
-    except (OSError, RuntimeError) as exc:  # no network, no cache, a bad download
+        return cached_or_online(lambda: open_clip.create_model(arch, pretrained=tag))
+    except HubUnreachable as exc:
+        raise InputError(
+            f"{spec}: the pretrained weights {tag!r} are {exc}; pass a local checkpoint "
+            f"instead: open_clip:{arch}:/path/to/checkpoint.pt"
+        ) from None
+    except (OSError, RuntimeError) as exc:  # a bad download
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
             f"{spec}: could not get the pretrained weights {tag!r} ({reason}); without network "
