@@ -18,8 +18,10 @@ from coyo_db.cli import (
     ingest_cmds,
     label_cmds,
     report_cmds,
+    review_cmds,
     sample_cmds,
     search_cmds,
+    serve_cmds,
 )
 
 app = typer.Typer(
@@ -39,8 +41,10 @@ for module in (
     ingest_cmds,
     label_cmds,
     report_cmds,
+    review_cmds,
     sample_cmds,
     search_cmds,
+    serve_cmds,
 ):
     module.register(app)
 

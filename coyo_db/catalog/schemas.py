@@ -243,6 +243,27 @@ CONTAMINATION_CANDIDATES = pa.schema(
 )
 
 
+# Reviewers' decisions on what dedup and the audit decided (`coyo-db review`, the web app):
+# who (`reviewer`), when (`reviewed_at`), what (`kind` and the subject: `id` with the dedup
+# `method`, or `id` with the reference `refset`/`ref_id`), the `decision` and a `note`. The
+# latest decision on a subject counts; exports honour them (sql/reviews*.sql).
+REVIEWS = pa.schema(
+    [
+        pa.field("review_id", pa.string()),
+        pa.field("kind", pa.string()),  # duplicate | contamination
+        pa.field("decision", pa.string()),  # keeper | not_duplicate | copy | not_copy
+        pa.field("id", pa.int64()),
+        pa.field("method", pa.string()),  # the dedup method (duplicate reviews)
+        pa.field("group_id", pa.int64()),  # the id's group when reviewed, for the record
+        pa.field("refset", pa.string()),  # the reference (contamination reviews)
+        pa.field("ref_id", pa.int64()),
+        pa.field("reviewer", pa.string()),
+        pa.field("reviewed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("note", pa.string()),
+    ]
+)
+
+
 def embeddings_schema(image_dim: int | None, text_dim: int | None) -> pa.Schema:
     """`embeddings__<model>`: float16 vectors per id, image and/or text, and CLIP similarity."""
     fields = [pa.field("id", pa.int64())]
