@@ -125,6 +125,8 @@ RUNS = pa.schema(
 
 # Per-image facts computed by `ingest images`, keyed by id; `shard` and `member` find the image
 # again for exports. `phash` is `image_phash` as an unsigned 64-bit integer for Hamming work.
+# `data_offset` is where the image's bytes start in a tar shard (`bytes` long), so that one image
+# is one read (null for other shards and for rows ingested before the column existed).
 IMAGES = pa.schema(
     [
         pa.field("id", pa.int64()),
@@ -140,6 +142,7 @@ IMAGES = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
+        pa.field("data_offset", pa.int64()),
     ]
 )
 
