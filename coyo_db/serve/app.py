@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -56,6 +57,7 @@ def create_app(catalog: Catalog, token: str, *, reviewer: str | None = None) -> 
         "token": token,
         "store": ImageStore(catalog),
         "reviewer": reviewer or _user(),
+        "writing": threading.Lock(),  # one review commit at a time from this server
     }
     app.extensions["coyo_db"] = state
     _guard(app, token)
@@ -159,7 +161,7 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
             "query.html",
             result=result,
             view=view,
-            shown=[c for c in shown if c in result.columns] or result.columns[:4],
+            shown=[c for c in shown if c in result.columns] or pages.default_columns(result),
             with_images=with_images,
             args=args,
         )
@@ -243,16 +245,17 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             target = "/"
         try:
-            record(
-                catalog,
-                form.get("decision", ""),
-                int(form.get("id", "")),
-                method=form.get("method") or None,
-                refset=form.get("refset") or None,
-                ref_id=int(form["ref_id"]) if form.get("ref_id") else None,
-                reviewer=form.get("reviewer") or state["reviewer"],
-                note=form.get("note") or None,
-            )
+            with state["writing"]:
+                record(
+                    catalog,
+                    form.get("decision", ""),
+                    int(form.get("id", "")),
+                    method=form.get("method") or None,
+                    refset=form.get("refset") or None,
+                    ref_id=int(form["ref_id"]) if form.get("ref_id") else None,
+                    reviewer=form.get("reviewer") or state["reviewer"],
+                    note=form.get("note") or None,
+                )
         except (CoyoDbError, ValueError) as exc:
             return render("message.html", title="Review not recorded", message=str(exc)), 400
         return redirect(target, code=303)

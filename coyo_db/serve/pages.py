@@ -88,7 +88,8 @@ def default_sql(catalog: Catalog) -> str:
     table = tables.IMAGES.name if tables.IMAGES.name in names else tables.PAIRS.name
     if table not in names:
         return "SELECT * FROM runs ORDER BY started_at DESC"
-    return f"SELECT * FROM {table} USING SAMPLE reservoir(1000 ROWS) REPEATABLE (42)"
+    # a pseudo-random sample that stays the same from page to page
+    return f"SELECT * FROM {table} ORDER BY hash(id) LIMIT 1000"
 
 
 def query_page(catalog: Catalog, sql: str, *, page: int = 0, size: int = PAGE_SIZE) -> QueryPage:
@@ -112,6 +113,14 @@ def query_page(catalog: Catalog, sql: str, *, page: int = 0, size: int = PAGE_SI
     out.has_more = table.num_rows > size
     out.rows = table.slice(0, size).to_pylist()
     return out
+
+
+def default_columns(page: QueryPage, count: int = 4) -> list[str]:
+    """The columns shown under thumbnails unless the user names some: the caption or text
+    first, then the next columns after the id."""
+    first = [c for c in ("caption", "text") if c in page.columns][:1]
+    rest = [c for c in page.columns if c not in ("id", *first)]
+    return (first + rest)[:count]
 
 
 def cell(value: Any) -> str:
