@@ -4,6 +4,7 @@ token, serve until Ctrl-C."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -47,6 +48,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, not {port}")
+    # Werkzeug logs a line per request at INFO: a page of thumbnails would flood the terminal
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     token = secrets.token_urlsafe(24)
     app = create_app(catalog, token, reviewer=reviewer)
     try:
