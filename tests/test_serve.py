@@ -149,6 +149,9 @@ def test_review_decisions_in_the_browser_change_the_next_export(server, browser,
     ).to_pylist()[0]
     assert hit["id"] not in before
     browser.get(server.base + "/audit")
+    who = browser.find_element(By.ID, "reviewer")
+    who.clear()
+    who.send_keys("ana\t")  # remembered in the browser for the next pages
     _click(browser, "not_copy", hit["id"])
 
     # a non-keeper on the duplicates page: "keep this one" makes it its group's keeper
@@ -175,7 +178,7 @@ def test_review_decisions_in_the_browser_change_the_next_export(server, browser,
     assert manifest["table_versions"]["reviews"] == manifest["reviews"]["table_version"]
     reviews = catalog.sql("SELECT * FROM reviews ORDER BY reviewed_at").to_pylist()
     assert [r["decision"] for r in reviews] == ["not_copy", "keeper"]
-    assert all(r["note"] == "checked by eye" and r["reviewer"] for r in reviews)
+    assert all(r["note"] == "checked by eye" and r["reviewer"] == "ana" for r in reviews)
 
 
 # ---- attacks --------------------------------------------------------------------------------

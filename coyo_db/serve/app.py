@@ -142,7 +142,9 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
     store: ImageStore = state["store"]
 
     def render(template: str, **context: Any) -> str:
-        return render_template(template, token=state["token"], **context)
+        return render_template(
+            template, token=state["token"], reviewer=state["reviewer"], **context
+        )
 
     @app.get("/")
     def index() -> Any:
