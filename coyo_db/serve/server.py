@@ -39,6 +39,7 @@ def serve(
     """Serve the app over `catalog` on `host`:`port` (0: a free port) until interrupted; the
     URL to open, token included, goes to `emit` first."""
     try:
+        import flask  # noqa: F401  (the serve extra)
         from werkzeug.serving import make_server
     except ModuleNotFoundError:
         raise MissingExtraError(
