@@ -91,3 +91,40 @@ def test_only_loopback_hosts_count_as_local():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     assert not is_loopback("example.com")
+
+
+def test_a_review_while_another_job_writes_says_the_catalog_is_busy(client, catalog, monkeypatch):
+    import subprocess
+    import sys
+
+    from coyo_db.catalog import tables
+    from coyo_db.dedup.groups import write_groups
+
+    group = [{"method": "manual", "group_id": 10, "id": i, "keeper": i == 10} for i in (10, 11)]
+    write_groups(catalog, "manual", tables.DUP_GROUPS.from_pylist(group))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, time; from coyo_db.catalog import writer_lock as w; "
+            f"w.acquire(pathlib.Path({str(catalog.home)!r}), 'ingest images'); "
+            "print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr("coyo_db.serve.app.REVIEW_WAIT", 0.5)
+        form = {"_token": TOKEN, "decision": "keeper", "id": "11", "method": "manual"}
+        busy = client.post("/review", data=form)
+        assert busy.status_code == 503 and "ingest images" in busy.text
+    finally:
+        holder.kill()
+        holder.wait()
+    assert client.post("/review", data=form).status_code == 303
+
+
+def test_an_unknown_id_has_no_detail_page(client):
+    assert client.get("/image/424242").status_code == 404

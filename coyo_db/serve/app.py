@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 COOKIE = "coyo_db_token"
 MAX_UPLOAD = 32 << 20
+#: seconds a review waits for another job's writer lock before the page says the catalog is busy
+REVIEW_WAIT = 5.0
 _HERE = Path(__file__).parent
 _CSP = (
     "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -170,7 +172,10 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
 
     @app.get("/image/<int(signed=True):id_>")
     def detail(id_: int) -> Any:
-        info = pages.detail(catalog, id_)
+        try:
+            info = pages.detail(catalog, id_)
+        except CoyoDbError as exc:
+            abort(404, str(exc))
         ids = [id_, *(n["id"] for n in info["neighbours"]), *(g["id"] for g in info["groups"])]
         return render("detail.html", info=info, with_images=store.has_images(ids))
 
@@ -240,14 +245,16 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
 
     @app.post("/review")
     def review() -> Any:
+        from coyo_db.catalog import writer_lock
         from coyo_db.review.decisions import review as record
 
         form = request.form
         target = form.get("next", "/")
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             target = "/"
+        lock = writer_lock.place(catalog)
         try:
-            with state["writing"]:
+            with state["writing"], writer_lock.writing(lock, "review", timeout=REVIEW_WAIT):
                 record(
                     catalog,
                     form.get("decision", ""),
@@ -258,6 +265,8 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
                     reviewer=form.get("reviewer") or state["reviewer"],
                     note=form.get("note") or None,
                 )
+        except writer_lock.CatalogBusyError as exc:
+            return render("message.html", title="Review not recorded", message=str(exc)), 503
         except (CoyoDbError, ValueError) as exc:
             return render("message.html", title="Review not recorded", message=str(exc)), 400
         return redirect(target, code=303)

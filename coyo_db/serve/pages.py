@@ -179,6 +179,8 @@ def detail(catalog: Catalog, id_: int, *, neighbours: int = 12) -> dict[str, Any
             "candidates": rows(con, _CANDIDATES_OF, id=id_),
             "reviews": latest_reviews(con, [id_]),
         }
+    if not any(out[k] for k in ("pair", "image", "groups", "candidates", "reviews")):
+        raise InputError(f"no image or pair with id {id_} in the catalog")
     out["neighbours"], out["neighbours_error"] = nearest(catalog, id=id_, k=neighbours)
     return out
 
