@@ -128,3 +128,15 @@ def test_a_review_while_another_job_writes_says_the_catalog_is_busy(client, cata
 
 def test_an_unknown_id_has_no_detail_page(client):
     assert client.get("/image/424242").status_code == 404
+
+
+def test_the_detail_page_offers_the_decisions_on_its_groups(client, catalog):
+    from coyo_db.catalog import tables
+    from coyo_db.dedup.groups import write_groups
+
+    group = [{"method": "manual", "group_id": 10, "id": i, "keeper": i == 10} for i in (10, 11)]
+    write_groups(catalog, "manual", tables.DUP_GROUPS.from_pylist(group))
+    page = client.get("/image/11").get_data(as_text=True)
+    assert 'data-decision="keeper" data-id="11"' in page
+    assert 'data-decision="not_duplicate" data-id="11"' in page
+    assert 'data-decision="keeper" data-id="11"' not in client.get("/image/10").text

@@ -177,7 +177,9 @@ def _routes(app: flask.Flask, state: dict[str, Any]) -> None:
         except CoyoDbError as exc:
             abort(404, str(exc))
         ids = [id_, *(n["id"] for n in info["neighbours"]), *(g["id"] for g in info["groups"])]
-        return render("detail.html", info=info, with_images=store.has_images(ids))
+        return render(
+            "detail.html", info=info, with_images=store.has_images(ids), next=request.full_path
+        )
 
     @app.get("/img/<int(signed=True):id_>")
     def image(id_: int) -> Any:
