@@ -22,6 +22,7 @@ BENCHES = [
     "bench_export.py",
     "bench_search.py",
     "bench_ray.py",
+    "bench_serve.py",
 ]
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from coyo_db.cli import (
     ingest_cmds,
     label_cmds,
     report_cmds,
+    review_cmds,
     sample_cmds,
     search_cmds,
+    serve_cmds,
 )
 from coyo_db.cli.help_format import WorkflowGroup
 from coyo_db.version import __version__
@@ -43,8 +45,10 @@ for module in (
     ingest_cmds,
     label_cmds,
     report_cmds,
+    review_cmds,
     sample_cmds,
     search_cmds,
+    serve_cmds,
 ):
     module.register(app)
 

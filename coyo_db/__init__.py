@@ -53,6 +53,9 @@ API: dict[str, tuple[str, str]] = {
     "nearest_neighbours": ("coyo_db.search.nearest", "search"),
     "write_synth": ("coyo_db.synth.metadata", "write_synth"),
     "run_demo": ("coyo_db.synth.demo", "run_demo"),
+    "record_review": ("coyo_db.review.decisions", "review"),
+    "list_reviews": ("coyo_db.review.decisions", "reviews"),
+    "serve_catalog": ("coyo_db.serve.server", "serve"),
 }
 
 __all__ = ["API", "CoyoDbError", "__version__", *API]

@@ -139,6 +139,7 @@ def images_batch(
             "width": pa.array([d.width for d in decoded], pa.int32()),
             "height": pa.array([d.height for d in decoded], pa.int32()),
             "format": pa.array([d.format for d in decoded], pa.string()),
+            "data_offset": pa.array([d.record.data_offset for d in decoded], pa.int64()),
         },
         schema=tables.IMAGES.schema,
     )

@@ -61,6 +61,7 @@ class _Sample:
     first: str
     parts: dict[str, bytes] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)  # where each part's data starts
 
 
 def tar_records(path: str) -> Iterator[ImageRecord]:
@@ -94,6 +95,7 @@ def tar_records(path: str) -> Iterator[ImageRecord]:
                 return
             sample.parts.setdefault(ext, data)
             sample.names.setdefault(ext, member.name)
+            sample.offsets.setdefault(ext, member.offset_data)
     if broken is None:
         if sample is not None:
             yield _sample_record(path, sample)
@@ -168,6 +170,7 @@ def _sample_record(path: str, sample: _Sample, error: str | None = None) -> Imag
         caption=caption,
         meta=meta,
         error=error,
+        data_offset=sample.offsets.get(ext) if ext and data else None,
     )
     return checked_record(record)
 

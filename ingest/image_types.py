@@ -30,6 +30,7 @@ class ImageRecord:
     caption: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # img2dataset's .json, parsed
     error: str | None = None  # why the reader could not get the image (quarantine reason)
+    data_offset: int | None = None  # where `data` starts in the shard file (tar members only)
 
 
 @dataclass(frozen=True)

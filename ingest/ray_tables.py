@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from coyo_db.ingest.image_types import Preprocess
 
 OUTPUT_PREFIX = "out:"
-_RECORD = ["shard", "member", "key", "url", "caption", "meta"]
+_RECORD = ["shard", "member", "key", "url", "caption", "meta", "data_offset"]
 _FACTS = ["width", "height", "format", "nbytes", "phash"]
 
 
@@ -44,6 +44,7 @@ def decoded_table(
         "meta": pa.array(
             [json.dumps(r.meta, ensure_ascii=False, default=str) for r in records], pa.string()
         ),
+        "data_offset": pa.array([r.data_offset for r in records], pa.int64()),
         "text": pa.array([caption(r) for r in records], pa.string()),
         "error": pa.array(errors, pa.string()),
         "width": pa.array([d.width for d in decoded], pa.int32()),
@@ -120,6 +121,7 @@ def unpack(table: pa.Table) -> tuple[list[DecodedImage], list[DecodedImage], dic
             url=row["url"],
             caption=row["caption"],
             meta=json.loads(row["meta"]) if row["meta"] else {},
+            data_offset=row["data_offset"],
         )
         image = DecodedImage(
             record=record,

@@ -33,6 +33,12 @@ COMMANDS = {
     "search": "nearest_neighbours",
     "synth": "write_synth",
     "demo": "run_demo",
+    "review keeper": "record_review",
+    "review not-duplicate": "record_review",
+    "review copy": "record_review",
+    "review not-copy": "record_review",
+    "review list": "list_reviews",
+    "serve": "serve_catalog",
 }
 
 

@@ -25,7 +25,7 @@ MAX_LINES = 500
 
 LEAVES = {"coyo_db.errors", "coyo_db.faults", "coyo_db.progress", "coyo_db.version"}
 API = "coyo_db"  # the package itself is the Python API: Catalog and one function per command
-FEATURES = ("audit", "dedup", "export", "labels", "results", "search", "stats")
+FEATURES = ("audit", "dedup", "export", "labels", "results", "review", "search", "serve", "stats")
 
 
 def layer(module: str) -> int:

@@ -72,3 +72,4 @@ def test_demo_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "filter funnel" in result.stdout and "subset" in result.stdout
+    assert result.stdout.rstrip().endswith(f"coyo-db serve --home {tmp_path / 'h'}")

@@ -125,6 +125,8 @@ RUNS = pa.schema(
 
 # Per-image facts computed by `ingest images`, keyed by id; `shard` and `member` find the image
 # again for exports. `phash` is `image_phash` as an unsigned 64-bit integer for Hamming work.
+# `data_offset` is where the image's bytes start in a tar shard (`bytes` long), so that one image
+# is one read (null for other shards and for rows ingested before the column existed).
 IMAGES = pa.schema(
     [
         pa.field("id", pa.int64()),
@@ -140,6 +142,7 @@ IMAGES = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
+        pa.field("data_offset", pa.int64()),
     ]
 )
 
@@ -239,6 +242,27 @@ CONTAMINATION_CANDIDATES = pa.schema(
         pa.field("hit", pa.bool_()),
         _GROUP,
         pa.field("layout", pa.float32()),  # colour-layout similarity, where computed
+    ]
+)
+
+
+# Reviewers' decisions on what dedup and the audit decided (`coyo-db review`, the web app):
+# who (`reviewer`), when (`reviewed_at`), what (`kind` and the subject: `id` with the dedup
+# `method`, or `id` with the reference `refset`/`ref_id`), the `decision` and a `note`. The
+# latest decision on a subject counts; exports honour them (sql/reviews*.sql).
+REVIEWS = pa.schema(
+    [
+        pa.field("review_id", pa.string()),
+        pa.field("kind", pa.string()),  # duplicate | contamination
+        pa.field("decision", pa.string()),  # keeper | not_duplicate | copy | not_copy
+        pa.field("id", pa.int64()),
+        pa.field("method", pa.string()),  # the dedup method (duplicate reviews)
+        pa.field("group_id", pa.int64()),  # the id's group when reviewed, for the record
+        pa.field("refset", pa.string()),  # the reference (contamination reviews)
+        pa.field("ref_id", pa.int64()),
+        pa.field("reviewer", pa.string()),
+        pa.field("reviewed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("note", pa.string()),
     ]
 )
 

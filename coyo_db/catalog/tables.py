@@ -126,6 +126,12 @@ REFSET_IMAGES = TableSpec(
     ("refset", "ref_id"),
     "the references of every reference set: path, phash, size, low-information flag",
 )
+REVIEWS = TableSpec(
+    "reviews",
+    schemas.REVIEWS,
+    ("review_id",),
+    "reviewers' decisions on duplicate groups and contamination hits; exports honour them",
+)
 
 #: every fixed-name table, by name
 FIXED: dict[str, TableSpec] = {
@@ -145,6 +151,7 @@ FIXED: dict[str, TableSpec] = {
         CONTAMINATION_CANDIDATES,
         REFSETS,
         REFSET_IMAGES,
+        REVIEWS,
     )
 }
 

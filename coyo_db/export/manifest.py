@@ -12,6 +12,8 @@ Lance's dataset discovery from taking it for data)::
     sql                the SQL as run, exclusions included
     table_versions     the Lance version of every catalog table, all read at these versions
     exclusions         per reason (duplicates, contaminated): table, version, applied, counts
+    reviews            the version of `reviews` whose decisions the exclusions honoured (null:
+                       nobody reviewed)
     counts             selected, excluded, exported (+ missing_images for webdataset)
     files              every output file with its rows and bytes
     ids                count, set_hash (order-free) and sha256 (in order) of the ids written
@@ -77,6 +79,7 @@ def build_manifest(
         "sql": plan.sql,
         "table_versions": dict(sorted(plan.versions.items())),
         "exclusions": exclusions,
+        "reviews": {"table_version": plan.versions.get("reviews")},  # honoured: sql/reviews*.sql
         "counts": counts,
         "options": options,
         "files": [f.as_dict() for f in files],

@@ -182,6 +182,8 @@ def run_demo(
     emit(f"  coyo-db tables --home {home}")
     emit(f'  coyo-db query --home {home} "SELECT * FROM quarantine"')
     emit(f'  coyo-db query --home {home} "SELECT * FROM image_scores LIMIT 5"')
+    emit("Look at it, search it and review dedup and the audit in a browser:")
+    emit(f"  coyo-db serve --home {home}")
     return result
 
 

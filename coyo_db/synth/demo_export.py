@@ -31,6 +31,8 @@ class ExportDemoResult:
     webdataset_samples: int = 0
     search_found_original: bool = False  # the near-copy's original ranked first
     search_score: float = 0.0
+    search_query: Path | None = None  # the near-copy searched for
+    search_original_id: int | None = None  # the id it copies
     export_path: Path | None = None
 
 
@@ -91,6 +93,7 @@ def _search_step(
     meta = build_index(catalog, MODEL)
     emit(meta.line())
     original_id, query = _plant_query(catalog, data, seed)
+    result.search_query, result.search_original_id = query, original_id
     found = search(catalog, image=query, k=3)
     top = found.ids[0] if found.ids else None
     result.search_found_original = top == original_id

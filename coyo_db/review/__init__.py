@@ -1,0 +1,1 @@
+"""Reviewers' decisions on what dedup and the contamination audit decided (`coyo-db review`)."""
