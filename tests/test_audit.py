@@ -127,12 +127,17 @@ def test_decide_rules() -> None:
     method, score = decide(hamming, cosine, inliers, coverage, low, blank=blank, layout=layout)
     assert method == ["phash_exact", None, "phash_radius", "descriptor", "local", "layout"]
     assert score[5] == pytest.approx(0.95)
-    # a local match on a plain reference (its layout compared) needs the layouts to agree
+    # a local match of a few dozen inliers on a plain reference (its layout compared) needs
+    # the layouts to agree; more inliers stand alone
     coverage[5] = 0.5
+    inliers[5] = 20
     for value, expected in ((0.5, None), (0.8, "local"), (np.nan, "local")):
         layout[5] = value
         method, _ = decide(hamming, cosine, inliers, coverage, low, blank=blank, layout=layout)
         assert method[5] == expected
+    inliers[5], layout[5] = 30, 0.0
+    method, _ = decide(hamming, cosine, inliers, coverage, low, blank=blank, layout=layout)
+    assert method[5] == "local"
 
 
 def test_unknown_refset(audited) -> None:

@@ -4,8 +4,9 @@ In this order of evidence:
 
 - ``local``: inliers >= ``min_inliers`` and coverage >= ``min_coverage`` (local features
   matched under one similarity transform, :mod:`coyo_db.audit.verify`); where the colour
-  layouts were compared (a plain reference), they must agree too (``min_layout_local``):
-  grey local features match the same flat shape in other colours;
+  layouts were compared (a plain reference) and the inliers are fewer than ``local_alone``,
+  the layouts must agree too (``min_layout_local``): grey local features match the same flat
+  shape in other colours, with a few dozen inliers at most;
 - ``phash_exact``: equal pHash, COYO's own rule, the audit's floor: it holds whatever the
   other evidence says, for every reference but a blank one (an empty frame);
 - ``layout``: colour-layout similarity >= ``min_layout`` (:mod:`coyo_db.audit.layout`),
@@ -42,7 +43,8 @@ class OperatingPoint:
     min_inliers: int = 10
     min_coverage: float = 0.05
     min_layout: float = 0.85  # layout.LAYOUT_MIN_SIMILARITY, chosen on the plain dev split
-    min_layout_local: float = 0.75  # a local match on a plain reference needs this layout
+    min_layout_local: float = 0.75  # a local match on a plain reference needs this layout...
+    local_alone: int = 30  # ...unless it has this many inliers
     descriptor_cosine: float = 0.89
     phash_radius: int = 2
 
@@ -70,7 +72,11 @@ def decide(
     loose = usable & ~np.asarray(low_info, dtype=bool)
     layout = np.full(n, np.nan, np.float32) if layout is None else np.asarray(layout, np.float32)
     layout_known = np.nan_to_num(layout, nan=-1.0)
-    layout_agrees = np.isnan(layout) | (layout_known >= point.min_layout_local)
+    layout_agrees = (
+        np.isnan(layout)
+        | (layout_known >= point.min_layout_local)
+        | (np.asarray(inliers) >= point.local_alone)
+    )
     rules = [
         (
             "local",
