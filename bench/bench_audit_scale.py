@@ -18,7 +18,8 @@ Steps, each timed end to end through the library calls behind the commands, in a
 4. ``audit(["big"])``: the re-audit, from the stored descriptors: search and verification
    only; images per second against the target of 500, the time per stage, the share of images
    that needed verification, and the recall of the planted copies (as a check that the run
-   audited something).
+   audited something); then again at each ``--verify-above`` floor (default 0.5), the same
+   figures: the speed / recall trade of the verification floor.
 
 Synthetic pictures of one kind resemble each other more than web images do, so the share of
 images verified here is pessimistic. Run: ``python bench/bench_audit_scale.py --refs 50000``.
@@ -33,6 +34,7 @@ import shutil
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +117,9 @@ def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dic
     return folder, truth
 
 
-def run(refs: int, images: int, copies: int) -> dict:
+def run(refs: int, images: int, copies: int, floors: list[float]) -> dict:
     from coyo_db.audit.contamination import audit
+    from coyo_db.audit.decision import DEFAULT_POINT
     from coyo_db.audit.refset_job import add_refset
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.images import ingest_images
@@ -139,16 +142,19 @@ def run(refs: int, images: int, copies: int) -> dict:
     step("ingest images", lambda: ingest_images(catalog, [folder / "data"]))
     first = step("first audit", lambda: audit(catalog, ["blank"]))
     again = step("re-audit", lambda: audit(catalog, ["big"]))
-    verified = catalog.sql(
-        "SELECT count(DISTINCT id) AS n FROM contamination_candidates "
-        "WHERE refset = 'big' AND inliers IS NOT NULL"
-    )["n"][0].as_py()
-    hits = catalog.sql(
-        "SELECT i.member, c.ref_path FROM contamination c JOIN images i USING (id) "
-        "WHERE c.refset = 'big'"
-    ).to_pylist()
-    right = {h["member"] for h in hits if truth.get(Path(h["member"]).stem) == h["ref_path"]}
-    wrong = {h["member"] for h in hits if h["member"] not in right}
+    verified, right, wrong = _scored(catalog, truth)
+    with_floor = {}
+    for floor in floors:
+        point = replace(DEFAULT_POINT, verify_cosine=floor)
+        name = f"re-audit --verify-above {floor}"
+        floored = step(name, lambda p=point: audit(catalog, ["big"], point=p))
+        share, found, false = _scored(catalog, truth)
+        with_floor[str(floor)] = {
+            "re_audit_per_s": floored.images / seconds[name],
+            "share_verified": share / max(floored.images, 1),
+            "copies_found": len(found),
+            "images_with_false_hits": len(false),
+        }
     described_per_s = first.images / seconds["first audit"]
     refset_per_s = big.images / seconds["refset add big"]
     re_audit_per_s = again.images / seconds["re-audit"]
@@ -167,8 +173,24 @@ def run(refs: int, images: int, copies: int) -> dict:
         "share_verified": verified / max(again.images, 1),
         "copies_found": len(right),
         "images_with_false_hits": len(wrong),
+        "with_verification_floor": with_floor,
         "seconds": seconds,
     }
+
+
+def _scored(catalog, truth: dict) -> tuple[int, set, set]:  # type: ignore[no-untyped-def]
+    """(images verified, copies found on their reference, images with a false hit) of the
+    last audit of ``big``."""
+    verified = catalog.sql(
+        "SELECT count(DISTINCT id) AS n FROM contamination_candidates "
+        "WHERE refset = 'big' AND inliers IS NOT NULL"
+    )["n"][0].as_py()
+    hits = catalog.sql(
+        "SELECT i.member, c.ref_path FROM contamination c JOIN images i USING (id) "
+        "WHERE c.refset = 'big'"
+    ).to_pylist()
+    right = {h["member"] for h in hits if truth.get(Path(h["member"]).stem) == h["ref_path"]}
+    return verified, right, {h["member"] for h in hits if h["member"] not in right}
 
 
 def main() -> None:
@@ -176,8 +198,15 @@ def main() -> None:
     parser.add_argument("--refs", type=int, default=50_000)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--copies", type=int, default=100)
+    parser.add_argument(
+        "--verify-above",
+        type=float,
+        nargs="*",
+        default=[0.5],
+        help="Re-audit again at these verification floors (audit --verify-above).",
+    )
     args = parser.parse_args()
-    result = run(args.refs, args.images, args.copies)
+    result = run(args.refs, args.images, args.copies, args.verify_above)
     save(f"audit_scale_{args.refs}", result)
     print(
         f"refset add {result['refset_add_per_s']:.1f} refs/s vs describing "
@@ -190,6 +219,14 @@ def main() -> None:
         f"images with false hits {result['images_with_false_hits']}",
         file=sys.stderr,
     )
+    for floor, row in result["with_verification_floor"].items():
+        print(
+            f"--verify-above {floor}: {row['re_audit_per_s']:.1f} images/s, "
+            f"{100 * row['share_verified']:.1f}% verified, copies found "
+            f"{row['copies_found']}/{result['planted_copies']}, images with false hits "
+            f"{row['images_with_false_hits']}",
+            file=sys.stderr,
+        )
     print(json.dumps(result, indent=1))
 
 

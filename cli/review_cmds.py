@@ -14,8 +14,7 @@ import typer
 from coyo_db.cli.common import HomeOption, open_catalog, stdout
 
 review_app = typer.Typer(
-    help="Accept or overturn dedup's keepers and the audit's hits (table reviews); exports "
-    "honour the decisions.",
+    help="Accept or overturn dedup keepers and audit hits; exports honour the decisions.",
     no_args_is_help=True,
 )
 

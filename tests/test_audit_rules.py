@@ -172,7 +172,7 @@ def test_a_verification_floor_leaves_pairs_only_the_descriptor_found_unverified(
     assert skipped and kept  # the floor fell between verified pairs
     assert after[("logo-copy.png", "logo.png")]["hit"]  # the pHash floor holds
     with pytest.raises(InputError, match="verify-above"):
-        audit(floored, ["eval"], point=replace(DEFAULT_POINT, verify_cosine=2.0), workers=0)
+        replace(DEFAULT_POINT, verify_cosine=2.0)
 
 
 def test_a_killed_audit_resumes_with_the_units_it_had_not_finished(tmp_path: Path) -> None:

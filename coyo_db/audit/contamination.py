@@ -139,8 +139,6 @@ def audit(
     connection (see :mod:`coyo_db.catalog.readonly`)."""
     if not refsets:
         raise InputError("name at least one reference set: --refset NAME")
-    if not -1.0 <= point.verify_cosine <= 1.0:
-        raise InputError(f"--verify-above must lie in [-1, 1], not {point.verify_cosine}")
     if not paths and not catalog.has_table(tables.IMAGES.name):
         raise CatalogError("the catalog has no images table; run `coyo-db ingest images` first")
     # the selection runs before any work, so that a refused --where leaves nothing behind

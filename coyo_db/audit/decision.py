@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coyo_db.errors import InputError
+
 METHODS = ("local", "phash_exact", "layout", "descriptor", "phash_radius")
 
 
@@ -47,6 +49,10 @@ class OperatingPoint:
     local_alone: int = 30  # ...unless it has this many inliers
     descriptor_cosine: float = 0.89
     phash_radius: int = 2
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.verify_cosine <= 1.0:
+            raise InputError(f"--verify-above must lie in [-1, 1], not {self.verify_cosine}")
 
 
 DEFAULT_POINT = OperatingPoint()
