@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from coyo_db.catalog import tables
 from coyo_db.catalog.lance_tables import sql_string
@@ -48,6 +47,7 @@ log = logging.getLogger(__name__)
 KEEP_RULES = ("highest-clip", "lowest-id")
 PHASH_TABLES = (tables.PAIRS.name, tables.IMAGES.name)  # what `dedup phash` reads
 KeepRule = Literal["highest-clip", "lowest-id"]
+_CLIP_COLUMNS = ("clip_similarity_vitl14", "clip_similarity_vitb32")
 
 
 @dataclass(frozen=True)
@@ -123,23 +123,31 @@ def _load_hashes(catalog: Catalog, table: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP similarities of `ids` from pairs (NaN where unknown)."""
+    """CLIP similarities of `ids` from pairs (NaN where unknown).
+
+    One streaming scan of the three columns, each batch matched against the sorted `ids` by
+    binary search: memory stays at a few arrays of len(ids) whatever the table's size. (A
+    filter ``id IN (...)`` of millions of ids costs Lance far more time and memory.)
+    """
     vitl14 = np.full(len(ids), np.nan)
     vitb32 = np.full(len(ids), np.nan)
     if not catalog.has_table(tables.PAIRS.name) or len(ids) == 0:
         return vitl14, vitb32
-    table = catalog.dataset(tables.PAIRS.name).to_table(
-        columns=["id", "clip_similarity_vitl14", "clip_similarity_vitb32"],
-        filter=pc.field("id").isin(pa.array(np.unique(ids))),
-    )
-    known = table["id"].to_numpy()
-    order = np.argsort(known, kind="stable")
-    pos = np.searchsorted(known[order], ids)
-    pos = np.minimum(pos, max(len(known) - 1, 0))
-    hit = (known[order][pos] == ids) if len(known) else np.zeros(len(ids), bool)
-    for name, out in (("clip_similarity_vitl14", vitl14), ("clip_similarity_vitb32", vitb32)):
-        values = table[name].to_numpy(zero_copy_only=False).astype(np.float64)
-        out[hit] = values[order][pos[hit]]
+    wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    found = {name: np.full(len(wanted), np.nan) for name in _CLIP_COLUMNS}
+    scanner = catalog.dataset(tables.PAIRS.name).scanner(columns=["id", *_CLIP_COLUMNS])
+    for batch in scanner.to_batches():
+        batch_ids = batch.column(0).to_numpy(zero_copy_only=False)
+        pos = np.minimum(np.searchsorted(wanted, batch_ids), len(wanted) - 1)
+        hit = wanted[pos] == batch_ids
+        if not hit.any():
+            continue
+        for index, name in enumerate(_CLIP_COLUMNS, start=1):
+            values = batch.column(index).to_numpy(zero_copy_only=False).astype(np.float64)
+            found[name][pos[hit]] = values[hit]
+    where = np.searchsorted(wanted, ids)
+    vitl14[:] = found["clip_similarity_vitl14"][where]
+    vitb32[:] = found["clip_similarity_vitb32"][where]
     return vitl14, vitb32
 
 
@@ -174,13 +182,13 @@ def store_groups(
     n = len(ids)
     table = pa.table(
         {
-            "method": pa.array([method] * n, pa.string()),
+            "method": pa.repeat(pa.scalar(method, pa.string()), n),
             "group_id": gid,
             "id": ids,
             "keeper": keeper,
             "distance": np.asarray(distance, dtype=np.int32),
             "group_size": sizes[member_group].astype(np.int32),
-            "keep_rule": pa.array([keep] * n, pa.string()),
+            "keep_rule": pa.repeat(pa.scalar(keep, pa.string()), n),
         },
         schema=tables.DUP_GROUPS.schema,
     )
