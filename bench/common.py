@@ -44,6 +44,29 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def run_measured(cmd: list[str], *, env: dict[str, str] | None = None) -> dict:
+    """Run `cmd` as a child process: its wall time and its own peak resident memory.
+
+    The peak is the child's ``ru_maxrss`` from ``os.wait4`` on that very child (not the
+    running maximum over all children that ``RUSAGE_CHILDREN`` gives). Raises with the
+    child's output when it fails.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({child.returncode}):\n{text[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "output": text}
+
+
 def synth_data(rows: int, files: int = 4, seed: int = 0) -> Path:
     """A cached folder of synthetic COYO Parquet files with `rows` rows in all."""
     from coyo_db.synth.metadata import write_synth
@@ -63,3 +86,20 @@ def save(name: str, result: dict) -> Path:
     result = {"machine": machine(), **result}
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def synth_catalog(rows: int, files: int = 4, seed: int = 0) -> Path:
+    """A cached catalog holding :func:`synth_data` ingested into `pairs` (for benchmarks of
+    commands that read a catalog; built once, read-only afterwards)."""
+    from coyo_db.catalog import Catalog
+    from coyo_db.ingest.metadata import ingest_metadata
+
+    home = OUT / f"catalog-{rows}-{files}-{seed}"
+    marker = home / ".complete"
+    if not marker.exists():
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+        ingest_metadata(Catalog.init(home), sorted(synth_data(rows, files, seed).glob("*.parquet")))
+        marker.write_text("ok")
+    return home

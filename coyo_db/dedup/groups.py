@@ -126,26 +126,34 @@ def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """CLIP similarities of `ids` from pairs (NaN where unknown).
 
     One streaming scan of the three columns, each batch matched against the sorted `ids` by
-    binary search: memory stays at a few arrays of len(ids) whatever the table's size. (A
-    filter ``id IN (...)`` of millions of ids costs Lance far more time and memory.)
+    binary search of its own sorted ids (sorted needles keep the search in cache): memory
+    stays at a few arrays of len(ids) whatever the table's size. (A filter ``id IN (...)`` of
+    millions of ids costs Lance far more time and memory.)
     """
+    ids = np.asarray(ids, dtype=np.int64)
     vitl14 = np.full(len(ids), np.nan)
     vitb32 = np.full(len(ids), np.nan)
     if not catalog.has_table(tables.PAIRS.name) or len(ids) == 0:
         return vitl14, vitb32
-    wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]
+    wanted = ordered[new]
     found = {name: np.full(len(wanted), np.nan) for name in _CLIP_COLUMNS}
     scanner = catalog.dataset(tables.PAIRS.name).scanner(columns=["id", *_CLIP_COLUMNS])
     for batch in scanner.to_batches():
         batch_ids = batch.column(0).to_numpy(zero_copy_only=False)
-        pos = np.minimum(np.searchsorted(wanted, batch_ids), len(wanted) - 1)
-        hit = wanted[pos] == batch_ids
+        sort = np.argsort(batch_ids)
+        pos = np.minimum(np.searchsorted(wanted, batch_ids[sort]), len(wanted) - 1)
+        hit = wanted[pos] == batch_ids[sort]
         if not hit.any():
             continue
+        rows, pos = sort[hit], pos[hit]
         for index, name in enumerate(_CLIP_COLUMNS, start=1):
-            values = batch.column(index).to_numpy(zero_copy_only=False).astype(np.float64)
-            found[name][pos[hit]] = values[hit]
-    where = np.searchsorted(wanted, ids)
+            values = batch.column(index).to_numpy(zero_copy_only=False)
+            found[name][pos] = values[rows]
+    where = np.empty(len(ids), dtype=np.int64)  # each id's place in `wanted`
+    where[order] = np.cumsum(new) - 1
     vitl14[:] = found["clip_similarity_vitl14"][where]
     vitb32[:] = found["clip_similarity_vitb32"][where]
     return vitl14, vitb32
