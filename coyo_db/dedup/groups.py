@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from coyo_db.catalog import tables
 from coyo_db.catalog.lance_tables import sql_string
-from coyo_db.dedup.near_phash import DEFAULT_RADIUS, phash_groups
+from coyo_db.dedup.near_phash import DEFAULT_RADIUS, PairSearch, phash_groups
 from coyo_db.errors import CatalogError, InputError
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_RULES = ("highest-clip", "lowest-id")
+ENGINES = ("local", "ray")
 PHASH_TABLES = (tables.PAIRS.name, tables.IMAGES.name)  # what `dedup phash` reads
 KeepRule = Literal["highest-clip", "lowest-id"]
 _CLIP_COLUMNS = ("clip_similarity_vitl14", "clip_similarity_vitb32")
@@ -218,17 +219,31 @@ def dedup_phash(
     radius: int = DEFAULT_RADIUS,
     table: str = "pairs",
     keep: str = "highest-clip",
+    engine: str = "local",
+    address: str | None = None,
 ) -> DedupSummary:
     """Near-duplicate pHash groups of `table` (pairs or images) within `radius`, written to
     `dup_groups` under method ``phash_<table>_r<radius>`` with one keeper per group. Logged in
-    `runs` as ``dedup phash``."""
+    `runs` as ``dedup phash``.
+
+    ``engine="ray"`` runs the search's block combinations as Ray tasks (on the cluster at
+    `address`, else a local Ray; :mod:`coyo_db.dedup.ray_phash`): the same groups."""
     from coyo_db.catalog.runs import recorded_run
 
     if keep not in KEEP_RULES:
         raise InputError(f"unknown keeper rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
-    arguments = {"radius": radius, "table": table, "keep": keep}
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if address is not None and engine != "ray":
+        raise InputError("--address is for --engine ray")
+    search = None
+    if engine == "ray":
+        from coyo_db.dedup.ray_phash import ray_near_pairs
+
+        search = ray_near_pairs(address)
+    arguments = {"radius": radius, "table": table, "keep": keep, "engine": engine}
     with recorded_run(catalog, "dedup phash", arguments) as run:
-        summary = _dedup_phash(catalog, radius, table, keep)
+        summary = _dedup_phash(catalog, radius, table, keep, search)
         record_counts(run, summary)
     return summary
 
@@ -238,10 +253,12 @@ def record_counts(run: Run, summary: DedupSummary) -> None:
     run.counts(rows_read=summary.rows_scanned, rows_written=summary.rows_in_groups)
 
 
-def _dedup_phash(catalog: Catalog, radius: int, table: str, keep: str) -> DedupSummary:
+def _dedup_phash(
+    catalog: Catalog, radius: int, table: str, keep: str, search: PairSearch | None
+) -> DedupSummary:
     started = time.perf_counter()
     ids, hashes = _load_hashes(catalog, table)
-    groups = phash_groups(ids, hashes, radius)
+    groups = phash_groups(ids, hashes, radius, pair_search=search)
     method = phash_method(table, radius)
     gid = groups["group_id"].to_numpy()
     member = groups["id"].to_numpy()
