@@ -44,27 +44,43 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+# Forks and waits for the command, then writes its ru_maxrss (KiB) to argv[1]. On Linux a
+# process's peak RSS starts at its parent's RSS at fork/exec time, so the command is started
+# from this small launcher, never straight from a benchmark process that holds gigabytes.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str], *, env: dict[str, str] | None = None) -> dict:
     """Run `cmd` as a child process: its wall time and its own peak resident memory.
 
-    The peak is the child's ``ru_maxrss`` from ``os.wait4`` on that very child (not the
-    running maximum over all children that ``RUSAGE_CHILDREN`` gives). Raises with the
+    The peak is the command's own ``ru_maxrss`` (from ``os.wait4`` in a small launcher
+    process, see :data:`_LAUNCHER`; the launcher's ~10 MiB is the floor). Raises with the
     child's output when it fails.
     """
     import subprocess
+    import sys
     import tempfile
 
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "maxrss"
+        launcher = [sys.executable, "-c", _LAUNCHER, str(peak_file), *cmd]
         start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
+        done = subprocess.run(launcher, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({child.returncode}):\n{text[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "output": text}
+        text = done.stdout.decode("utf-8", "replace")
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{text[-3000:]}")
+        peak_kib = int(peak_file.read_text())
+    return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "output": text}
 
 
 def synth_data(rows: int, files: int = 4, seed: int = 0) -> Path:
