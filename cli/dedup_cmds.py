@@ -101,14 +101,31 @@ def semantic(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Rows per batch streamed from the table.")
     ] = 65_536,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (each unit of clusters a Ray task reading its "
+            "own vectors; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
-    """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each cluster."""
+    """SemDeDup: k-means over the image vectors, then cosine >= --threshold inside each of a
+    vector's two nearest clusters."""
     from coyo_db.dedup.semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
     summary = dedup_semantic(
-        catalog, model, threshold, clusters=clusters, keep=keep, batch_size=batch_size
+        catalog,
+        model,
+        threshold,
+        clusters=clusters,
+        keep=keep,
+        batch_size=batch_size,
+        engine=engine,
+        address=address,
     )
     stdout.print(summary.line())
 

@@ -91,3 +91,25 @@ def test_engine_mistakes(tmp_path):
         dedup_phash(catalog, 4, engine="spark")
     with pytest.raises(InputError, match="--address is for --engine ray"):
         dedup_phash(catalog, 4, address="localhost:6379")
+
+
+def test_semantic_dedup_on_ray_writes_the_local_groups(tmp_path, ray_cluster):
+    """The per-cluster units as Ray tasks (each reading its own vectors): the local groups,
+    with units packed small enough that there are several."""
+    from test_dedup_semantic import MODEL, planted, write_embeddings
+
+    from coyo_db.dedup.semantic import dedup_semantic
+
+    catalog = Catalog(tmp_path / "home", create=True)
+    rng = np.random.default_rng(6)
+    ids, vectors, _ = planted(rng, 3000, 300, noise=0.3)
+    write_embeddings(catalog, ids, vectors)
+    kwargs = {"keep": "lowest-id", "max_vectors": 500}
+    local = dedup_semantic(catalog, MODEL, 0.96, **kwargs)
+    local_rows = catalog.sql("SELECT * FROM dup_groups ORDER BY id")
+    on_ray = dedup_semantic(catalog, MODEL, 0.96, engine="ray", address=ray_cluster, **kwargs)
+    assert catalog.sql("SELECT * FROM dup_groups ORDER BY id").equals(local_rows)
+    assert (on_ray.groups, on_ray.removed) == (local.groups, local.removed)
+    assert local.groups > 100
+    with pytest.raises(InputError, match="unknown engine"):
+        dedup_semantic(catalog, MODEL, 0.96, engine="dask")

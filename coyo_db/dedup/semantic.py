@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -190,27 +191,45 @@ def _assign_stream(dataset, index, batch_size: int, dim: int):
     return unique, np.concatenate(positions)[first], np.concatenate(labels)[first]
 
 
+def unit_pairs(
+    dataset, positions: np.ndarray, labels: np.ndarray, threshold: float, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`similar_pairs` of one unit: the vectors at `positions` (ascending) read with `take`,
+    compared inside each of `labels`' clusters; edges as indices into the unit."""
+    return similar_pairs(_read_unit(dataset, positions, dim), labels, threshold)
+
+
+# (dataset, [(positions, labels) per unit], threshold, dim) -> [(a, b) per unit]
+RunUnits = Callable[..., list[tuple[np.ndarray, np.ndarray]]]
+
+
+def _local_units(dataset, units, threshold: float, dim: int):  # type: ignore[no-untyped-def]
+    return [unit_pairs(dataset, p, lab, threshold, dim) for p, lab in units]
+
+
 def _cluster_pairs(
-    dataset, positions: np.ndarray, labels: np.ndarray, threshold: float, max_vectors: int, dim: int
+    dataset,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    max_vectors: int,
+    dim: int,
+    run_units: RunUnits | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`similar_pairs` edges (row indices) cluster by cluster, reading at most `max_vectors`
-    vectors at a time: whole clusters packed into groups, larger ones chunk pair by pair."""
+    vectors at a time: whole clusters packed into units, larger ones chunk pair by pair. The
+    units are independent: `run_units` may run them anywhere (default: here, in turn)."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
     ends = np.r_[starts[1:], len(order)]
     plural = (ends - starts) >= 2
     starts, ends = starts[plural], ends[plural]
-    left: list[np.ndarray] = []
-    right: list[np.ndarray] = []
+    units: list[tuple[np.ndarray, np.ndarray]] = []  # (members, their labels), by position
 
-    def pairs_of(members: np.ndarray, member_labels: np.ndarray) -> None:
+    def add(members: np.ndarray, member_labels: np.ndarray) -> None:
         by_position = np.argsort(positions[members], kind="stable")
-        members, member_labels = members[by_position], member_labels[by_position]
-        vectors = _read_unit(dataset, positions[members], dim)
-        a, b = similar_pairs(vectors, member_labels, threshold)
-        left.append(members[a])
-        right.append(members[b])
+        units.append((members[by_position], member_labels[by_position]))
 
     i = 0
     while i < len(starts):
@@ -223,7 +242,7 @@ def _cluster_pairs(
             for x in range(len(parts)):
                 for y in range(x + 1, len(parts)):
                     both = np.concatenate([parts[x], parts[y]])
-                    pairs_of(both, np.zeros(len(both), np.int32))
+                    add(both, np.zeros(len(both), np.int32))
             i += 1
             continue
         j, total = i, 0
@@ -231,8 +250,12 @@ def _cluster_pairs(
             total += ends[j] - starts[j]
             j += 1
         members = order[starts[i] : ends[j - 1]]
-        pairs_of(members, labels[members])
+        add(members, labels[members])
         i = j
+    jobs = [(positions[members], member_labels) for members, member_labels in units]
+    found = (run_units or _local_units)(dataset, jobs, threshold, dim)
+    left = [members[a] for (members, _), (a, _) in zip(units, found, strict=True)]
+    right = [members[b] for (members, _), (_, b) in zip(units, found, strict=True)]
     if not left:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(left), np.concatenate(right)
@@ -248,12 +271,16 @@ def dedup_semantic(
     batch_size: int = DEFAULT_BATCH_SIZE,
     sample: int = DEFAULT_SAMPLE,
     max_vectors: int = DEFAULT_MAX_VECTORS,
+    engine: str = "local",
+    address: str | None = None,
 ) -> DedupSummary:
     """SemDeDup groups of the image vectors of `model` with cosine >= `threshold`, written to
     `dup_groups` under method ``semantic_<model slug>_t<threshold>`` with one keeper each.
 
     The table is read in partitions: k-means on `sample` rows, assignment in `batch_size`-row
     batches, pairs with at most `max_vectors` vectors in memory (see the module docstring).
+    ``engine="ray"`` runs the per-cluster units as Ray tasks, each reading its own vectors
+    (:mod:`coyo_db.dedup.ray_semantic`; cluster `address`, else a local Ray): the same groups.
     Logged in `runs` as ``dedup semantic``.
     """
     if keep not in KEEP_RULES:
@@ -268,6 +295,15 @@ def dedup_semantic(
         raise InputError(f"sample must be at least 1 row, not {sample}")
     if max_vectors < 2:
         raise InputError(f"max_vectors must be at least 2, not {max_vectors}")
+    if engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {engine!r}; choose one of local, ray")
+    if address is not None and engine != "ray":
+        raise InputError("--address is for --engine ray")
+    run_units = None
+    if engine == "ray":
+        from coyo_db.dedup.ray_semantic import ray_units
+
+        run_units = ray_units(unit_pairs, address)
     from coyo_db.catalog.runs import recorded_run
 
     arguments = {
@@ -278,10 +314,11 @@ def dedup_semantic(
         "batch_size": batch_size,
         "sample": sample,
         "max_vectors": max_vectors,
+        "engine": engine,
     }
     with recorded_run(catalog, "dedup semantic", arguments) as run:
         summary = _dedup_semantic(
-            catalog, model, threshold, clusters, keep, batch_size, sample, max_vectors
+            catalog, model, threshold, clusters, keep, batch_size, sample, max_vectors, run_units
         )
         record_counts(run, summary)
     return summary
@@ -296,6 +333,7 @@ def _dedup_semantic(
     batch_size: int,
     sample: int,
     max_vectors: int,
+    run_units: RunUnits | None = None,
 ) -> DedupSummary:
     started = time.perf_counter()
     method = semantic_method(model, threshold)
@@ -315,7 +353,9 @@ def _dedup_semantic(
     ids, positions, labels = _assign_stream(dataset, index, batch_size, dim)
     log.info("%d vectors in %d clusters (k-means on %d sampled rows)", len(ids), k, drawn)
     rows, flat = expand(labels)  # each row once per cluster it is compared in
-    a, b = _cluster_pairs(dataset, positions[rows], flat, threshold, max_vectors, dim)
+    a, b = _cluster_pairs(
+        dataset, positions[rows], flat, threshold, max_vectors, dim, run_units=run_units
+    )
     a, b = rows[a], rows[b]
     del rows, flat
     gid, member, rows = components(ids, a, b)
