@@ -159,7 +159,7 @@ def main() -> None:
         print(json.dumps(run_size(args.one, args.radius)))
         return
     sizes = []
-    for n in map(int, args.sizes.split(",")):
+    for n in (int(x) for x in args.sizes.split(",") if x):
         child = [sys.executable, __file__, "--one", str(n), "--radius", str(args.radius)]
         out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         sizes.append(json.loads(out.strip().splitlines()[-1]))
