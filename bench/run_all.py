@@ -23,6 +23,7 @@ BENCHES = [
     "bench_dedup_semantic.py",
     "bench_label.py",
     "bench_audit.py",
+    "bench_plain_copies.py",
     "bench_export.py",
     "bench_search.py",
     "bench_ray.py",

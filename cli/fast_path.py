@@ -1,6 +1,6 @@
-"""`coyo-db query` parsed without building the whole typer app.
+"""`coyo-db query` and `coyo-db tables` parsed without building the whole typer app.
 
-A query's start-up is felt on every call. Building the typer app's parser makes a parser for
+Their start-up is felt on every call. Building the typer app's parser makes a parser for
 every command, and typer (0.29) imports pydantic to coerce each option's value: together about
 a third of `coyo-db query "SELECT 1"` (see bench/bench_startup.py). For the commands in
 :data:`FAST`, the command function's own signature (its ``typer.Option`` / ``typer.Argument``
@@ -28,7 +28,10 @@ from typing import Annotated, Any, get_args, get_origin
 from typer.models import ArgumentInfo, OptionInfo
 
 #: command name -> (module, function) run without the typer app
-FAST: dict[str, tuple[str, str]] = {"query": ("coyo_db.cli.catalog_cmds", "query")}
+FAST: dict[str, tuple[str, str]] = {
+    "query": ("coyo_db.cli.catalog_cmds", "query"),
+    "tables": ("coyo_db.cli.catalog_cmds", "tables"),
+}
 
 _SCALARS: dict[type, Callable[[str], Any]] = {str: str, int: int, float: float, Path: Path}
 _HELP = {"--help", "-h"}
@@ -81,12 +84,12 @@ def parse(command: Callable[..., Any], args: list[str]) -> dict[str, Any]:
             parser.add_argument(name, nargs="?", default=default, type=_SCALARS[kind])
             continue
         decls = [d for d in (info.default, *info.param_decls) if isinstance(d, str)]
-        if not decls or any("/" in d or not d.startswith("-") for d in decls):
+        if not decls or any(not d.startswith("-") for d in decls):
             raise _NotFast(f"option {name}")
-        if kind is bool:  # a flag without "/" has no --no- form in typer either
-            if default is not False:
-                raise _NotFast(f"flag {name}")
-            parser.add_argument(*decls, dest=name, action="store_true")
+        if kind is bool:
+            _add_flag(parser, name, decls, default)
+        elif any("/" in d for d in decls):
+            raise _NotFast(f"option {name}")
         else:
             parser.add_argument(*decls, dest=name, default=default, type=_SCALARS[kind])
         if isinstance(info.envvar, str):
@@ -98,6 +101,17 @@ def parse(command: Callable[..., Any], args: list[str]) -> dict[str, Any]:
         if values[name] is None and os.environ.get(envvar):
             values[name] = os.environ[envvar]
     return values
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, decls: list[str], default: Any) -> None:
+    """A typer bool option: "--x" (no --no- form unless declared) or "--x/--no-x" pairs."""
+    on = [d.split("/")[0] for d in decls]
+    off = [d.split("/")[1] for d in decls if "/" in d]
+    if not isinstance(default, bool) or (not off and default):
+        raise _NotFast(f"flag {name}")
+    parser.add_argument(*on, dest=name, action="store_true", default=default)
+    if off:
+        parser.add_argument(*off, dest=name, action="store_false")
 
 
 def _annotation(hint: object) -> tuple[type, OptionInfo | ArgumentInfo]:

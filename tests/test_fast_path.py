@@ -17,10 +17,10 @@ from coyo_db.cli.fast_path import _NotFast, parse, run_fast
 runner = CliRunner()
 
 
-def typer_kwargs(args: list[str]) -> dict:
-    """What typer itself passes to `query` for `args`."""
+def typer_kwargs(args: list[str], name: str = "query") -> dict:
+    """What typer itself passes to command `name` for `args`."""
     seen: dict = {}
-    command = typer.main.get_command(app).commands["query"]
+    command = typer.main.get_command(app).commands[name]
     original = command.callback
 
     def capture(**kwargs):
@@ -28,7 +28,7 @@ def typer_kwargs(args: list[str]) -> dict:
 
     command.callback = capture
     try:
-        ctx = command.make_context("query", list(args))
+        ctx = command.make_context(name, list(args))
         command.invoke(ctx)
     finally:
         command.callback = original
@@ -49,6 +49,21 @@ def typer_kwargs(args: list[str]) -> dict:
 def test_parses_as_typer_does(args, monkeypatch):
     monkeypatch.delenv("COYO_DB_HOME", raising=False)
     assert parse(catalog_cmds.query, args) == typer_kwargs(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--count-views"],
+        ["--view-counts", "--home", "h"],
+        ["--count-views", "--no-count-views"],
+        ["--no-view-counts"],
+    ],
+)
+def test_tables_parses_as_typer_does(args, monkeypatch):
+    monkeypatch.delenv("COYO_DB_HOME", raising=False)
+    assert parse(catalog_cmds.tables, args) == typer_kwargs(args, "tables")
 
 
 def test_environment_home_as_typer_reads_it(monkeypatch):
@@ -79,7 +94,8 @@ def test_mistakes_are_left_to_typer(args):
     [
         ["query", "--help"],
         ["query", "-- a comment\nSELECT 1"],  # click reads this as an unknown option
-        ["tables"],
+        ["tables", "--help"],
+        ["init"],
         [],
     ],
 )
