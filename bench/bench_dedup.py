@@ -1,4 +1,7 @@
-"""Near-duplicate pHash dedup at 1M and 3M synthetic hashes: time, peak memory, recall.
+"""Near-duplicate pHash dedup: the grouping alone, and the command against it.
+
+Part 1 (grouping alone, :func:`phash_groups` on arrays in memory) at 1M, 3M and 10M synthetic
+hashes: time, peak memory, recall against brute force.
 
 The hashes follow COYO's shape: about 78% distinct random hashes, 20% exact copies of one of
 them, 2% near copies with 1-4 bits flipped. Each size runs in a fresh process so that its peak
@@ -6,6 +9,13 @@ resident memory (``resource.getrusage``) is its own; the input arrays themselves
 a row. Recall is measured against brute force on a separate 200k-hash sample of the same
 shape: every pair within the radius is found by checking all 2e10 pairs in numpy chunks, and a
 pair counts as recalled when both hashes share a group.
+
+Part 2 (the command a user runs) on a catalog of `--command-rows` synthetic rows
+(`coyo-db synth`, ingested once and cached): ``coyo-db dedup phash --radius 4`` with the default
+keeper (highest CLIP score, read from `pairs`) and with ``--keep lowest-id``, each in a fresh
+process, against the baseline of the grouping alone on the same catalog's hashes in a fresh
+process (reading id and image_phash from `pairs`, then :func:`phash_groups`). Wall time and the
+process's own peak RSS; target: the command within 1.5x of the grouping in both.
 """
 
 from __future__ import annotations
@@ -22,7 +32,46 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, save
+from common import machine, run_measured, save, synth_catalog
+
+GROUPING_ALONE = """
+import sys, time
+import numpy as np
+from coyo_db.catalog import Catalog
+from coyo_db.dedup.near_phash import phash_groups
+from coyo_db.ingest.phash import phash_hex_to_uint64
+start = time.perf_counter()
+rows = Catalog(sys.argv[1]).dataset("pairs").to_table(
+    columns=["id", "image_phash"], filter="image_phash IS NOT NULL")
+hashes = phash_hex_to_uint64(rows["image_phash"])
+ids = rows["id"].to_numpy()
+del rows
+groups = phash_groups(ids, hashes, int(sys.argv[2]))
+print(groups.num_rows, len(ids), time.perf_counter() - start)
+"""
+
+
+def command_vs_grouping(rows: int, radius: int) -> dict:
+    """The `dedup phash` command (two keeper rules) against the grouping alone, same catalog."""
+    home = str(synth_catalog(rows))
+    exe = str(Path(sys.executable).with_name("coyo-db"))
+    grouping = run_measured([sys.executable, "-c", GROUPING_ALONE, home, str(radius)])
+    members, scanned, _ = grouping.pop("output").split()
+    result = {
+        "rows": rows,
+        "radius": radius,
+        "rows_in_groups": int(members),
+        "rows_scanned": int(scanned),
+        "grouping_alone": grouping,
+    }
+    for keep in ("highest-clip", "lowest-id"):
+        cmd = [exe, "dedup", "phash", "--radius", str(radius), "--keep", keep, "--home", home]
+        measured = run_measured(cmd)
+        measured["output"] = measured["output"].strip().splitlines()[-1]
+        measured["time_ratio"] = measured["seconds"] / grouping["seconds"]
+        measured["memory_ratio"] = measured["peak_rss_mib"] / grouping["peak_rss_mib"]
+        result[f"command_keep_{keep}"] = measured
+    return result
 
 
 def planted_hashes(n: int, seed: int = 0) -> np.ndarray:
@@ -95,16 +144,22 @@ def recall(n: int, radius: int, chunk: int = 2000) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000000,3000000")
+    parser.add_argument("--sizes", default="1000000,3000000,10000000")
     parser.add_argument("--radius", type=int, default=4)
     parser.add_argument("--sample", type=int, default=200_000)
+    parser.add_argument(
+        "--command-rows",
+        type=int,
+        default=10_000_000,
+        help="catalog rows for the command against the grouping (0: skip)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_size(args.one, args.radius)))
         return
     sizes = []
-    for n in map(int, args.sizes.split(",")):
+    for n in (int(x) for x in args.sizes.split(",") if x):
         child = [sys.executable, __file__, "--one", str(n), "--radius", str(args.radius)]
         out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         sizes.append(json.loads(out.strip().splitlines()[-1]))
@@ -113,6 +168,21 @@ def main() -> None:
     if args.sample:
         result["recall"] = recall(args.sample, args.radius)
         print(result["recall"], flush=True)
+    if args.command_rows:
+        command = command_vs_grouping(args.command_rows, args.radius)
+        result["command"] = command
+        base = command["grouping_alone"]
+        print(
+            f"grouping alone (load + phash_groups): {base['seconds']:6.1f} s "
+            f"{base['peak_rss_mib']:7.0f} MiB"
+        )
+        for keep in ("highest-clip", "lowest-id"):
+            run = command[f"command_keep_{keep}"]
+            print(
+                f"coyo-db dedup phash --keep {keep:12s} {run['seconds']:6.1f} s "
+                f"{run['peak_rss_mib']:7.0f} MiB  ratio {run['time_ratio']:.2f} time, "
+                f"{run['memory_ratio']:.2f} memory (target 1.5)"
+            )
     print(save("dedup", result))
 
 

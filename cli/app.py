@@ -86,11 +86,13 @@ def main() -> None:
     import signal
 
     from coyo_db.cli.common import console, print_error
+    from coyo_db.cli.fast_path import run_fast
     from coyo_db.errors import CoyoDbError
 
     signal.signal(signal.SIGINT, _on_interrupt)
     try:
-        app()
+        if not run_fast(sys.argv[1:]):
+            app()
     except CoyoDbError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)

@@ -75,23 +75,23 @@ def query(
 
 def tables(
     home: HomeOption = None,
-    view_counts: Annotated[
+    count_views: Annotated[
         bool,
         typer.Option(
+            "--count-views/--no-count-views",
             "--view-counts/--no-view-counts",
-            help="Count the rows of views too (runs each view once).",
+            help="Count the rows of views too (runs each view once: slow on large tables).",
         ),
-    ] = True,
+    ] = False,
 ) -> None:
-    """List tables and views with their columns and row counts."""
+    """List tables and views with their columns; table row counts come from Lance metadata,
+    view row counts only with --count-views."""
     from coyo_db.catalog.describe import describe_catalog
 
     catalog = open_catalog(home, create=False)
-    for relation in describe_catalog(catalog, count_views=view_counts):
-        rows = "?" if relation.rows is None else f"{relation.rows:,}"
-        stdout.print(
-            f"[bold]{verbatim(relation.name)}[/bold]  {relation.kind}, {rows} rows", markup=True
-        )
+    for relation in describe_catalog(catalog, count_views=count_views):
+        rows = "" if relation.rows is None else f", {relation.rows:,} rows"
+        stdout.print(f"[bold]{verbatim(relation.name)}[/bold]  {relation.kind}{rows}", markup=True)
         for name, type_ in relation.columns:
             stdout.print(f"    {verbatim(name)}  [dim]{verbatim(type_)}[/dim]", markup=True)
 

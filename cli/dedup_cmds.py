@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from coyo_db.cli.common import HomeOption, open_catalog, stdout
+from coyo_db.cli.common import AddressOption, HomeOption, open_catalog, stdout
 
 dedup_app = typer.Typer(
     help="Find duplicate groups (table dup_groups, view pairs_unique).", no_args_is_help=True
@@ -31,6 +31,15 @@ def phash(
             "id) or lowest-id.",
         ),
     ] = "highest-clip",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (each block combination of the search a Ray "
+            "task; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
     source: Annotated[str | None, typer.Option("--source", hidden=True)] = None,  # old --table
 ) -> None:
@@ -38,7 +47,8 @@ def phash(
     from coyo_db.dedup.groups import dedup_phash
 
     table = source if source is not None else table
-    summary = dedup_phash(open_catalog(home, create=False), radius, table=table, keep=keep)
+    catalog = open_catalog(home, create=False)
+    summary = dedup_phash(catalog, radius, table=table, keep=keep, engine=engine, address=address)
     stdout.print(summary.line())
 
 
@@ -91,14 +101,30 @@ def semantic(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Rows per batch streamed from the table.")
     ] = 65_536,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (each unit of clusters a Ray task reading its "
+            "own vectors; needs coyo-db[ray]).",
+        ),
+    ] = "local",
+    address: AddressOption = None,
     home: HomeOption = None,
 ) -> None:
-    """SemDeDup: k-means over image vectors, then cosine >= --threshold within each cluster."""
+    """SemDeDup: k-means, then cosine >= --threshold in each vector's two nearest clusters."""
     from coyo_db.dedup.semantic import dedup_semantic
 
     catalog = open_catalog(home, create=False)
     summary = dedup_semantic(
-        catalog, model, threshold, clusters=clusters, keep=keep, batch_size=batch_size
+        catalog,
+        model,
+        threshold,
+        clusters=clusters,
+        keep=keep,
+        batch_size=batch_size,
+        engine=engine,
+        address=address,
     )
     stdout.print(summary.line())
 

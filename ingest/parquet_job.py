@@ -113,6 +113,8 @@ def ingest_parquet(
         )
         keyed = check_ids and target.table.key == ("id",)
         keys = IdKeys(catalog, target.table.name) if keyed else None
+        if keys is not None:
+            keys.reserve(sum(input_file.num_rows for input_file in todo))
         try:
             for input_file in todo:
                 _ingest_file(
@@ -218,11 +220,13 @@ def _ingest_file(
             job.rows_written,
             job.quarantined,
         )
+        if keys is not None:
+            keys.settle()  # the last file's index extension, before this file's commit
         ledger.quarantine(job.quarantine_table(), input_file.fingerprint, run_id)
         faults.point("ledger.after_quarantine")
         ledger.commit_input(transaction, record, run_id)
         if keys is not None:
-            keys.committed()
+            keys.committed(wait=False)  # extended while the next file streams
     log.info(
         "%s: %d rows read, %d written, %d quarantined",
         input_file.path,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from coyo_db.catalog import Catalog, schemas
-from coyo_db.dedup.groups import choose_keepers, dedup_phash, dedup_report
+from coyo_db.dedup.groups import choose_keepers, clip_scores, dedup_phash, dedup_report
 from coyo_db.dedup.near_phash import brute_force_groups, phash_groups
 from coyo_db.errors import CatalogError, InputError
 from coyo_db.ingest.phash import uint64_to_phash_hex
@@ -153,6 +153,29 @@ def test_dedup_phash_finds_the_planted_duplicates(synth_catalog):
     assert all(best["ok"].to_pylist())
     keepers = groups.filter(groups["keeper"])
     assert set(keepers["distance"].to_pylist()) == {0}
+
+
+def test_clip_scores_stream_every_fragment_with_unknowns_as_nan(tmp_path):
+    """Scores are matched to ids across fragments (one scan, no id filter); ids pairs does
+    not hold and null scores come back NaN, in the order asked."""
+    catalog = Catalog.init(tmp_path / "home")
+    for part in range(3):  # three appends: three fragments
+        table = synth_table(500, seed=part).slice(0, 500)
+        ids = pa.array(np.arange(part * 500, (part + 1) * 500), pa.int64())
+        table = table.set_column(table.schema.get_field_index("id"), "id", ids)
+        catalog.append("pairs", table)
+    pairs = catalog.sql(
+        "SELECT id, clip_similarity_vitl14 AS l, clip_similarity_vitb32 AS b FROM pairs"
+    )
+    truth_l = dict(zip(pairs["id"].to_pylist(), pairs["l"].to_pylist(), strict=True))
+    truth_b = dict(zip(pairs["id"].to_pylist(), pairs["b"].to_pylist(), strict=True))
+    asked = np.array([1499, 3, 99_999, 742, 3, 1000, -5], dtype=np.int64)
+    vitl14, vitb32 = clip_scores(catalog, asked)
+    for i, l14, b32 in zip(asked, vitl14, vitb32, strict=True):
+        want_l, want_b = truth_l.get(int(i)), truth_b.get(int(i))
+        assert np.isnan(l14) if want_l is None else l14 == pytest.approx(want_l)
+        assert np.isnan(b32) if want_b is None else b32 == pytest.approx(want_b)
+    assert np.isnan(vitl14[2]) and np.isnan(vitl14[6])
 
 
 def test_rerun_replaces_the_method_and_keeps_others(synth_catalog):

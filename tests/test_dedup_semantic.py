@@ -145,6 +145,32 @@ def test_equals_brute_force_when_clusters_are_exact_and_recall_with_kmeans():
     assert len(pairs_found) / len(pairs_ref) >= 0.95
 
 
+def test_two_nearest_clusters_find_pairs_split_by_a_cluster_border():
+    """Each vector is compared in its two nearest clusters: every pair one cluster finds is
+    still found, and the pairs a border split are recovered (random vectors: many borders)."""
+    rng = np.random.default_rng(11)
+    n, dim = 20_000, 64
+    vectors = unit(rng.standard_normal((n, dim)))
+    copies = np.arange(n - 400, n)
+    originals = rng.integers(0, copies[0], len(copies))
+    noise = unit(rng.standard_normal((len(copies), dim)))
+    vectors[copies] = unit(0.97 * vectors[originals] + 0.2 * noise)
+    vectors = vectors.astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+
+    def found(assignments: int) -> set[frozenset]:
+        gid, member, _ = semantic_groups(ids, vectors, 0.95, assignments=assignments)
+        group = np.full(n, -1)
+        group[member] = gid
+        hit = (group[originals] >= 0) & (group[originals] == group[copies])
+        return {frozenset(p) for p in zip(originals[hit], copies[hit], strict=True)}
+
+    one, two = found(1), found(2)
+    assert one <= two
+    assert len(one) < len(copies) * 0.99  # one cluster per vector misses border pairs here
+    assert len(two) >= len(copies) * 0.99
+
+
 def _pairs(group: frozenset):
     items = sorted(group)
     return [(a, b) for i, a in enumerate(items) for b in items[i + 1 :]]

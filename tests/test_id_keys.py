@@ -59,6 +59,38 @@ def test_present_is_exact_and_survives_a_run_that_never_saved(catalog):
     assert (third.present(probe) == (probe % 3 != 2)).all()
 
 
+def test_index_extended_in_the_background_keeps_lookups_exact(catalog, monkeypatch):
+    """committed(wait=False): lookups while the index is being extended read the new rows
+    without it and stay exact; settle() waits and hands on what the extension raised."""
+    import coyo_db.catalog.id_keys as id_keys
+
+    monkeypatch.setattr(id_keys, "MIN_CAPACITY", 100)
+    keys = IdKeys(catalog, "keyed")
+    keys.reserve(3000)
+    assert keys.bloom.capacity >= 3000
+    for start in range(0, 3000, 1000):
+        ids = np.arange(start, start + 1000, 2, dtype=np.int64)
+        assert not keys.present(ids).any()
+        keys.add(ids)
+        keys.settle()
+        _keyed_table(catalog, ids)
+        keys.committed(wait=False)
+        probe = np.arange(0, start + 1000, dtype=np.int64)
+        assert (keys.present(probe) == (probe % 2 == 0)).all()
+    keys.settle()
+    assert any(i["fields"] == ["id"] for i in catalog.dataset("keyed").list_indices())
+
+    def broken(self):
+        raise OSError("index write failed")
+
+    monkeypatch.setattr(IdKeys, "_extend_index", broken)
+    keys.committed(wait=False)
+    with pytest.raises(OSError, match="index write failed"):
+        keys.settle()
+    keys.settle()  # raised once
+    keys.close()
+
+
 def test_the_filter_grows_past_its_capacity_without_losing_ids(catalog, monkeypatch):
     import coyo_db.catalog.id_keys as id_keys
 

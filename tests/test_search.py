@@ -395,3 +395,42 @@ def test_text_search_uses_the_clip_text_tower(catalog):
     np.testing.assert_allclose(
         result.table["score"].to_numpy(), stored(vectors)[want] @ query, atol=1e-3
     )
+
+
+def test_stored_vector_by_row_equals_the_scan(tmp_path):
+    """A query by id takes its vector by row through the index (no scan of the table); the
+    vector is the one a scan finds, and an id the index lacks falls back to the scan."""
+    import numpy as np
+    import pyarrow as pa
+
+    from coyo_db.catalog import Catalog, schemas
+    from coyo_db.catalog.tables import embeddings_name
+    from coyo_db.search.nearest import stored_vector
+    from coyo_db.search.vector_index import build_index, load_index
+
+    catalog = Catalog(tmp_path / "home", create=True)
+    name = embeddings_name("row-test")
+    catalog.ensure_table(name, schemas.embeddings_schema(8, None))
+    rng = np.random.default_rng(0)
+
+    def add(ids: np.ndarray) -> np.ndarray:
+        vectors = rng.standard_normal((len(ids), 8)).astype(np.float16)
+        flat = pa.array(vectors.ravel(), pa.float16())
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "image_embedding": pa.FixedSizeListArray.from_arrays(flat, 8),
+            }
+        )
+        catalog.append(name, table)
+        return vectors.astype(np.float32)
+
+    first = add(np.arange(100, 0, -1))  # ids in descending row order
+    build_index(catalog, "row-test", kind="flat")
+    loaded = load_index(catalog, "row-test")
+    for id_, row in ((100, 0), (1, 99), (42, 58)):
+        by_row = stored_vector(catalog, name, id_, loaded)
+        np.testing.assert_array_equal(by_row, first[row][None])
+        np.testing.assert_array_equal(by_row, stored_vector(catalog, name, id_))
+    later = add(np.array([500]))  # not in the index: found by the scan
+    np.testing.assert_array_equal(stored_vector(catalog, name, 500, loaded), later)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,8 @@ class IdKeys:
         self.scope = scope
         #: ids added since the last commit: a rebuilt filter reads the table, which lacks them
         self._pending: list[np.ndarray] = []
+        self._indexing: threading.Thread | None = None  # see committed(wait=False)
+        self._index_error: BaseException | None = None
         name = table if scope is None else f"{table}.{scope[0]}.{_slug(scope[1])}"
         self.path = catalog.home / _KEYS_DIR / f"{name}.bloom"
         self.bloom, covered = self._load()
@@ -144,9 +147,42 @@ class IdKeys:
         self.bloom.add(ids)
         self._pending.append(ids)
 
-    def committed(self) -> None:
-        """After a commit: extend the `id` index over the new rows (a delta; merged when many)."""
+    def reserve(self, more: int) -> None:
+        """Make room for `more` ids about to be added (a bulk load knows its row count): one
+        rebuild now at most, instead of a rebuild from the table at every doubling."""
+        if self.bloom.count + more > self.bloom.capacity:
+            self._grow(self.bloom.count + more)
+
+    def committed(self, *, wait: bool = True) -> None:
+        """After a commit: extend the `id` index over the new rows (a delta; merged when many).
+
+        With ``wait=False`` the index is extended in a background thread while the caller
+        streams its next input; lookups meanwhile read the new rows without the index (exact,
+        slower). Call :meth:`settle` before the table's next commit; :meth:`close` settles."""
+        self.settle()
         self._pending = []
+        if wait:
+            self._extend_index()
+            return
+        self._indexing = threading.Thread(target=self._extend_index_noting_errors, daemon=True)
+        self._indexing.start()
+
+    def settle(self) -> None:
+        """Wait for a background index extension; raise what it raised."""
+        if self._indexing is not None:
+            self._indexing.join()
+            self._indexing = None
+        error, self._index_error = self._index_error, None
+        if error is not None:
+            raise error
+
+    def _extend_index_noting_errors(self) -> None:
+        try:
+            self._extend_index()
+        except BaseException as exc:  # handed to settle(), in the caller's thread
+            self._index_error = exc
+
+    def _extend_index(self) -> None:
         dataset = self._dataset()
         if dataset is None or not dataset.count_rows():
             return
@@ -160,6 +196,7 @@ class IdKeys:
 
     def close(self) -> None:
         """Save the filter (atomically), stamped with the fragments it covers."""
+        self.settle()
         dataset = self._dataset()
         covered = _max_fragment(dataset)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +42,9 @@ from coyo_db.errors import InputError
 # 1-2 bits) without chaining distinct images together.
 DEFAULT_RADIUS = 4
 MAX_RADIUS = 16
+
+# (distinct hashes, radius) -> index pairs within the radius and their distances
+PairSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 GROUPS_SCHEMA = pa.schema(
     [
@@ -111,44 +115,75 @@ def _packed_keys(unique: np.ndarray, blocks: list[tuple[int, int]], index_bits: 
     return key
 
 
-def near_pairs(unique: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs (a < b not guaranteed, may repeat) of distinct hashes within `radius`, and
-    their distances. `unique` must hold distinct uint64 hashes."""
+def combinations(unique: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
+    """The block combinations to search `unique` (distinct hashes) with: independent tasks."""
+    if radius == 0 or len(unique) < 2:
+        return []
+    return _combos(radius, choose_blocks(len(unique), radius))
+
+
+def combination_pairs(
+    unique: np.ndarray, blocks: list[tuple[int, int]], radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs of distinct hashes that agree on `blocks` and lie within `radius`, and
+    their distances: one block combination's share of :func:`near_pairs`.
+
+    Memory: a few arrays of len(unique), whatever the number of pairs found before the
+    verification (candidates are made by offset, see the module docstring)."""
     n = len(unique)
-    empty = np.zeros(0, np.int64)
-    if radius == 0 or n < 2:
-        return empty, empty, np.zeros(0, np.int64)
     found_a, found_b, found_d = [], [], []
     positions = np.arange(n, dtype=np.int64)
     index_bits = max(1, (n - 1).bit_length())
     index_mask = np.uint64((1 << index_bits) - 1)
-    for blocks in _combos(radius, choose_blocks(n, radius)):
-        packed = np.sort(_packed_keys(unique, blocks, index_bits))
-        order = (packed & index_mask).astype(np.int64)
-        packed >>= np.uint64(index_bits)
-        starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
-        del packed
-        lengths = np.diff(np.r_[starts, n])
-        run_end = np.repeat(starts + lengths, lengths)
-        active = positions[run_end - positions > 1]
-        d = 1
-        while len(active):
-            a, b = order[active], order[active + d]
-            dist = np.bitwise_count(unique[a] ^ unique[b]).astype(np.int64)
-            keep = dist <= radius
-            if keep.any():
-                found_a.append(a[keep])
-                found_b.append(b[keep])
-                found_d.append(dist[keep])
-            d += 1
-            active = active[run_end[active] - active > d]
-    if not found_a:
-        return empty, empty, np.zeros(0, np.int64)
-    return np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_d)
+    packed = np.sort(_packed_keys(unique, blocks, index_bits))
+    order = (packed & index_mask).astype(np.int64)
+    packed >>= np.uint64(index_bits)
+    starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+    del packed
+    lengths = np.diff(np.r_[starts, n])
+    run_end = np.repeat(starts + lengths, lengths)
+    active = positions[run_end - positions > 1]
+    d = 1
+    while len(active):
+        a, b = order[active], order[active + d]
+        dist = np.bitwise_count(unique[a] ^ unique[b]).astype(np.int64)
+        keep = dist <= radius
+        if keep.any():
+            found_a.append(a[keep])
+            found_b.append(b[keep])
+            found_d.append(dist[keep])
+        d += 1
+        active = active[run_end[active] - active > d]
+    return join_pairs(found_a, found_b, found_d)
 
 
-def phash_groups(ids: np.ndarray, hashes: np.ndarray, radius: int = DEFAULT_RADIUS) -> pa.Table:
+def join_pairs(
+    a: list[np.ndarray], b: list[np.ndarray], d: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not a:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    return np.concatenate(a), np.concatenate(b), np.concatenate(d)
+
+
+def near_pairs(unique: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (a < b not guaranteed, may repeat) of distinct hashes within `radius`, and
+    their distances. `unique` must hold distinct uint64 hashes."""
+    found = [combination_pairs(unique, c, radius) for c in combinations(unique, radius)]
+    return join_pairs([f[0] for f in found], [f[1] for f in found], [f[2] for f in found])
+
+
+def phash_groups(
+    ids: np.ndarray,
+    hashes: np.ndarray,
+    radius: int = DEFAULT_RADIUS,
+    pair_search: PairSearch | None = None,
+) -> pa.Table:
     """Rows whose pHashes lie within Hamming `radius` of another row's, as connected groups.
+
+    `pair_search` finds the pairs of distinct hashes (default :func:`near_pairs`, in this
+    process; :func:`coyo_db.dedup.ray_phash.ray_near_pairs` runs each block combination as a
+    Ray task): any search that returns every pair within the radius gives the same groups.
 
     Returns (id, group_id, distance) for every row in a group of two or more rows, sorted by
     (group_id, id): ``group_id`` is the smallest id of the group, ``distance`` the row's Hamming
@@ -162,7 +197,7 @@ def phash_groups(ids: np.ndarray, hashes: np.ndarray, radius: int = DEFAULT_RADI
         return GROUPS_SCHEMA.empty_table()
     unique, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     n = len(unique)
-    a, b, dist = near_pairs(unique, radius)
+    a, b, dist = (pair_search or near_pairs)(unique, radius)
     if len(a):
         graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
         _, labels = connected_components(graph, directed=True, connection="weak")

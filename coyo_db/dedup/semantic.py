@@ -6,14 +6,10 @@ threshold is linked (block matrix products, no per-pair Python). Groups are the 
 components of those links; the keeper is chosen by `coyo_db.dedup.groups.choose_keepers` and the
 groups are written to `dup_groups` under method ``semantic_<model slug>_t<threshold>``.
 
-Cluster count: ``k = clamp(round(sqrt(n)), 1, min(50_000, n // 39))``. k-means assignment costs
-about n·k·d and the in-cluster pairs about n·(n/k)·d, so k = sqrt(n) balances the two (each
-n^1.5·d); FAISS wants at least 39 training points per centroid; 50k is SemDeDup's count for
-LAION-440M (747M rows give k ≈ 27k). Below 78 vectors k = 1 and the search is exact all-pairs.
-
-The known SemDeDup approximation: a pair whose two vectors fall in different clusters is never
-compared, so a near-duplicate pair straddling a cluster border is missed (recall is measured
-in tests/test_dedup_semantic.py and bench/bench_dedup_semantic.py).
+The clustering, the cluster count and the in-cluster pairs are :mod:`coyo_db.dedup.semantic_core`:
+each vector is compared inside its two nearest clusters, so a near-duplicate pair straddling a
+cluster border (SemDeDup's known approximation) is still found when the two share either
+(recall is measured in tests/test_dedup_semantic.py and bench/bench_dedup_semantic.py).
 
 `distance` in `dup_groups` is an int32 column shared with the pHash methods; here it holds the
 cosine distance to the keeper in units of 1e-4: ``round(10_000 * (1 - cosine))``.
@@ -22,8 +18,8 @@ Partitioned (`dedup_semantic`): the table is never read whole. (1) k-means is tr
 seeded sample of `sample` row positions read with Lance `take` (the whole table when it has at
 most `sample` rows, so a small table gets exactly the groups of the in-memory
 `semantic_groups`); (2) the table is streamed in `batch_size`-row batches, each normalised and
-assigned to its nearest centroid, keeping only id, row position and cluster id (20 bytes a
-row); (3) clusters are paired in groups of at most `max_vectors` vectors read with `take`
+assigned to its two nearest centroids, keeping only id, row position and cluster ids (24 bytes
+a row); (3) clusters are paired in groups of at most `max_vectors` vectors read with `take`
 (a cluster larger than that is compared chunk pair by chunk pair), so at most
 max(`sample`, `max_vectors`) vectors are in memory at once.
 
@@ -35,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +46,20 @@ from coyo_db.dedup.groups import (
     record_counts,
     store_groups,
 )
+from coyo_db.dedup.semantic_core import (
+    ASSIGNMENTS,
+    MIN_POINTS_PER_CENTROID,
+    SEED,
+    cluster_count,
+    components,
+    expand,
+    nearest_centroids,
+    similar_pairs,
+    train_kmeans,
+)
+from coyo_db.dedup.semantic_core import (
+    semantic_groups as semantic_groups,  # the in-memory entry point, re-exported
+)
 from coyo_db.errors import InputError
 
 if TYPE_CHECKING:
@@ -57,13 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.95
-MAX_CLUSTERS = 50_000
-MIN_POINTS_PER_CENTROID = 39
-SEED = 1234
-KMEANS_ITERATIONS = 20
 DISTANCE_SCALE = 10_000
-# Similarity blocks are at most this many float32 cells (256 MiB).
-BLOCK_CELLS = 1 << 26
 DEFAULT_BATCH_SIZE = 65_536
 # k-means training rows: 39 per centroid at the largest k (50,000 x 39 = 1.95M).
 DEFAULT_SAMPLE = 2_000_000
@@ -72,12 +77,6 @@ DEFAULT_MAX_VECTORS = 2_000_000
 
 def semantic_method(model: str, threshold: float) -> str:
     return f"semantic_{tables.slug(model)}_t{threshold:g}"
-
-
-def cluster_count(n: int) -> int:
-    """The documented k for n vectors (see the module docstring)."""
-    upper = min(MAX_CLUSTERS, n // MIN_POINTS_PER_CENTROID)
-    return int(max(1, min(round(np.sqrt(n)), upper)))
 
 
 def embeddings_dataset(catalog: Catalog, model: str):
@@ -123,119 +122,6 @@ def load_vectors(catalog: Catalog, model: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
-def train_kmeans(vectors: np.ndarray, k: int, seed: int = SEED):
-    """A FAISS index of the spherical k-means centroids of `vectors` (None when k == 1)."""
-    if k <= 1:
-        return None
-    import faiss
-
-    kmeans = faiss.Kmeans(
-        vectors.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, spherical=True, verbose=False
-    )
-    kmeans.train(vectors)
-    return kmeans.index
-
-
-def nearest_centroid(index, vectors: np.ndarray) -> np.ndarray:
-    """The cluster of each vector under a `train_kmeans` index (all zeros for None)."""
-    if index is None:
-        return np.zeros(len(vectors), dtype=np.int64)
-    _, labels = index.search(vectors, 1)
-    return labels[:, 0].astype(np.int64)
-
-
-def assign_clusters(vectors: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
-    """The spherical k-means cluster of each vector (all zeros when k == 1)."""
-    return nearest_centroid(train_kmeans(vectors, k, seed), vectors)
-
-
-def _spanning(rows: np.ndarray, cols: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Edges with the same components as (rows, cols) but at most one per node."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    nodes = np.unique(np.concatenate([rows, cols]))
-    root = np.full(labels.max() + 1, m, dtype=np.int64)
-    np.minimum.at(root, labels[nodes], nodes)
-    keep = nodes != root[labels[nodes]]
-    return nodes[keep], root[labels[nodes[keep]]]
-
-
-def similar_pairs(
-    vectors: np.ndarray, labels: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row-index edges (a, b) linking vectors of one cluster with cosine >= threshold.
-
-    Every pair inside a cluster is compared; the edges returned span the same connected
-    components as all such pairs (dense clusters are reduced to a spanning forest per block).
-    """
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    left: list[np.ndarray] = []
-    right: list[np.ndarray] = []
-    for start, end in zip(starts, ends, strict=True):
-        m = end - start
-        if m < 2:
-            continue
-        members = order[start:end]
-        block = vectors[members]
-        step = max(1, min(m, BLOCK_CELLS // m))
-        for i in range(0, m, step):
-            sims = block[i : i + step] @ block[i:].T
-            r, c = np.nonzero(sims >= threshold)
-            upper = c > r
-            r, c = r[upper] + i, c[upper] + i
-            if len(r) > 4 * m:
-                r, c = _spanning(r, c, m)
-            left.append(members[r])
-            right.append(members[c])
-    if not left:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(left), np.concatenate(right)
-
-
-def semantic_groups(
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    threshold: float,
-    clusters: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group_id, id, row index) of every grouped vector, sorted by group then id.
-
-    `vectors` must be L2-normalised float32; group_id is the smallest id of the group.
-    """
-    n = len(ids)
-    k = cluster_count(n) if clusters is None else min(clusters, max(n, 1))
-    labels = assign_clusters(vectors, k)
-    a, b = similar_pairs(vectors, labels, threshold)
-    return _components(ids, a, b)
-
-
-def _components(
-    ids: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group_id, id, row index) of the connected components of row edges (a, b)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(ids)
-    if len(a) == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    rows = np.unique(np.concatenate([a, b]))
-    comp = component[rows]
-    smallest = np.full(component.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(smallest, comp, ids[rows])
-    group_id = smallest[comp]
-    order = np.lexsort((ids[rows], group_id))
-    return group_id[order], ids[rows][order], rows[order]
-
-
 def take_rows(dataset, positions: np.ndarray, columns: list[str]):
     """Rows at ascending, distinct `positions` of a Lance dataset (the one place that reads
     vectors by position)."""
@@ -279,7 +165,8 @@ def _training_sample(dataset, n_rows: int, sample: int, batch_size: int, dim: in
 
 
 def _assign_stream(dataset, index, batch_size: int, dim: int):
-    """Id, row position and cluster of every row with a vector, one row per id (id order)."""
+    """Id, row position and nearest clusters (n, ASSIGNMENTS) of every row with a vector, one
+    row per id (id order)."""
     ids: list[np.ndarray] = []
     positions: list[np.ndarray] = []
     labels: list[np.ndarray] = []
@@ -293,38 +180,56 @@ def _assign_stream(dataset, index, batch_size: int, dim: int):
         rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
         ids.append(batch.column("id").to_numpy(zero_copy_only=False)[rows])
         positions.append(offset + rows)
-        labels.append(nearest_centroid(index, _unit_vectors(column.filter(valid), dim)))
-        labels[-1] = labels[-1].astype(np.int32)
+        vectors = _unit_vectors(column.filter(valid), dim)
+        labels.append(nearest_centroids(index, vectors, ASSIGNMENTS).astype(np.int32))
         offset += batch.num_rows
     if not ids:
         empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.int32)
+        return empty, empty, np.zeros((0, 1), np.int32)
     # An image ingested twice appears twice; its first row counts, as in load_vectors.
     unique, first = np.unique(np.concatenate(ids), return_index=True)
     return unique, np.concatenate(positions)[first], np.concatenate(labels)[first]
 
 
+def unit_pairs(
+    dataset, positions: np.ndarray, labels: np.ndarray, threshold: float, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`similar_pairs` of one unit: the vectors at `positions` (ascending) read with `take`,
+    compared inside each of `labels`' clusters; edges as indices into the unit."""
+    return similar_pairs(_read_unit(dataset, positions, dim), labels, threshold)
+
+
+# (dataset, [(positions, labels) per unit], threshold, dim) -> [(a, b) per unit]
+RunUnits = Callable[..., list[tuple[np.ndarray, np.ndarray]]]
+
+
+def _local_units(dataset, units, threshold: float, dim: int):  # type: ignore[no-untyped-def]
+    return [unit_pairs(dataset, p, lab, threshold, dim) for p, lab in units]
+
+
 def _cluster_pairs(
-    dataset, positions: np.ndarray, labels: np.ndarray, threshold: float, max_vectors: int, dim: int
+    dataset,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    max_vectors: int,
+    dim: int,
+    run_units: RunUnits | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`similar_pairs` edges (row indices) cluster by cluster, reading at most `max_vectors`
-    vectors at a time: whole clusters packed into groups, larger ones chunk pair by pair."""
+    vectors at a time: whole clusters packed into units, larger ones chunk pair by pair. The
+    units are independent: `run_units` may run them anywhere (default: here, in turn)."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
     ends = np.r_[starts[1:], len(order)]
     plural = (ends - starts) >= 2
     starts, ends = starts[plural], ends[plural]
-    left: list[np.ndarray] = []
-    right: list[np.ndarray] = []
+    units: list[tuple[np.ndarray, np.ndarray]] = []  # (members, their labels), by position
 
-    def pairs_of(members: np.ndarray, member_labels: np.ndarray) -> None:
+    def add(members: np.ndarray, member_labels: np.ndarray) -> None:
         by_position = np.argsort(positions[members], kind="stable")
-        members, member_labels = members[by_position], member_labels[by_position]
-        vectors = _read_unit(dataset, positions[members], dim)
-        a, b = similar_pairs(vectors, member_labels, threshold)
-        left.append(members[a])
-        right.append(members[b])
+        units.append((members[by_position], member_labels[by_position]))
 
     i = 0
     while i < len(starts):
@@ -337,7 +242,7 @@ def _cluster_pairs(
             for x in range(len(parts)):
                 for y in range(x + 1, len(parts)):
                     both = np.concatenate([parts[x], parts[y]])
-                    pairs_of(both, np.zeros(len(both), np.int32))
+                    add(both, np.zeros(len(both), np.int32))
             i += 1
             continue
         j, total = i, 0
@@ -345,8 +250,12 @@ def _cluster_pairs(
             total += ends[j] - starts[j]
             j += 1
         members = order[starts[i] : ends[j - 1]]
-        pairs_of(members, labels[members])
+        add(members, labels[members])
         i = j
+    jobs = [(positions[members], member_labels) for members, member_labels in units]
+    found = (run_units or _local_units)(dataset, jobs, threshold, dim)
+    left = [members[a] for (members, _), (a, _) in zip(units, found, strict=True)]
+    right = [members[b] for (members, _), (_, b) in zip(units, found, strict=True)]
     if not left:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(left), np.concatenate(right)
@@ -362,12 +271,16 @@ def dedup_semantic(
     batch_size: int = DEFAULT_BATCH_SIZE,
     sample: int = DEFAULT_SAMPLE,
     max_vectors: int = DEFAULT_MAX_VECTORS,
+    engine: str = "local",
+    address: str | None = None,
 ) -> DedupSummary:
     """SemDeDup groups of the image vectors of `model` with cosine >= `threshold`, written to
     `dup_groups` under method ``semantic_<model slug>_t<threshold>`` with one keeper each.
 
     The table is read in partitions: k-means on `sample` rows, assignment in `batch_size`-row
     batches, pairs with at most `max_vectors` vectors in memory (see the module docstring).
+    ``engine="ray"`` runs the per-cluster units as Ray tasks, each reading its own vectors
+    (:mod:`coyo_db.dedup.ray_semantic`; cluster `address`, else a local Ray): the same groups.
     Logged in `runs` as ``dedup semantic``.
     """
     if keep not in KEEP_RULES:
@@ -382,6 +295,15 @@ def dedup_semantic(
         raise InputError(f"sample must be at least 1 row, not {sample}")
     if max_vectors < 2:
         raise InputError(f"max_vectors must be at least 2, not {max_vectors}")
+    if engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {engine!r}; choose one of local, ray")
+    if address is not None and engine != "ray":
+        raise InputError("--address is for --engine ray")
+    run_units = None
+    if engine == "ray":
+        from coyo_db.dedup.ray_semantic import ray_units
+
+        run_units = ray_units(unit_pairs, address)
     from coyo_db.catalog.runs import recorded_run
 
     arguments = {
@@ -392,10 +314,11 @@ def dedup_semantic(
         "batch_size": batch_size,
         "sample": sample,
         "max_vectors": max_vectors,
+        "engine": engine,
     }
     with recorded_run(catalog, "dedup semantic", arguments) as run:
         summary = _dedup_semantic(
-            catalog, model, threshold, clusters, keep, batch_size, sample, max_vectors
+            catalog, model, threshold, clusters, keep, batch_size, sample, max_vectors, run_units
         )
         record_counts(run, summary)
     return summary
@@ -410,6 +333,7 @@ def _dedup_semantic(
     batch_size: int,
     sample: int,
     max_vectors: int,
+    run_units: RunUnits | None = None,
 ) -> DedupSummary:
     started = time.perf_counter()
     method = semantic_method(model, threshold)
@@ -428,8 +352,13 @@ def _dedup_semantic(
     del train
     ids, positions, labels = _assign_stream(dataset, index, batch_size, dim)
     log.info("%d vectors in %d clusters (k-means on %d sampled rows)", len(ids), k, drawn)
-    a, b = _cluster_pairs(dataset, positions, labels, threshold, max_vectors, dim)
-    gid, member, rows = _components(ids, a, b)
+    rows, flat = expand(labels)  # each row once per cluster it is compared in
+    a, b = _cluster_pairs(
+        dataset, positions[rows], flat, threshold, max_vectors, dim, run_units=run_units
+    )
+    a, b = rows[a], rows[b]
+    del rows, flat
+    gid, member, rows = components(ids, a, b)
     if keep == "highest-clip":
         vitl14, vitb32 = clip_scores(catalog, member)
     else:

@@ -85,7 +85,19 @@ def image_vector(model: Any, path: str | Path) -> np.ndarray:
     return _as_numpy(model.embed_images(decoded.pixels[model.preprocess][None]))
 
 
-def stored_vector(catalog: Catalog, table: str, id_: int) -> np.ndarray:
+def stored_vector(
+    catalog: Catalog, table: str, id_: int, loaded: LoadedIndex | None = None
+) -> np.ndarray:
+    """The stored vector of `id_`: taken by its row when the index `loaded` holds it (the
+    table at the version the index was built from), else found by a scan of the table."""
+    if loaded is not None:
+        position = int(np.searchsorted(loaded.ids, int(id_)))
+        if position < len(loaded.ids) and loaded.ids[position] == int(id_):
+            dataset = catalog.dataset(table, loaded.meta.table_version)
+            row = int(loaded.rows[position])
+            taken = dataset.take([row], columns=["image_embedding"])["image_embedding"]
+            vector = taken.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            return vector.astype(np.float32).reshape(1, loaded.meta.dim)
     dataset = catalog.dataset(table)
     found = dataset.to_table(
         columns=["image_embedding"], filter=f"id = {int(id_)} AND image_embedding IS NOT NULL"
@@ -216,7 +228,7 @@ def search(
     if image is not None and not Path(image).is_file():
         raise InputError(f"{image}: no such image file")
     if id is not None:
-        query = stored_vector(catalog, meta.table, id)
+        query = stored_vector(catalog, meta.table, id, loaded)
     else:
         from coyo_db.ingest.registry import load_model
 

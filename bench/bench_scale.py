@@ -1,0 +1,124 @@
+"""The metadata pipeline a curator runs, as commands, at `--rows` synthetic rows.
+
+Each step is the `coyo-db` command a user types, run as its own process on one catalog:
+ingest metadata (4 files), tables, funnel, stats, four queries, dedup phash --radius 4 (default
+keeper), the three dedup text rules, and an export of a thresholded subset. For each: wall
+time and the process's own peak resident memory (``ru_maxrss`` of that child, from
+``os.wait4``). Baseline for the time of the queries and the ingest: DuckDB itself on the same
+Parquet files in the same run (``COPY`` of the files, and the same four queries over
+``read_parquet``), so that the figures can be read against the machine's speed that day.
+
+Results go to bench/out/scale-<rows>.json; docs/scaling.md explains the method and holds the
+figures. Run it at 10M and 100M rows to get the growth (x10 in rows); the synthetic data and
+the catalog take about 40 and 30 bytes a row on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_query import QUERIES
+from common import OUT, machine, run_measured, synth_data
+
+EXPORT_WHERE = "clip_similarity_vitb32 >= 0.3 AND watermark_score < 0.5 AND width >= 256"
+
+
+def steps(data: Path, home: Path, scratch: Path) -> list[tuple[str, list[str]]]:
+    """(label, argv after `coyo-db`) of every step, in the order a curator runs them."""
+    at = ["--home", str(home)]
+    queries = [
+        (f"query: {name}", ["query", sql.format(t="pairs"), "-f", "csv", "-o", str(scratch / "q")])
+        for name, sql in QUERIES.items()
+    ]
+    return [
+        ("init", ["init", *at]),
+        ("ingest metadata", ["ingest", "metadata", str(data), *at]),
+        ("tables", ["tables", *at]),
+        ("funnel", ["funnel", *at]),
+        ("stats", ["stats", *at]),
+        *[(label, [*argv, *at]) for label, argv in queries],
+        ("dedup phash --radius 4", ["dedup", "phash", "--radius", "4", *at]),
+        ("dedup text --rule phash_text", ["dedup", "text", "--rule", "phash_text", *at]),
+        ("dedup text --rule url", ["dedup", "text", "--rule", "url", *at]),
+        ("dedup text --rule text", ["dedup", "text", "--rule", "text", *at]),
+        (
+            "export (thresholded, parquet)",
+            ["export", "--where", EXPORT_WHERE, "--to", str(scratch / "export"), *at],
+        ),
+    ]
+
+
+def duckdb_baseline(data: Path, scratch: Path) -> dict[str, float]:
+    """DuckDB on the Parquet files: the COPY that ingest is compared with, and the queries."""
+    import duckdb
+
+    files = sorted(str(p) for p in data.glob("*.parquet"))
+    source = f"read_parquet({files!r})"
+    times: dict[str, float] = {}
+    con = duckdb.connect()
+    start = time.perf_counter()
+    con.execute(f"COPY (SELECT * FROM {source}) TO '{scratch / 'copy.parquet'}'")
+    times["ingest metadata"] = time.perf_counter() - start
+    (scratch / "copy.parquet").unlink()
+    for name, sql in QUERIES.items():
+        start = time.perf_counter()
+        con.execute(sql.format(t=source)).fetchall()
+        times[f"query: {name}"] = time.perf_counter() - start
+    con.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--keep", action="store_true", help="keep the catalog afterwards")
+    args = parser.parse_args()
+
+    data = synth_data(args.rows, files=args.files)
+    scratch = OUT / f"scale-{args.rows}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    home = scratch / "home"
+    exe = str(Path(sys.executable).with_name("coyo-db"))
+    baseline = duckdb_baseline(data, scratch)
+    results = []
+    print(f"{'step':34s} {'wall s':>8s} {'peak MiB':>9s} {'DuckDB s':>9s}", flush=True)
+    for label, argv in steps(data, home, scratch):
+        measured = run_measured([exe, *argv])
+        output = measured.pop("output").strip().splitlines()
+        row = {
+            "step": label,
+            "command": "coyo-db " + " ".join(argv),
+            **measured,
+            "last_line": output[-1][:200] if output else "",
+        }
+        if label in baseline:
+            row["duckdb_s"] = baseline[label]
+        results.append(row)
+        duck = f"{baseline[label]:9.2f}" if label in baseline else ""
+        print(f"{label:34s} {row['seconds']:8.2f} {row['peak_rss_mib']:9.0f} {duck}", flush=True)
+    total = sum(r["seconds"] for r in results)
+    peak = max(r["peak_rss_mib"] for r in results)
+    print(f"{'all steps':34s} {total:8.2f} {peak:9.0f}")
+    path = OUT / f"scale-{args.rows}.json"
+    path.write_text(
+        json.dumps(
+            {"machine": machine(), "rows": args.rows, "files": args.files, "steps": results},
+            indent=2,
+        )
+    )
+    print(path)
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
