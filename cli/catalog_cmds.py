@@ -84,8 +84,9 @@ def tables(
         ),
     ] = False,
 ) -> None:
-    """List tables and views with their columns; table row counts come from Lance metadata,
-    view row counts only with --count-views."""
+    """List tables and views with their columns and table row counts (views: --count-views).
+
+    Table row counts come from Lance metadata; a view is counted only with --count-views."""
     from coyo_db.catalog.describe import describe_catalog
 
     catalog = open_catalog(home, create=False)
