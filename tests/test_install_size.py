@@ -50,8 +50,8 @@ def test_readme_keeps_its_first_two_commands_and_documents_a_cpu_install():
     first = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).splitlines()
     assert first == [
         "pip install '.[all]' && coyo-db demo",
-        "apt-get update -qq && apt-get install -y -qq chromium && pip install -e '.[dev]' && "
-        "python -m pytest",
+        "apt-get update -qq && apt-get install -y -qq chromium chromium-driver && "
+        "pip install -e '.[dev]' && python -m pytest",
     ]
     cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
     assert cpu in readme and cpu in (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
