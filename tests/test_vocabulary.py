@@ -42,7 +42,7 @@ def test_dedup_phash_reads_table_and_its_old_name(monkeypatch, option, table):
     args = ["dedup", "phash"] + ([option, table] if option else [])
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [{"table": table, "keep": "highest-clip"}]
+    assert calls == [{"table": table, "keep": "highest-clip", "engine": "local", "address": None}]
 
 
 @pytest.mark.parametrize(
