@@ -28,11 +28,9 @@ images verified here is pessimistic. Run: ``python bench/bench_audit_scale.py --
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
-import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,23 +45,6 @@ RE_AUDIT_TARGET = 500.0  # images per second on this 2-core machine
 PER_SHARD = 1000
 
 
-def _write_shard(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
-    """An img2dataset-style webdataset shard of (key, jpeg, id) samples."""
-    with tarfile.open(path, "w") as tar:
-        for key, data, image_id in samples:
-            meta = json.dumps({"key": key, "id": image_id, "status": "success"}).encode()
-            for suffix, payload in (("jpg", data), ("json", meta)):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-
-
-def _jpeg(image) -> bytes:  # type: ignore[no-untyped-def]
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def _grey():  # type: ignore[no-untyped-def]
     from PIL import Image
 
@@ -72,7 +53,13 @@ def _grey():  # type: ignore[no-untyped-def]
 
 def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dict]:
     """The cached data folder and its truth ({copy key: reference member})."""
-    from coyo_db.synth.images import NEAR_COPY_KINDS, near_copy, picture
+    from coyo_db.synth.images import (
+        NEAR_COPY_KINDS,
+        jpeg_bytes,
+        near_copy,
+        picture,
+        write_id_shard,
+    )
 
     folder = OUT / f"audit-scale-{refs}-{images}-{copies}-{seed}"
     marker = folder / "truth.json"
@@ -84,7 +71,7 @@ def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dic
     truth: dict[str, str] = {}
     kept: dict[int, object] = {}
     (folder / "blank").mkdir(parents=True)
-    _write_shard(folder / "blank" / "00000.tar", [("blank", _jpeg(_grey()), 0)])
+    write_id_shard(folder / "blank" / "00000.tar", [("blank", jpeg_bytes(_grey()), 0)])
     (folder / "big").mkdir()
     samples: list[tuple[str, bytes, int]] = []
     for i in range(refs):
@@ -92,9 +79,9 @@ def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dic
         image = picture(rng, *size)
         if i in copied:
             kept[i] = image
-        samples.append((f"{i:07d}", _jpeg(image), i))
+        samples.append((f"{i:07d}", jpeg_bytes(image), i))
         if len(samples) == PER_SHARD or i == refs - 1:
-            _write_shard(folder / "big" / f"{i // PER_SHARD:05d}.tar", samples)
+            write_id_shard(folder / "big" / f"{i // PER_SHARD:05d}.tar", samples)
             samples = []
     (folder / "data").mkdir()
     samples = []
@@ -104,14 +91,14 @@ def build(refs: int, images: int, copies: int, seed: int = 0) -> tuple[Path, dic
         if j < len(planted):
             ref = planted[j]
             kind = NEAR_COPY_KINDS[j % len(NEAR_COPY_KINDS)]
-            data = _jpeg(near_copy(kept[ref], kind, rng))
+            data = jpeg_bytes(near_copy(kept[ref], kind, rng))
             truth[key] = f"{ref // PER_SHARD:05d}.tar/{ref:07d}.jpg"
         else:
             size = int(rng.integers(256, 640)), int(rng.integers(256, 640))
-            data = _jpeg(picture(rng, *size))
+            data = jpeg_bytes(picture(rng, *size))
         samples.append((key, data, 10_000_000 + j))
         if len(samples) == PER_SHARD or j == images - 1:
-            _write_shard(folder / "data" / f"{j // PER_SHARD:05d}.tar", samples)
+            write_id_shard(folder / "data" / f"{j // PER_SHARD:05d}.tar", samples)
             samples = []
     marker.write_text(json.dumps(truth))
     return folder, truth

@@ -3,9 +3,6 @@ extra shard of dataset images, the audit, a removal list and the HTML report."""
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,22 +52,6 @@ def _copy(image, kind: str, rng: np.random.Generator):  # type: ignore[no-untype
     return canvas, 85
 
 
-def _jpeg(image, quality: int) -> bytes:  # type: ignore[no-untyped-def]
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def _write_shard(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for key, data, image_id in samples:
-            meta = json.dumps({"key": key, "id": image_id, "status": "success"}).encode()
-            for suffix, payload in (("jpg", data), ("json", meta)):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-
-
 def run_audit_demo(
     catalog: Catalog, data: Path, *, seed: int = 0, emit: Callable[[str], None]
 ) -> AuditDemoResult:
@@ -79,6 +60,7 @@ def run_audit_demo(
     from coyo_db.audit.removal import write_removal_list
     from coyo_db.audit.report import write_report
     from coyo_db.ingest.images import ingest_images
+    from coyo_db.synth.images import jpeg_bytes, write_id_shard
     from coyo_db.synth.images import picture as draw_picture
 
     rng = np.random.default_rng(seed + 7)
@@ -99,14 +81,14 @@ def run_audit_demo(
     for i, kind in enumerate(KINDS):
         image, quality = _copy(pictures[i], kind, rng)
         key = f"planted-{i:03d}-{kind}"
-        samples.append((key, _jpeg(image, quality), free[i]))
+        samples.append((key, jpeg_bytes(image, quality), free[i]))
         planted[key] = f"eval-{i:03d}.jpg"
     unrelated = 6
     for j in range(unrelated):
         image = draw_picture(rng, int(rng.integers(320, 480)), int(rng.integers(320, 480)))
-        samples.append((f"unrelated-{j:03d}", _jpeg(image, 90), free[len(KINDS) + j]))
+        samples.append((f"unrelated-{j:03d}", jpeg_bytes(image, 90), free[len(KINDS) + j]))
     shard = data / "audit" / "planted.tar"
-    _write_shard(shard, samples)
+    write_id_shard(shard, samples)
 
     summary = add_refset(catalog, REFSET, refs_dir, workers=0)
     emit(summary.line())

@@ -131,3 +131,22 @@ def write_image_shards(
                     info.size = len(payload)
                     tar.addfile(info, io.BytesIO(payload))
     return shards, planted
+
+
+def jpeg_bytes(image, quality: int = 90) -> bytes:  # type: ignore[no-untyped-def]
+    """A PIL image encoded as JPEG at `quality`."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_id_shard(path: Path, samples: Sequence[tuple[str, bytes, int]]) -> None:
+    """An img2dataset-style webdataset shard of (key, jpeg, id) samples: `<key>.jpg` and
+    `<key>.json` holding the key, the id and status "success"."""
+    with tarfile.open(path, "w") as tar:
+        for key, data, image_id in samples:
+            meta = json.dumps({"key": key, "id": image_id, "status": "success"}).encode()
+            for suffix, payload in (("jpg", data), ("json", meta)):
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
