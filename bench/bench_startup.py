@@ -35,7 +35,7 @@ def wall(cmd: list[str], repeats: int) -> float:
 
 def imported(args: list[str]) -> list[str]:
     probe = (
-        "import sys\nfrom coyo_db.cli.app import main\n"
+        "import sys\nfrom coyo_db.cli.entry import main\n"
         f"sys.argv = ['coyo-db', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"

@@ -118,6 +118,34 @@ def test_keeper_rule_prefers_vitl14_then_vitb32_then_lowest_id():
         choose_keepers(group, ids, keep="newest")
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_keepers_match_the_rule_in_any_member_order(seed):
+    """Members shuffled (groups not contiguous), scores with ties and NaNs: each group's keeper
+    is the member with the best (ViT-L/14, ViT-B/32, lowest id), known scores first."""
+    rng = np.random.default_rng(seed)
+    n = 5000
+    group = rng.integers(0, 700, n)
+    ids = rng.permutation(n * 3)[:n].astype(np.int64)
+    levels = np.array([0.1, 0.2, 0.3, np.nan])
+    vitl14, vitb32 = levels[rng.integers(0, 4, n)], levels[rng.integers(0, 4, n)]
+    keep = choose_keepers(group, ids, vitl14, vitb32)
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        best = min(
+            members,
+            key=lambda i: (
+                -vitl14[i] if vitl14[i] == vitl14[i] else np.inf,
+                -vitb32[i] if vitb32[i] == vitb32[i] else np.inf,
+                ids[i],
+            ),
+        )
+        assert np.flatnonzero(keep[members]).tolist() == [list(members).index(best)]
+    lowest = choose_keepers(group, ids, keep="lowest-id")
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        assert ids[members][lowest[members]].tolist() == [ids[members].min()]
+
+
 @pytest.fixture
 def synth_catalog(tmp_path) -> Catalog:
     catalog = Catalog(tmp_path / "home", create=True)
@@ -256,3 +284,28 @@ def test_any_block_count_equals_brute_force(monkeypatch, radius, blocks):
         hashes[i] = flip(hashes[rng.integers(0, i)], rng, int(rng.integers(0, radius + 2)))
     ids = np.arange(len(hashes), dtype=np.int64)
     assert phash_groups(ids, hashes, radius).equals(brute_force_groups(ids, hashes, radius))
+
+
+def test_both_member_orders_and_the_bit_permutation_agree(monkeypatch):
+    """Groups ordered by packed ranks equal those ordered by a lexsort (the path past 2**32
+    grouped rows); every block combination's bit permutation keeps distances and inverts."""
+    import coyo_db.dedup.near_phash as module
+
+    rng = np.random.default_rng(7)
+    hashes = random_hashes(rng, 2000)
+    for i in range(1200, 2000):
+        hashes[i] = flip(hashes[rng.integers(0, i)], rng, int(rng.integers(0, 5)))
+    ids = rng.permutation(50_000)[:2000].astype(np.int64)
+    packed = phash_groups(ids, hashes, 4)
+    monkeypatch.setattr(module, "RANK_LIMIT", 0)
+    assert packed.num_rows > 500 and packed.equals(phash_groups(ids, hashes, 4))
+    for m in (5, 7, 9, 16):
+        for blocks in module._combos(4, m):
+            order = module._bit_order(blocks)
+            assert sum(bits for _, bits in order) == 64
+            permuted = module._permute(hashes, order)
+            assert (module._unpermute(permuted, order) == hashes).all()
+            assert (
+                np.bitwise_count(permuted[1:] ^ permuted[:-1])
+                == np.bitwise_count(hashes[1:] ^ hashes[:-1])
+            ).all()

@@ -328,10 +328,10 @@ class Catalog:
         setting changed but threads and memory_limit). `versions` pins tables to earlier
         Lance versions (see :meth:`connect`).
         """
-        statements = split_statements(query)
-        if not write:
-            check_read_only(statements)
         with self.connection(write=write, versions=versions, restricted=not write) as con:
+            statements = split_statements(query, con)
+            if not write:
+                check_read_only(statements)
             return run_statements(con, statements)
 
     def pl(self, query: str, *, write: bool = False) -> polars.DataFrame:

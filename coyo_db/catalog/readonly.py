@@ -51,10 +51,15 @@ _REFUSALS = ("disabled by configuration", "configuration has been locked", "Perm
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
 
 
-def split_statements(sql: str) -> list[duckdb.Statement]:
-    """Parse `sql` into statements, turning a syntax error into a :class:`QueryError`."""
+def split_statements(
+    sql: str, con: duckdb.DuckDBPyConnection | None = None
+) -> list[duckdb.Statement]:
+    """Parse `sql` into statements, turning a syntax error into a :class:`QueryError`.
+
+    `con`: parse with this connection (DuckDB's module-level parser first creates a default
+    in-memory database, ~15 ms of every `coyo-db query`)."""
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = (con or duckdb).extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(_one_line(exc)) from None
     if not statements:

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from coyo_db.catalog import tables
 from coyo_db.catalog.lance_tables import sql_string
-from coyo_db.dedup.near_phash import DEFAULT_RADIUS, PairSearch, phash_groups
+from coyo_db.dedup.near_phash import DEFAULT_RADIUS, PairSearch, phash_group_rows
 from coyo_db.errors import CatalogError, InputError
 
 if TYPE_CHECKING:
@@ -90,16 +90,31 @@ def choose_keepers(
     n = len(ids)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    keys: list[np.ndarray] = [ids]
+    group_id, ids = np.asarray(group_id), np.asarray(ids)
+    # the rule's keys, most significant first, each to be minimised within a group
+    keys: list[np.ndarray] = []
     if keep == "highest-clip":
-        for score in (vitb32, vitl14):
+        for score in (vitl14, vitb32):
             if score is not None:
                 keys.append(np.nan_to_num(-np.asarray(score, np.float64), nan=np.inf))
-    keys.append(group_id)
-    order = np.lexsort(keys)
-    first = np.r_[True, group_id[order][1:] != group_id[order][:-1]]
+    keys.append(ids)
+    grouped = bool(np.all(group_id[1:] >= group_id[:-1]))
+    order = None if grouped else np.argsort(group_id, kind="stable")
+    if order is not None:
+        group_id, keys = group_id[order], [key[order] for key in keys]
+    # one pass per key over the members, grouped (a lexsort of millions of members costs
+    # several times more): keep the candidates that reach their group's best value
+    starts = np.flatnonzero(np.r_[True, group_id[1:] != group_id[:-1]])
+    group_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    candidate = np.ones(n, dtype=bool)
+    for key in keys:
+        worst = np.inf if key.dtype.kind == "f" else np.iinfo(key.dtype).max
+        masked = np.where(candidate, key, worst)
+        candidate &= masked == np.minimum.reduceat(masked, starts)[group_index]
+    chosen = np.flatnonzero(candidate)
+    first = chosen[np.r_[True, group_index[chosen][1:] != group_index[chosen][:-1]]]
     mask = np.zeros(n, dtype=bool)
-    mask[order[first]] = True
+    mask[first if order is None else order[first]] = True
     return mask
 
 
@@ -268,13 +283,9 @@ def _dedup_phash(
 ) -> DedupSummary:
     started = time.perf_counter()
     ids, hashes, scores = _load_hashes(catalog, table, with_scores=keep == "highest-clip")
-    groups = phash_groups(ids, hashes, radius, pair_search=search)
+    row, gid, _ = phash_group_rows(ids, hashes, radius, pair_search=search)
     method = phash_method(table, radius)
-    gid = groups["group_id"].to_numpy()
-    member = groups["id"].to_numpy()
-    sorter = np.argsort(ids, kind="stable")
-    row = sorter[np.searchsorted(ids[sorter], member)]  # each member's row in ids
-    del sorter
+    member = ids[row]
     vitl14 = vitb32 = None
     if keep == "highest-clip":
         if scores is not None:

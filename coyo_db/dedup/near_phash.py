@@ -6,9 +6,10 @@ Method (multi-index hashing, a generalised pigeonhole):
    expanded back at the end. So a million rows with one hash cost one hash, not 5e11 pairs.
 2. The 64 bits are split into ``m >= R + 1`` near-equal blocks. Two hashes within distance R
    differ in at most R blocks, so they agree exactly on at least ``m - R`` of them. For each
-   choice of ``m - R`` blocks (``C(m, m - R)`` choices), the hashes are sorted by those bits
-   (packed with each hash's index into one uint64: numpy's SIMD sort of plain integers beats
-   an argsort); inside each run of equal keys every pair is a candidate, verified by popcount
+   choice of ``m - R`` blocks (``C(m, m - R)`` choices), the hashes are sorted with their bits
+   rearranged so that those blocks lead (numpy's SIMD sort of plain integers; a bit permutation
+   keeps every Hamming distance, so the sorted words are compared as they are, in memory
+   order); inside each run of equal keys every pair is a candidate, verified by popcount
    (``np.bitwise_count`` of the xor). With ``m = R + 1`` this is the
    plain block split (one block must match); a larger ``m`` gives fewer, longer keys and far
    fewer random candidates. ``m`` is chosen from the number of distinct hashes by an estimate
@@ -42,6 +43,8 @@ from coyo_db.errors import InputError
 # 1-2 bits) without chaining distinct images together.
 DEFAULT_RADIUS = 4
 MAX_RADIUS = 16
+# grouped rows beyond which member and group ranks no longer pack into one uint64
+RANK_LIMIT = 2**32
 
 # (distinct hashes, radius) -> index pairs within the radius and their distances
 PairSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -94,25 +97,51 @@ def _combos(radius: int, m: int) -> list[list[tuple[int, int]]]:
     return [list(c) for c in itertools.combinations(blocks, m - radius)]
 
 
-def _packed_keys(unique: np.ndarray, blocks: list[tuple[int, int]], index_bits: int) -> np.ndarray:
-    """The chosen blocks' bits side by side, above each hash's index: one uint64 per hash.
+def _bit_order(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every bit range of the hash, as (low bit, width): the chosen `blocks` first, in order,
+    then the rest of the 64 bits from the top down; ranges that stay side by side are merged
+    (fewer passes over the hashes)."""
+    taken = sorted(blocks)
+    rest, at = [], 0
+    for lo, bits in taken:
+        if lo > at:
+            rest.append((at, lo - at))
+        at = lo + bits
+    if at < 64:
+        rest.append((at, 64 - at))
+    order: list[tuple[int, int]] = []
+    for lo, bits in [*blocks, *sorted(rest, reverse=True)]:
+        if order and order[-1][0] == lo + bits:  # continues the previous range downwards
+            order[-1] = (lo, order[-1][1] + bits)
+        else:
+            order.append((lo, bits))
+    return order
 
-    Sorting these plain integers (numpy's SIMD sort) is several times faster than an argsort of
-    the keys. Where the key is wider than the bits left above the index, its low bits are cut:
-    equal keys still sort together (a few more candidates, all verified).
-    """
-    key = np.zeros(len(unique), dtype=np.uint64)
-    width = 0
-    for lo, bits in blocks:
-        key <<= np.uint64(bits)
-        key |= (unique >> np.uint64(lo)) & np.uint64((1 << bits) - 1)
-        width += bits
-    room = 64 - index_bits
-    if width > room:
-        key >>= np.uint64(width - room)
-    key <<= np.uint64(index_bits)
-    key |= np.arange(len(unique), dtype=np.uint64)
-    return key
+
+def _permute(hashes: np.ndarray, order: list[tuple[int, int]]) -> np.ndarray:
+    """`hashes` with their bit ranges rearranged as `order` lists them, top down: the chosen
+    blocks become the key in the top bits and the whole hash stays in the word."""
+    out = np.zeros(len(hashes), dtype=np.uint64)
+    part = np.empty_like(out)
+    for lo, bits in order:
+        if bits < 64:
+            np.left_shift(out, np.uint64(bits), out=out)
+        np.right_shift(hashes, np.uint64(lo), out=part)
+        if bits < 64:
+            np.bitwise_and(part, np.uint64((1 << bits) - 1), out=part)
+        np.bitwise_or(out, part, out=out)
+    return out
+
+
+def _unpermute(values: np.ndarray, order: list[tuple[int, int]]) -> np.ndarray:
+    """The inverse of :func:`_permute`."""
+    out = np.zeros(len(values), dtype=np.uint64)
+    shift = 0
+    for lo, bits in reversed(order):
+        mask = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64(2**64 - 1)
+        out |= ((values >> np.uint64(shift)) & mask) << np.uint64(lo)
+        shift += bits
+    return out
 
 
 def combinations(unique: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
@@ -126,35 +155,59 @@ def combination_pairs(
     unique: np.ndarray, blocks: list[tuple[int, int]], radius: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs of distinct hashes that agree on `blocks` and lie within `radius`, and
-    their distances: one block combination's share of :func:`near_pairs`.
+    their distances: one block combination's share of :func:`near_pairs`. `unique` must be
+    sorted (as ``np.unique`` returns it).
+
+    The hashes are sorted with their bits rearranged so that the chosen blocks lead (a bit
+    permutation keeps every Hamming distance): runs of equal keys are then contiguous and the
+    candidates of a run are compared in sorted order, reading memory front to back, where
+    comparing by index would gather from random places of the hash array. Only the pairs
+    found map back to indexes (by binary search in `unique`).
 
     Memory: a few arrays of len(unique), whatever the number of pairs found before the
     verification (candidates are made by offset, see the module docstring)."""
     n = len(unique)
+    order = _bit_order(blocks)
+    # two words share the key when their xor has no bit set above the key's lowest bit
+    same_key = np.uint64(1 << (64 - sum(bits for _, bits in blocks)))
+    permuted = _permute(unique, order)
+    permuted.sort()
     found_a, found_b, found_d = [], [], []
-    positions = np.arange(n, dtype=np.int64)
-    index_bits = max(1, (n - 1).bit_length())
-    index_mask = np.uint64((1 << index_bits) - 1)
-    packed = np.sort(_packed_keys(unique, blocks, index_bits))
-    order = (packed & index_mask).astype(np.int64)
-    packed >>= np.uint64(index_bits)
-    starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
-    del packed
-    lengths = np.diff(np.r_[starts, n])
-    run_end = np.repeat(starts + lengths, lengths)
-    active = positions[run_end - positions > 1]
+    # offset d: the positions p whose key equals that of p + d (then also of p + 1 ... p + d,
+    # the words being sorted); those of offset d + 1 are among them
+    xor = permuted[1:] ^ permuted[:-1]
+    active = np.flatnonzero(xor < same_key)
+    xor = xor[active]
     d = 1
     while len(active):
-        a, b = order[active], order[active + d]
-        dist = np.bitwise_count(unique[a] ^ unique[b]).astype(np.int64)
+        if d > 1:
+            active = active[active < n - d]
+            xor = permuted[active] ^ permuted[active + d]
+            same = xor < same_key
+            active, xor = active[same], xor[same]
+        dist = np.bitwise_count(xor)
         keep = dist <= radius
         if keep.any():
-            found_a.append(a[keep])
-            found_b.append(b[keep])
-            found_d.append(dist[keep])
+            pos = active[keep]
+            found_a.append(pos)
+            found_b.append(pos + d)
+            found_d.append(dist[keep].astype(np.int64))
         d += 1
-        active = active[run_end[active] - active > d]
-    return join_pairs(found_a, found_b, found_d)
+    a, b, dist = join_pairs(found_a, found_b, found_d)
+    return (
+        _indexes(unique, _unpermute(permuted[a], order)),
+        _indexes(unique, _unpermute(permuted[b], order)),
+        dist,
+    )
+
+
+def _indexes(unique: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Positions of `values` in the sorted `unique`: searched in sorted order, each search
+    starting where the last ended (several times faster than random needles)."""
+    order = np.argsort(values, kind="stable")
+    out = np.empty(len(values), dtype=np.int64)
+    out[order] = np.searchsorted(unique, values[order])
+    return out
 
 
 def join_pairs(
@@ -168,7 +221,7 @@ def join_pairs(
 
 def near_pairs(unique: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (a < b not guaranteed, may repeat) of distinct hashes within `radius`, and
-    their distances. `unique` must hold distinct uint64 hashes."""
+    their distances. `unique` must hold distinct uint64 hashes, sorted (``np.unique``)."""
     found = [combination_pairs(unique, c, radius) for c in combinations(unique, radius)]
     return join_pairs([f[0] for f in found], [f[1] for f in found], [f[2] for f in found])
 
@@ -189,12 +242,30 @@ def phash_groups(
     (group_id, id): ``group_id`` is the smallest id of the group, ``distance`` the row's Hamming
     distance to its nearest other member. Rows in no group are left out.
     """
+    ids, hashes = _check(ids, hashes, radius)
+    rows, group_id, distance = phash_group_rows(ids, hashes, radius, pair_search)
+    return pa.table(
+        {"id": ids[rows], "group_id": group_id, "distance": distance.astype(np.int32)},
+        schema=GROUPS_SCHEMA,
+    )
+
+
+def phash_group_rows(
+    ids: np.ndarray,
+    hashes: np.ndarray,
+    radius: int = DEFAULT_RADIUS,
+    pair_search: PairSearch | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`phash_groups` as arrays: the grouped rows' positions in `ids`, their group ids
+    and distances, in (group_id, id) order (a caller joining other columns by row needs no
+    search of the ids)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     ids, hashes = _check(ids, hashes, radius)
     if len(ids) < 2:
-        return GROUPS_SCHEMA.empty_table()
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
     unique, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     n = len(unique)
     a, b, dist = (pair_search or near_pairs)(unique, radius)
@@ -210,20 +281,32 @@ def phash_groups(
     nearest[counts > 1] = 0
     row_label = labels[inverse]
     size = np.bincount(row_label, minlength=n)
-    member = size[row_label] > 1
-    ids_in, label_in = ids[member], row_label[member]
-    group_min = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(group_min, label_in, ids_in)
-    group_id = group_min[label_in]
-    order = np.lexsort((ids_in, group_id))
-    return pa.table(
-        {
-            "id": ids_in[order],
-            "group_id": group_id[order],
-            "distance": nearest[inverse[member]][order].astype(np.int32),
-        },
-        schema=GROUPS_SCHEMA,
-    )
+    rows = np.flatnonzero(size[row_label] > 1)
+    ids_in, label_in = ids[rows], row_label[rows]
+    if len(rows) >= RANK_LIMIT:  # ranks no longer fit 32 bits: sort the two columns
+        group_min = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(group_min, label_in, ids_in)
+        group_id = group_min[label_in]
+        order = np.lexsort((ids_in, group_id))
+    else:
+        # Ranks of the ids; a group's id is its smallest member id, so its rank is the smallest
+        # member rank. Sorting (group rank, id rank) packed into one uint64 gives the
+        # (group_id, id) order: one plain sort where a lexsort of two int64 columns costs
+        # several times more.
+        by_id = np.argsort(ids_in, kind="stable")
+        id_rank = np.empty(len(rows), dtype=np.uint64)
+        id_rank[by_id] = np.arange(len(rows), dtype=np.uint64)
+        group_rank = np.full(n, np.iinfo(np.uint64).max, dtype=np.uint64)
+        np.minimum.at(group_rank, label_in, id_rank)
+        packed = (group_rank[label_in] << np.uint64(32)) | id_rank
+        packed.sort()
+        order = by_id[(packed & np.uint64(2**32 - 1)).astype(np.int64)]
+        group_id = ids_in[by_id[(packed >> np.uint64(32)).astype(np.int64)]]
+        del packed
+        rows = rows[order]
+        return rows, group_id, nearest[inverse[rows]]
+    rows = rows[order]
+    return rows, group_id[order], nearest[inverse[rows]]
 
 
 def brute_force_groups(ids: np.ndarray, hashes: np.ndarray, radius: int) -> pa.Table:
