@@ -23,7 +23,6 @@ from coyo_db.cli import (
     search_cmds,
     serve_cmds,
 )
-from coyo_db.cli.entry import interrupted_line, main  # noqa: F401 (the script's entry)
 from coyo_db.cli.help_format import WorkflowGroup
 from coyo_db.version import __version__
 
@@ -70,6 +69,3 @@ def _root(
 ) -> None:
     """Columnar analytics and curation for COYO-700M-shaped image-text datasets."""
 
-
-if __name__ == "__main__":
-    main()

@@ -48,7 +48,7 @@ def start_server(home: Path, *extra: str) -> Server:
         [
             sys.executable,
             "-m",
-            "coyo_db.cli.app",
+            "coyo_db.cli.entry",
             "serve",
             "--home",
             str(home),

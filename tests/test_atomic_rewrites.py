@@ -156,7 +156,7 @@ def test_a_killed_dedup_rerun_keeps_the_old_groups_or_the_new(tmp_path: Path) ->
     old = groups(catalog, "phash_pairs_r4")
     unique = catalog.sql("SELECT count(*) AS n FROM pairs_unique")["n"][0].as_py()
     assert old and unique < 2_000
-    cli = ["-m", "coyo_db.cli.app", "dedup", "phash", "--radius", "4", "--keep", "highest-clip"]
+    cli = ["-m", "coyo_db.cli.entry", "dedup", "phash", "--radius", "4", "--keep", "highest-clip"]
     cli += ["--home", str(catalog.home)]
 
     killed(cli, STAGE)

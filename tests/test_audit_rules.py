@@ -215,3 +215,36 @@ def test_a_catalog_from_before_groups_gets_the_new_columns(tmp_path: Path) -> No
     assert dataset.schema == tables.CONTAMINATION.schema
     np.testing.assert_equal(dataset.count_rows(), 0)
     shutil.rmtree(uri)
+
+
+def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeypatch) -> None:
+    """The first audit stores the references' SIFT features; an audit in a fresh home that
+    reads them gives the same rows without computing any; a damaged file is computed again."""
+    from coyo_db.audit import verify
+    from coyo_db.audit.feature_store import FOLDER
+
+    catalog, _ = setup
+    files = sorted((catalog.home / FOLDER).rglob("*.npz"))
+    assert files and all(f.stat().st_size > 0 for f in files)
+    before = _rows(catalog)
+    home = tmp_path / "home"
+    shutil.copytree(catalog.home, home)
+    computed: list[int] = []
+    real = verify.sift_of
+    monkeypatch.setattr(verify, "sift_of", lambda grey: computed.append(1) or real(grey))
+
+    def audit_afresh() -> Catalog:
+        for table in ("contamination_candidates", "contamination", "ledger"):
+            shutil.rmtree(home / "tables" / f"{table}.lance", ignore_errors=True)
+        copy = Catalog(home)
+        audit(copy, ["eval"], workers=0)
+        return copy
+
+    assert _rows(audit_afresh()) == before
+    dataset_side = len(computed)  # the dataset images' own features (never stored)
+    damaged = sorted((home / FOLDER).rglob("*.npz"))[0]
+    damaged.write_bytes(b"not an npz")
+    computed.clear()
+    assert _rows(audit_afresh()) == before
+    assert len(computed) == dataset_side + 1  # the damaged reference, once, rewritten
+    assert damaged.read_bytes()[:2] == b"PK"

@@ -65,7 +65,7 @@ def test_ctrl_c_stops_an_ingest_in_one_line_and_it_resumes(tmp_path, shards, wor
     command = [
         sys.executable,
         "-m",
-        "coyo_db.cli.app",
+        "coyo_db.cli.entry",
         "ingest",
         "images",
         *map(str, shards),
@@ -114,7 +114,7 @@ def test_ctrl_c_stops_an_ingest_in_one_line_and_it_resumes(tmp_path, shards, wor
 
 
 def test_the_interrupted_line_names_resume_only_where_a_rerun_resumes():
-    from coyo_db.cli.app import interrupted_line
+    from coyo_db.cli.entry import interrupted_line
 
     assert interrupted_line(["ingest", "images", "x"]).endswith(
         "run the same command again to resume"

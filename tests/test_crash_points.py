@@ -31,7 +31,7 @@ def _run(args: list[str], point: str | None = None, **env: str) -> subprocess.Co
     environment.pop(faults.ENV, None)
     if point is not None:
         environment[faults.ENV] = point
-    command = [sys.executable, "-m", "coyo_db.cli.app", *args]
+    command = [sys.executable, "-m", "coyo_db.cli.entry", *args]
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
 
 
@@ -126,7 +126,7 @@ def test_an_export_killed_between_its_renames_is_put_back(exported):
     # where the system cannot swap two folders in one step, the export renames twice
     script = (
         "import coyo_db.export.subset as s; s._exchange = lambda a, b: False\n"
-        "from coyo_db.cli.app import main; main()\n"
+        "from coyo_db.cli.entry import main; main()\n"
     )
     env = {**os.environ, faults.ENV: "export.between_renames"}
     args = ["export", "--where", "width > 500", "--to", str(target), "--overwrite"]

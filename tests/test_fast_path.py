@@ -110,7 +110,7 @@ def test_query_start_up_imports_no_pydantic_and_answers(tmp_path):
     Catalog.init(home)
     probe = (
         "import sys\n"
-        "from coyo_db.cli.app import main\n"
+        "from coyo_db.cli.entry import main\n"
         f"sys.argv = ['coyo-db', 'query', 'SELECT 40 + 2 AS x', '-f', 'csv', '--home', {home!r}]\n"
         "main()\n"
         "assert 'pydantic' not in sys.modules, 'typer app built'\n"

@@ -245,7 +245,7 @@ def test_caption_hint_and_writes_into_catalog_tables(images_only):
 
 
 def test_cli_says_the_missing_table_in_one_line(images_only):
-    command = [sys.executable, "-m", "coyo_db.cli.app", "query", "SELECT count(*) FROM pairs"]
+    command = [sys.executable, "-m", "coyo_db.cli.entry", "query", "SELECT count(*) FROM pairs"]
     result = subprocess.run(
         [*command, "--home", str(images_only.home)],
         capture_output=True,

@@ -524,7 +524,7 @@ def test_cli_refuses_an_unsafe_tree_in_one_line(tmp_path, labeled_rows):
     tree.write_bytes(pickle.dumps({"root": Path("x")}))
     assert runner.invoke(app, ["init", "--home", str(tmp_path / "home")]).exit_code == 0
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", "ingest", "labels", str(path),
+        [sys.executable, "-m", "coyo_db.cli.entry", "ingest", "labels", str(path),
          "--tree", str(tree), "--home", str(tmp_path / "home")],
         capture_output=True,
         text=True,

@@ -583,7 +583,7 @@ def test_cli_bad_file_prints_one_line_and_fails(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "coyo_db.cli.app",
+            "coyo_db.cli.entry",
             "ingest",
             "metadata",
             str(pointer),

@@ -42,7 +42,7 @@ def test_table_rendering_is_verbatim():
 def test_query_prints_markup_looking_captions_verbatim(catalog):
     home = str(catalog.home)
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", "query", captions_sql(), "--home", home],
+        [sys.executable, "-m", "coyo_db.cli.entry", "query", captions_sql(), "--home", home],
         capture_output=True,
         text=True,
         timeout=120,
@@ -60,7 +60,7 @@ def test_error_messages_quote_paths_verbatim(catalog, tmp_path):
         [
             sys.executable,
             "-m",
-            "coyo_db.cli.app",
+            "coyo_db.cli.entry",
             "query",
             "--sql-file",
             str(missing),

@@ -128,7 +128,7 @@ def test_sql_file_option(home, tmp_path):
 )
 def test_user_errors_print_one_line_and_exit_non_zero(home, args, message):
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", *args, "--home", home],
+        [sys.executable, "-m", "coyo_db.cli.entry", *args, "--home", home],
         capture_output=True,
         text=True,
     )
@@ -143,7 +143,7 @@ def test_query_on_a_missing_catalog_says_how_to_make_one(tmp_path):
         [
             sys.executable,
             "-m",
-            "coyo_db.cli.app",
+            "coyo_db.cli.entry",
             "query",
             "SELECT 1",
             "--home",
@@ -162,7 +162,7 @@ HEAVY = ("torch", "open_clip", "faiss", "matplotlib", "torchvision")
 def test_help_and_query_never_import_model_libraries(home, args):
     probe = (
         "import sys\n"
-        "from coyo_db.cli.app import main\n"
+        "from coyo_db.cli.entry import main\n"
         f"sys.argv = ['coyo-db', *{args!r}, '--home', {home!r}] if {args!r} != ['--help']"
         " else ['coyo-db', '--help']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"

@@ -109,7 +109,7 @@ def test_a_ray_ingest_prints_only_coyo_db_lines(tmp_path):
     write_webdataset(tmp_path / "shards" / "00000.tar", make_samples(4, seed=2))
     home = str(tmp_path / "home")
     Catalog(home, create=True)
-    command = [sys.executable, "-m", "coyo_db.cli.app", "ingest", "images"]
+    command = [sys.executable, "-m", "coyo_db.cli.entry", "ingest", "images"]
     result = subprocess.run(
         [*command, str(tmp_path / "shards"), "--engine", "ray", "--home", home],
         capture_output=True,

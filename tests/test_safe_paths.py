@@ -23,7 +23,7 @@ runner = CliRunner()
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`coyo-db ARGS` in a fresh process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", *args],
+        [sys.executable, "-m", "coyo_db.cli.entry", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -156,7 +156,7 @@ def test_cli_prints_one_line_without_traceback(setup, args):
     catalog, root = setup
     before = files_under(root)
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.app", *args, "--home", str(catalog.home)],
+        [sys.executable, "-m", "coyo_db.cli.entry", *args, "--home", str(catalog.home)],
         capture_output=True,
         text=True,
         cwd=root,

@@ -25,7 +25,7 @@ def files(tmp_path_factory) -> list[Path]:
 
 def _cli(home: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "coyo_db.cli.app", *args, "--home", str(home)],
+        [sys.executable, "-m", "coyo_db.cli.entry", *args, "--home", str(home)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -219,7 +219,7 @@ def verify_pairs(
 
     def ref_features(ri: int, side: bool) -> Any:
         if (ri, side) not in pinned:
-            pinned[(ri, side)] = cache.get(ri, fetched.grey(ri), side)
+            pinned[(ri, side)] = cache.get(ri, lambda: fetched.grey(ri), side)
         return pinned[(ri, side)]
 
     query_features: dict[int, Any] = {}

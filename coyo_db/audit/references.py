@@ -81,7 +81,6 @@ def load_references(
     from coyo_db.audit import refsets
     from coyo_db.audit.centres import background_mean, refset_centre
     from coyo_db.audit.refset_job import describe_refset
-    from coyo_db.audit.verify import ReferenceFeatures
 
     background = background_mean(descriptor)
     parts, sets, start = [], [], 0
@@ -121,9 +120,28 @@ def load_references(
     binary = faiss().IndexBinaryFlat(64)
     binary.add(phash_bytes(refs.phash))
     refs.binary = binary
-    refs.features = ReferenceFeatures()
+    refs.features = reference_features(catalog, refs)
     log.info("audit index: %d references (%d low-information)", len(refs), int(refs.low_info.sum()))
     return refs
+
+
+def reference_features(catalog: Catalog, refs: References) -> Any:
+    """The references' feature cache, backed by the catalog's feature store: each set's files
+    under the key of its current registration."""
+    from coyo_db.audit import verify
+    from coyo_db.audit.feature_store import FOLDER, FeatureStore, registration_key
+    from coyo_db.catalog import tables
+
+    registered = catalog.dataset(tables.REFSETS.name).to_table(columns=["refset", "created_at"])
+    created = dict(zip(*(registered[c].to_pylist() for c in ("refset", "created_at")), strict=True))
+    parameters = f"{verify.MAX_SIDE},{verify.MIN_SIDE},{verify.N_FEATURES},{verify.CLAHE_CLIP}"
+    keys = {name: registration_key(name, created.get(name), parameters) for name in created}
+
+    def name(ri: object) -> tuple[str, int]:
+        i = int(ri)  # type: ignore[call-overload]
+        return keys[refs.refset[i]], int(refs.ref_id[i])
+
+    return verify.ReferenceFeatures(store=FeatureStore(catalog.home / FOLDER), names=name)
 
 
 class ReferenceImages:
@@ -137,18 +155,21 @@ class ReferenceImages:
     def grey(self, ri: int) -> np.ndarray | None:
         from coyo_db.audit.verify import grey_image
 
-        data = self.data.get(ri)
-        return grey_image(data) if data else None
+        return grey_image(data) if (data := self._data(ri)) else None
+
+    def _data(self, ri: int) -> bytes | None:
+        """The reference's encoded image, read now if the batch's pass did not (a stored
+        feature file that no longer reads back)."""
+        if ri not in self.data:
+            self.data.update(_fetch(self.refs, [ri]))
+        return self.data.get(ri)
 
     def layout(self, ri: int) -> Any:
         from coyo_db.audit.layout import layout_of
 
         layouts = self.refs.layouts
         if ri not in layouts:
-            data = self.data.get(ri)
-            if data is None and ri not in self.data:
-                self.data.update(_fetch(self.refs, [ri]))
-                data = self.data.get(ri)
+            data = self._data(ri)
             layouts[ri] = layout_of(data) if data else None
             if len(layouts) > LAYOUT_CACHE:
                 layouts.popitem(last=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import cv2  # noqa: F401
+
+    from coyo_db.audit.feature_store import FeatureStore
 
 MAX_SIDE = 512
 MIN_SIDE = 384  # smaller images are upscaled to this long side before SIFT
@@ -94,8 +97,14 @@ def grey_image(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray | None:
 
 def features(grey: np.ndarray | None) -> Features:
     """RootSIFT features of a grey image (empty when it has none)."""
+    return root_sift(*sift_of(grey))
+
+
+def sift_of(grey: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Keypoint coordinates (N, 2), OpenCV's SIFT descriptors (N, 128; whole numbers 0-255 as
+    float32) and the size (w, h) of a grey image."""
     if grey is None or grey.size == 0:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), (0, 0))
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), (0, 0)
     cv2 = _cv2()
     # local contrast equalisation: dark photos (night sky, low-key scenes) and smooth
     # gradients give SIFT almost no keypoints otherwise, and brightness changes matter less
@@ -104,11 +113,18 @@ def features(grey: np.ndarray | None) -> Features:
     keypoints, desc = sift.detectAndCompute(grey, None)
     size = (int(grey.shape[1]), int(grey.shape[0]))
     if desc is None or not keypoints:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), size)
-    desc = desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)
-    desc = np.sqrt(desc).astype(np.float32)
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), size
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return Features(points, desc, size)
+    return points, desc, size
+
+
+def root_sift(points: np.ndarray, sift: np.ndarray, size: tuple[int, int]) -> Features:
+    """:class:`Features` from SIFT descriptors: L1-normalised, square-rooted (RootSIFT)."""
+    if not len(sift):
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), size)
+    desc = np.asarray(sift, dtype=np.float32)
+    desc = desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)
+    return Features(np.asarray(points, np.float32), np.sqrt(desc).astype(np.float32), size)
 
 
 def features_of(data: bytes | None) -> Features:
@@ -161,26 +177,51 @@ def match(query: Features, ref: Features) -> tuple[int, float, float]:
 
 class ReferenceFeatures:
     """Features of references (and of their mirror images), computed once, least recently used
-    dropped beyond `capacity`."""
+    dropped beyond `capacity`; with a `store`, also kept on disk for later audits
+    (:mod:`coyo_db.audit.feature_store`), `names` giving each key's (registration key,
+    ref_id) there."""
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(
+        self,
+        capacity: int = 1024,
+        store: FeatureStore | None = None,
+        names: Callable[[object], tuple[str, int]] | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.store, self.names = store, names
         self._cache: OrderedDict[tuple[object, bool], Features] = OrderedDict()
 
-    def get(self, key: object, grey: np.ndarray | None, flipped: bool) -> Features:
+    def get(self, key: object, grey: Callable[[], np.ndarray | None], flipped: bool) -> Features:
+        """The features of reference `key`; `grey()` gives its grey image, called only when
+        they are neither in memory nor stored."""
         slot = (key, flipped)
         if slot in self._cache:
             self._cache.move_to_end(slot)
             return self._cache[slot]
-        image = grey[:, ::-1].copy() if (flipped and grey is not None) else grey
-        value = features(image)
+        name = self.names(key) if self.store is not None and self.names is not None else None
+        stored = self.store.load(*name, flipped) if name is not None else None
+        if stored is not None:
+            value = root_sift(*stored)
+        else:
+            plain = grey()
+            image = plain[:, ::-1].copy() if (flipped and plain is not None) else plain
+            points, sift, size = sift_of(image)
+            value = root_sift(points, sift, size)
+            exact = np.array_equal(sift, np.asarray(sift, np.uint8))
+            if name is not None and plain is not None and exact:
+                self.store.save(*name, flipped, points, np.asarray(sift, np.uint8), size)
         self._cache[slot] = value
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return value
 
     def __contains__(self, slot: tuple[object, bool]) -> bool:
-        return slot in self._cache
+        """Whether `slot` = (key, flipped) is available without the reference's image."""
+        if slot in self._cache:
+            return True
+        if self.store is None or self.names is None:
+            return False
+        return self.store.has(*self.names(slot[0]), slot[1])
 
 
 def verify(
