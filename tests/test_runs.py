@@ -175,7 +175,7 @@ def test_a_command_that_fails_midway_is_logged_failed_with_its_error(home, monke
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(groups, "phash_groups", broken)
+    monkeypatch.setattr(groups, "phash_group_rows", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         groups.dedup_phash(home, 2)
     run = last_run(home)
@@ -258,13 +258,13 @@ def test_the_row_says_running_while_the_command_runs(home, monkeypatch):
     from coyo_db.dedup import groups
 
     seen = []
-    real = groups.phash_groups
+    real = groups.phash_group_rows
 
     def peek(*args, **kwargs):
         seen.append([(r["command"], r["status"]) for r in runs(home)])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(groups, "phash_groups", peek)
+    monkeypatch.setattr(groups, "phash_group_rows", peek)
     groups.dedup_phash(home, 2)
     assert seen == [[("dedup phash", "running")]]
     assert [(r["command"], r["status"]) for r in runs(home)] == [("dedup phash", "ok")]
