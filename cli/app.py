@@ -68,4 +68,3 @@ def _root(
     ] = False,
 ) -> None:
     """Columnar analytics and curation for COYO-700M-shaped image-text datasets."""
-

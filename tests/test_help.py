@@ -52,7 +52,10 @@ def test_version_prints_the_version():
 def test_a_100_column_terminal_shows_each_command_on_one_line():
     env = {**os.environ, "COLUMNS": "100"}
     result = subprocess.run(
-        [sys.executable, "-m", "coyo_db.cli.entry", "--help"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "coyo_db.cli.entry", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     rows = _command_rows(result.stdout)
     assert len(rows) == len(typer.main.get_command(app).commands)

@@ -133,9 +133,11 @@ def reference_features(catalog: Catalog, refs: References) -> Any:
     from coyo_db.catalog import tables
 
     registered = catalog.dataset(tables.REFSETS.name).to_table(columns=["refset", "created_at"])
-    created = dict(zip(*(registered[c].to_pylist() for c in ("refset", "created_at")), strict=True))
     parameters = f"{verify.MAX_SIDE},{verify.MIN_SIDE},{verify.N_FEATURES},{verify.CLAHE_CLIP}"
-    keys = {name: registration_key(name, created.get(name), parameters) for name in created}
+    keys = {
+        row["refset"]: registration_key(row["refset"], row["created_at"], parameters)
+        for row in registered.to_pylist()
+    }
 
     def name(ri: object) -> tuple[str, int]:
         i = int(ri)  # type: ignore[call-overload]

@@ -207,9 +207,10 @@ class ReferenceFeatures:
             image = plain[:, ::-1].copy() if (flipped and plain is not None) else plain
             points, sift, size = sift_of(image)
             value = root_sift(points, sift, size)
-            exact = np.array_equal(sift, np.asarray(sift, np.uint8))
-            if name is not None and plain is not None and exact:
-                self.store.save(*name, flipped, points, np.asarray(sift, np.uint8), size)
+            if name is not None and plain is not None:
+                as_bytes = np.asarray(sift, np.uint8)
+                if np.array_equal(sift, as_bytes):  # stored only where the bytes are exact
+                    self.store.save(*name, flipped, points, as_bytes, size)
         self._cache[slot] = value
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)

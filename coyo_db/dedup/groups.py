@@ -104,8 +104,8 @@ def choose_keepers(
         group_id, keys = group_id[order], [key[order] for key in keys]
     # one pass per key over the members, grouped (a lexsort of millions of members costs
     # several times more): keep the candidates that reach their group's best value
-    starts = np.flatnonzero(np.r_[True, group_id[1:] != group_id[:-1]])
-    group_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    sizes, group_index = group_spans(group_id)
+    starts = np.cumsum(sizes) - sizes
     candidate = np.ones(n, dtype=bool)
     for key in keys:
         worst = np.inf if key.dtype.kind == "f" else np.iinfo(key.dtype).max

@@ -288,6 +288,7 @@ def phash_group_rows(
         np.minimum.at(group_min, label_in, ids_in)
         group_id = group_min[label_in]
         order = np.lexsort((ids_in, group_id))
+        group_id = group_id[order]
     else:
         # Ranks of the ids; a group's id is its smallest member id, so its rank is the smallest
         # member rank. Sorting (group rank, id rank) packed into one uint64 gives the
@@ -303,10 +304,8 @@ def phash_group_rows(
         order = by_id[(packed & np.uint64(2**32 - 1)).astype(np.int64)]
         group_id = ids_in[by_id[(packed >> np.uint64(32)).astype(np.int64)]]
         del packed
-        rows = rows[order]
-        return rows, group_id, nearest[inverse[rows]]
     rows = rows[order]
-    return rows, group_id[order], nearest[inverse[rows]]
+    return rows, group_id, nearest[inverse[rows]]
 
 
 def brute_force_groups(ids: np.ndarray, hashes: np.ndarray, radius: int) -> pa.Table:
