@@ -212,7 +212,10 @@ def store_groups(
     started: float,
 ) -> DedupSummary:
     """Write one method's groups (members in any order) to `dup_groups`; its summary."""
-    _, member_group, sizes = np.unique(gid, return_inverse=True, return_counts=True)
+    if len(gid) and bool(np.all(gid[1:] >= gid[:-1])):
+        sizes, member_group = group_spans(gid)  # members come grouped: no sort needed
+    else:
+        _, member_group, sizes = np.unique(gid, return_inverse=True, return_counts=True)
     n = len(ids)
     table = pa.table(
         {

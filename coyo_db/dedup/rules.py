@@ -1,8 +1,9 @@
 """COYO-700M's own exact dedup rules as `dup_groups` methods.
 
-Three rules, each computed in DuckDB by a view of sql/dedup_rules.sql (a window over the key of
-`pairs`), then given one keeper per group by :func:`coyo_db.dedup.groups.choose_keepers` and
-written by :func:`coyo_db.dedup.groups.write_groups`:
+Three rules, each computed in DuckDB by a view of sql/dedup_rules.sql (a count of the key's
+hash over `pairs`, then a window over the key of the rows whose hash repeats), then given one
+keeper per group by :func:`coyo_db.dedup.groups.choose_keepers` and written by
+:func:`coyo_db.dedup.groups.write_groups`:
 
 =============  =====================  =====================================================
 rule           method in dup_groups   group
@@ -55,8 +56,8 @@ def rule_method(rule: str, min_count: int = DEFAULT_MIN_COUNT) -> str:
 
 
 def _members(catalog: Catalog, rule: str, min_count: int) -> tuple[pa.Table, int]:
-    """The rule's group members (id, group_id, group_size, vitl14, vitb32; sorted by id) and
-    the number of rows of `pairs`."""
+    """The rule's group members (id, group_id, group_size, vitl14, vitb32; by group, then id)
+    and the number of rows of `pairs`."""
     if rule not in RULES:
         raise InputError(f"unknown dedup rule {rule!r}; choose one of {', '.join(RULES)}")
     if min_count < 1:
@@ -65,10 +66,10 @@ def _members(catalog: Catalog, rule: str, min_count: int) -> tuple[pa.Table, int
         raise CatalogError(f"the catalog at {catalog.location} has no table 'pairs' to dedup")
     with catalog.connection() as con:
         if rule == "text":
-            query = "SELECT * FROM dup_rule_text WHERE group_size > $1 ORDER BY id"
+            query = "SELECT * FROM dup_rule_text_over($1) ORDER BY group_id, id"
             rel = con.sql(query, params=[min_count])
         else:
-            rel = con.sql(f"SELECT * FROM dup_rule_{rule} ORDER BY id")
+            rel = con.sql(f"SELECT * FROM dup_rule_{rule} ORDER BY group_id, id")
         table = rel.to_arrow_table()
     return table, catalog.dataset(tables.PAIRS.name).count_rows()
 
