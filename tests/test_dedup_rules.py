@@ -45,7 +45,10 @@ def written(catalog: Catalog, method: str) -> pl.DataFrame:
     return catalog.pl(f"SELECT * FROM dup_groups WHERE method = '{method}' ORDER BY id")
 
 
-@pytest.mark.parametrize(("rule", "min_count"), [("phash_text", 10), ("url", 10), ("text", 10)])
+@pytest.mark.parametrize(
+    ("rule", "min_count"),
+    [("phash_text", 10), ("url", 10), ("text", 10), ("text", 3), ("text", 1)],
+)
 def test_rule_equals_polars_and_keeps_one_per_group(rules_catalog, rows, rule, min_count):
     summary = dedup_rule(rules_catalog, rule, min_count=min_count)
     got = written(rules_catalog, summary.method)

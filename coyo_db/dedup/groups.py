@@ -98,8 +98,7 @@ def choose_keepers(
             if score is not None:
                 keys.append(np.nan_to_num(-np.asarray(score, np.float64), nan=np.inf))
     keys.append(ids)
-    grouped = bool(np.all(group_id[1:] >= group_id[:-1]))
-    order = None if grouped else np.argsort(group_id, kind="stable")
+    order = None if is_grouped(group_id) else np.argsort(group_id, kind="stable")
     if order is not None:
         group_id, keys = group_id[order], [key[order] for key in keys]
     # one pass per key over the members, grouped (a lexsort of millions of members costs
@@ -192,6 +191,11 @@ def write_groups(catalog: Catalog, method: str, groups: pa.Table) -> None:
     catalog.replace(spec.name, where, groups.cast(spec.schema), {"method": method})
 
 
+def is_grouped(gid: np.ndarray) -> bool:
+    """Whether members come sorted by group id (each group's members together, in order)."""
+    return bool(np.all(gid[1:] >= gid[:-1]))
+
+
 def group_spans(gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For members sorted by group: each group's size, and each member's group index."""
     starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, int)
@@ -212,8 +216,8 @@ def store_groups(
     started: float,
 ) -> DedupSummary:
     """Write one method's groups (members in any order) to `dup_groups`; its summary."""
-    if len(gid) and bool(np.all(gid[1:] >= gid[:-1])):
-        sizes, member_group = group_spans(gid)  # members come grouped: no sort needed
+    if is_grouped(gid):
+        sizes, member_group = group_spans(gid)  # no sort needed
     else:
         _, member_group, sizes = np.unique(gid, return_inverse=True, return_counts=True)
     n = len(ids)

@@ -1,7 +1,7 @@
 """COYO-700M's own exact dedup rules as `dup_groups` methods.
 
 Three rules, each computed in DuckDB by a view of sql/dedup_rules.sql (a count of the key's
-hash over `pairs`, then a window over the key of the rows whose hash repeats), then given one
+hash over `pairs`, then a group-by on the key of the rows whose hash repeats), then given one
 keeper per group by :func:`coyo_db.dedup.groups.choose_keepers` and written by
 :func:`coyo_db.dedup.groups.write_groups`:
 
