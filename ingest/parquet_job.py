@@ -24,10 +24,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -242,6 +243,15 @@ def _ingest_file(
         summary.quarantine_reasons[reason] = summary.quarantine_reasons.get(reason, 0) + count
 
 
+@dataclass(frozen=True)
+class _Held:
+    """Good rows held back until their ids are settled: as read, as checked, file rows."""
+
+    raw: pa.RecordBatch
+    good: pa.RecordBatch
+    row_index: np.ndarray
+
+
 class _FileJob:
     """One file's batches: good rows out to Lance, bad rows to a spill file, counts kept."""
 
@@ -265,47 +275,97 @@ class _FileJob:
         self.quarantined = 0
         self.reasons: Counter[str] = Counter()
         self.failure: Exception | None = None
+        self._held: list[_Held] = []  # rows whose id may be present, not yet settled
+        self._held_rows = 0
         self._spill: pa.ipc.RecordBatchFileWriter | None = None
         self._closed = False
 
     def good_batches(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The file's good rows in the table's schema; bad rows are spilled on the way."""
+        """The file's good rows in the table's schema; bad rows are spilled on the way.
+
+        With the id check, rows whose id the Bloom filter cannot rule out (true duplicates
+        and ~1e-3 false positives) are held back and settled together, one exact lookup per
+        `batch_size` held rows (in a file of new ids: about one per file, not one per batch),
+        and written after the rows read since."""
         try:
             check = self.target.new_checker(self.input_file)
             for raw in self.input_file.iter_batches(batch_size):
                 checked = check(raw, self.input_file.cast(raw), self.rows_read)
                 if self.keys is not None and checked.good.num_rows:
-                    checked = self._drop_present(raw, checked)
+                    checked = self._hold_maybe_present(raw, checked)
                 if checked.bad.num_rows:
-                    self._quarantine(checked)
+                    self._quarantine(checked, self.rows_read)
                 self.rows_read += raw.num_rows
-                self.rows_written += checked.good.num_rows
                 self.progress.advance(raw.num_rows)
-                if checked.good.num_rows:
-                    good = checked.good
-                    yield good if self.target.to_table is None else self.target.to_table(good)
+                yield from self._good(checked.good)
+                if self._held_rows >= batch_size:
+                    yield from self._settle_held()
+            yield from self._settle_held()
         except Exception as exc:  # kept: the writer only passes on its own wrapper
             self.failure = exc
             raise
 
-    def _drop_present(self, raw: pa.RecordBatch, checked: CheckedBatch) -> CheckedBatch:
-        """Move the good rows whose id the table holds already to the bad ones; record the
-        rest as present (before their commit: see :mod:`coyo_db.catalog.id_keys`)."""
+    def _good(self, good: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        self.rows_written += good.num_rows
+        if good.num_rows:
+            yield good if self.target.to_table is None else self.target.to_table(good)
+
+    def _hold_maybe_present(self, raw: pa.RecordBatch, checked: CheckedBatch) -> CheckedBatch:
+        """Record the good rows whose id is certainly new as present (before their commit:
+        see :mod:`coyo_db.catalog.id_keys`) and keep them; hold the others back."""
         assert self.keys is not None
         ids = checked.good.column("id").to_numpy(zero_copy_only=False)
+        maybe = self.keys.add_absent(ids)
+        if not maybe.any():
+            return checked
+        bad_set = np.zeros(raw.num_rows, dtype=bool)
+        bad_set[checked.bad_index.to_numpy()] = True
+        positions = np.flatnonzero(~bad_set)[maybe]  # the held rows' places in the batch
+        self._held.append(
+            _Held(
+                raw=raw.take(pa.array(positions)),
+                good=checked.good.filter(pa.array(maybe)),
+                row_index=positions + self.rows_read,
+            )
+        )
+        self._held_rows += len(positions)
+        return replace(checked, good=checked.good.filter(pa.array(~maybe)))
+
+    def _settle_held(self) -> Iterator[pa.RecordBatch]:
+        """Look the held ids up exactly: duplicates to quarantine, the rest out."""
+        if not self._held:
+            return
+        assert self.keys is not None
+        held, self._held, self._held_rows = self._held, [], 0
+        raw = pa.Table.from_batches([h.raw for h in held]).combine_chunks().to_batches()[0]
+        good = pa.Table.from_batches([h.good for h in held]).combine_chunks().to_batches()[0]
+        row_index = np.concatenate([h.row_index for h in held])
+        ids = good.column("id").to_numpy(zero_copy_only=False)
         present = self.keys.present(ids)
         self.keys.add(ids[~present])
-        if not present.any():
-            return checked
-        return move_to_bad(raw, checked, present, DUPLICATE_ID)
+        if present.any():
+            everything = CheckedBatch(
+                good=good,
+                bad_index=pa.array([], pa.int64()),
+                bad_reasons=pa.array([], pa.string()),
+                bad_ids=pa.array([], pa.int64()),
+                bad=raw.slice(0, 0),
+            )
+            duplicates = move_to_bad(raw, everything, present, DUPLICATE_ID)
+            # the rows' places in the file, not in the held batch
+            bad_index = pa.array(row_index[duplicates.bad_index.to_numpy()])
+            self._quarantine(replace(duplicates, bad_index=bad_index), 0)
+            good = duplicates.good
+        yield from self._good(good)
 
-    def _quarantine(self, checked: CheckedBatch) -> None:
+    def _quarantine(self, checked: CheckedBatch, first_row: int) -> None:
+        """Spill `checked`'s bad rows; their `bad_index` counts from file row `first_row`."""
         rows = quarantine_rows(
             table_name=self.target.table.name,
             input=str(self.input_file.path),
             fingerprint=self.input_file.fingerprint,
             run_id=self.run_id,
-            row_index=pc.add(checked.bad_index, self.rows_read),
+            row_index=pc.add(checked.bad_index, first_row),
             ids=checked.bad_ids,
             reasons=checked.bad_reasons,
             records=records_json(checked.bad),

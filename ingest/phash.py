@@ -386,25 +386,43 @@ def phash_hex_to_uint64(
 
     Raises :class:`~coyo_db.errors.InputError` naming the first null or malformed value.
     """
-    arr = _string_array(values)
+    out = np.empty(len(values), dtype=np.uint64)
+    at = 0
+    for chunk in _string_chunks(values):
+        # a slice at a time: the decode table and the slice's temporaries stay in cache
+        for start in range(0, len(chunk), _PARSE_ROWS):
+            part = chunk.slice(start, _PARSE_ROWS)
+            out[at : at + len(part)] = _parse_hex(part, at)
+            at += len(part)
+    return out
+
+
+# rows parsed per step of phash_hex_to_uint64
+_PARSE_ROWS = 1 << 15
+
+
+def _parse_hex(arr: pa.Array, first_row: int) -> np.ndarray:
+    """:func:`phash_hex_to_uint64` of one string slice whose first row is `first_row`."""
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
     if arr.null_count:
         first = int(pc.index(pc.is_null(arr), True).as_py())
-        raise InputError(f"null pHash at row {first}")
+        raise InputError(f"null pHash at row {first_row + first}")
     try:
         fixed = arr.cast(pa.binary(16))
     except pa.ArrowInvalid:
         first = int(pc.index(pc.not_equal(pc.binary_length(arr), 16), True).as_py())
-        raise InputError(f"not a pHash (16 hex digits) at row {first}: {arr[first]}") from None
+        raise InputError(
+            f"not a pHash (16 hex digits) at row {first_row + first}: {arr[first]}"
+        ) from None
     pairs = np.frombuffer(fixed.buffers()[1], np.uint16, count=8 * n, offset=16 * fixed.offset)
     octets = _HEX_DECODE[pairs]
     bad = octets > 255
     if bad.any():
         first = int(np.argmax(bad)) // 8
-        raise InputError(f"not a pHash (16 hex digits) at row {first}: {arr[first]}")
-    return octets.astype(np.uint8).view(">u8").reshape(n).astype(np.uint64)
+        raise InputError(f"not a pHash (16 hex digits) at row {first_row + first}: {arr[first]}")
+    return octets.astype(np.uint8).view(">u8").reshape(n)
 
 
 def uint64_to_phash_hex(values: np.ndarray | Sequence[int]) -> pa.StringArray:
@@ -422,9 +440,15 @@ def uint64_to_phash_hex(values: np.ndarray | Sequence[int]) -> pa.StringArray:
     return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
-def _string_array(values: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+def _string_chunks(
+    values: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray,
+) -> list[pa.Array]:
+    """`values` as Arrow string (or binary) arrays: a chunked array's chunks as they are."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    return [_string_array(chunk) for chunk in chunks]
+
+
+def _string_array(values: Sequence[str] | np.ndarray | pa.Array) -> pa.Array:
     if not isinstance(values, pa.Array):
         values = pa.array(values, type=pa.string())
     if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):

@@ -286,6 +286,30 @@ def test_any_block_count_equals_brute_force(monkeypatch, radius, blocks):
     assert phash_groups(ids, hashes, radius).equals(brute_force_groups(ids, hashes, radius))
 
 
+@pytest.mark.parametrize("radius", [1, 4, 6])
+def test_every_pair_is_found_by_exactly_one_block_combination(radius):
+    """A pair agreeing on more blocks than a combination needs comes from the first such
+    combination only, so the search returns each pair within the radius once, all of them."""
+    import coyo_db.dedup.near_phash as module
+
+    rng = np.random.default_rng(radius)
+    hashes = random_hashes(rng, 1500)
+    for i in range(500, 1500):
+        hashes[i] = flip(hashes[rng.integers(0, i)], rng, int(rng.integers(1, radius + 1)))
+    unique = np.unique(hashes)
+    dist = np.bitwise_count(unique[:, None] ^ unique[None, :])
+    expected = {(i, j) for i, j in zip(*np.nonzero(dist <= radius), strict=True) if i < j}
+    for m in sorted({radius + 1, radius + 2, module.choose_blocks(len(unique), radius)}):
+        found = [module.combination_pairs(unique, c, radius) for c in module._combos(radius, m)]
+        a = np.concatenate([f[0] for f in found])
+        b = np.concatenate([f[1] for f in found])
+        d = np.concatenate([f[2] for f in found])
+        pairs = [(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+        assert len(pairs) == len(set(pairs)) and set(pairs) == expected
+        assert (d == dist[a, b]).all()
+    assert len(expected) > 900
+
+
 def test_both_member_orders_and_the_bit_permutation_agree(monkeypatch):
     """Groups ordered by packed ranks equal those ordered by a lexsort (the path past 2**32
     grouped rows); every block combination's bit permutation keeps distances and inverts."""
@@ -300,8 +324,8 @@ def test_both_member_orders_and_the_bit_permutation_agree(monkeypatch):
     monkeypatch.setattr(module, "RANK_LIMIT", 0)
     assert packed.num_rows > 500 and packed.equals(phash_groups(ids, hashes, 4))
     for m in (5, 7, 9, 16):
-        for blocks in module._combos(4, m):
-            order = module._bit_order(blocks)
+        for combination in module._combos(4, m):
+            order = module._bit_order(combination.key)
             assert sum(bits for _, bits in order) == 64
             permuted = module._permute(hashes, order)
             assert (module._unpermute(permuted, order) == hashes).all()
@@ -309,3 +333,22 @@ def test_both_member_orders_and_the_bit_permutation_agree(monkeypatch):
                 np.bitwise_count(permuted[1:] ^ permuted[:-1])
                 == np.bitwise_count(hashes[1:] ^ hashes[:-1])
             ).all()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 1000, 50_000])
+def test_distinct_hashes_equals_numpy_unique(size):
+    """The packed-sort distinct hashes give np.unique's values, inverse and counts, including
+    hashes that share their top bits but differ below (the runs re-sorted by whole hash)."""
+    from coyo_db.dedup.near_phash import distinct_hashes
+
+    rng = np.random.default_rng(size)
+    hashes = random_hashes(rng, size)
+    if size > 10:
+        hashes[: size // 4] = hashes[size // 4 : size // 2]  # exact repeats
+        # same top bits, different low bits: within the packed index's width
+        hashes[size // 2 : size // 2 + 200] = (hashes[0] & ~np.uint64(0xFFFF)) | rng.integers(
+            0, 0xFFFF, 200, dtype=np.uint64
+        )
+    expected = np.unique(hashes, return_inverse=True, return_counts=True)
+    for got, want in zip(distinct_hashes(hashes), expected, strict=True):
+        assert (np.asarray(got) == np.asarray(want)).all() and len(got) == len(want)

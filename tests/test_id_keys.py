@@ -36,6 +36,20 @@ def test_the_filter_has_no_false_negatives_and_few_false_positives():
     assert bloom.maybe(others).mean() < 0.005
 
 
+def test_add_absent_adds_exactly_what_maybe_rules_out():
+    rng = np.random.default_rng(1)
+    first = rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64)
+    one, two = BloomFilter(100_000), BloomFilter(100_000)
+    one.add(first)
+    two.add(first)
+    later = np.unique(np.r_[first[:20_000], rng.integers(0, 2**40, 30_000, dtype=np.int64)])
+    expected = one.maybe(later)
+    one.add(later[~expected])
+    assert (two.add_absent(later) == expected).all()
+    assert (one.words == two.words).all() and one.count == two.count
+    assert two.maybe(later).all()
+
+
 def _keyed_table(catalog: Catalog, ids: np.ndarray) -> None:
     catalog.append("keyed", pa.table({"id": pa.array(ids, pa.int64())}))
 
@@ -65,10 +79,19 @@ def test_index_extended_in_the_background_keeps_lookups_exact(catalog, monkeypat
     import coyo_db.catalog.id_keys as id_keys
 
     monkeypatch.setattr(id_keys, "MIN_CAPACITY", 100)
+    monkeypatch.setattr(id_keys, "INDEX_TAIL_ROWS", 1000)  # indexed once 1000 rows lack it
     keys = IdKeys(catalog, "keyed")
     keys.reserve(3000)
     assert keys.bloom.capacity >= 3000
-    for start in range(0, 3000, 1000):
+
+    def unindexed() -> int | None:
+        dataset = catalog.dataset("keyed")
+        if not any(i["fields"] == ["id"] for i in dataset.list_indices()):
+            return None
+        return dataset.stats.index_stats("id_idx")["num_unindexed_rows"]
+
+    tails = []
+    for start in range(0, 4000, 1000):
         ids = np.arange(start, start + 1000, 2, dtype=np.int64)
         assert not keys.present(ids).any()
         keys.add(ids)
@@ -77,8 +100,10 @@ def test_index_extended_in_the_background_keeps_lookups_exact(catalog, monkeypat
         keys.committed(wait=False)
         probe = np.arange(0, start + 1000, dtype=np.int64)
         assert (keys.present(probe) == (probe % 2 == 0)).all()
-    keys.settle()
-    assert any(i["fields"] == ["id"] for i in catalog.dataset("keyed").list_indices())
+        keys.settle()
+        tails.append(unindexed())
+    # no index under 1000 rows; then a delta only once 1000 rows lack it; lookups exact
+    assert tails == [None, 0, 500, 0]
 
     def broken(self):
         raise OSError("index write failed")
@@ -157,6 +182,43 @@ def test_rows_resaved_under_another_name_are_quarantined_not_doubled(tmp_path, c
     overlap = sorted(r["id"] for r in coyo_rows[4:7])
     assert [r["id"] for r in rows] == overlap
     assert {r["input"] for r in rows} == {str(tmp_path / "b.parquet")}
+
+
+def test_held_back_duplicates_keep_their_file_rows_and_the_rest_is_written(tmp_path, coyo_rows):
+    """Rows the filter cannot rule out are held back and settled together (several times in
+    a file, as held rows pass a batch): each duplicate is quarantined at its own row of the
+    file with its own record, every other row is written once, bad rows keep their rows."""
+    import json
+
+    catalog = Catalog.init(tmp_path / "home")
+    template = coyo_table(coyo_rows)
+    many = pa.concat_tables([template] * (3000 // template.num_rows + 1)).slice(0, 3000)
+    many = many.set_column(0, "id", pa.array(np.arange(3000) * 7 + 11, pa.int64()))
+    pq.write_table(many.slice(0, 1500), tmp_path / "a.parquet")
+    second = many.slice(1000)  # rows 0-499 of b repeat a's last 500
+    order = np.random.default_rng(3).permutation(second.num_rows)  # duplicates spread out
+    second = second.take(order)
+    width = second.column("width").to_pylist()
+    width[5] = -1  # one row bad for another reason
+    second = second.set_column(second.schema.get_field_index("width"), "width", pa.array(width))
+    pq.write_table(second, tmp_path / "b.parquet", row_group_size=256)
+    ingest_metadata(catalog, [tmp_path / "a.parquet"])
+    summary = ingest_metadata(catalog, [tmp_path / "b.parquet"], batch_size=128)
+
+    ids_b = second.column("id").to_numpy()
+    duplicate_rows = np.flatnonzero(ids_b < 1500 * 7 + 11)
+    assert summary.quarantine_reasons["duplicate id"] == len(duplicate_rows) == 500
+    rows = catalog.sql(
+        "SELECT row_index, id, reason, record FROM quarantine ORDER BY row_index"
+    ).to_pylist()
+    dup = [r for r in rows if r["reason"] == "duplicate id"]
+    assert [r["row_index"] for r in dup] == duplicate_rows.tolist()
+    assert all(r["id"] == ids_b[r["row_index"]] for r in dup)
+    assert all(json.loads(r["record"])["id"] == r["id"] for r in dup)
+    assert any(r["row_index"] == 5 and r["reason"] != "duplicate id" for r in rows)
+    counts = catalog.sql("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM pairs")
+    assert 5 not in duplicate_rows
+    assert counts.to_pylist() == [{"n": 2999, "ids": 2999}]
 
 
 def test_a_killed_ingest_then_a_copy_of_its_file_still_holds_each_id_once(tmp_path, coyo_rows):

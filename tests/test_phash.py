@@ -204,6 +204,22 @@ def test_hex_to_uint64_names_the_bad_row(values: list, message: str) -> None:
         ph.phash_hex_to_uint64(values)
 
 
+def test_hex_to_uint64_counts_rows_across_chunks_and_slices() -> None:
+    """The bad row's number counts from the start of the whole input, past the parse's
+    internal slices and a chunked array's chunks."""
+    good = "0123456789abcdef"
+    rows = [good] * 100_000
+    rows[70_001] = "0123456789abcdeZ"
+    with pytest.raises(InputError, match="at row 70001: 0123456789abcdeZ"):
+        ph.phash_hex_to_uint64(rows)
+    chunked = pa.chunked_array([pa.array(rows[:50_000]), pa.array(rows[50_000:])])
+    with pytest.raises(InputError, match="at row 70001"):
+        ph.phash_hex_to_uint64(chunked)
+    rows[70_001] = None
+    with pytest.raises(InputError, match="null pHash at row 70001"):
+        ph.phash_hex_to_uint64(pa.chunked_array([pa.array(rows[:1]), pa.array(rows[1:])]))
+
+
 def test_scalar_conversions_reject_bad_values() -> None:
     for bad in ("", "0x23456789abcdef", "123", " 0123456789abcdef", "0123456789abcdefa"):
         with pytest.raises(InputError):

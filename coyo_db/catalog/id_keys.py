@@ -10,8 +10,10 @@ file would make ingest quadratic over a 747M-row table; instead the check has tw
    every new id, at a fraction of a microsecond per id whatever the table's size;
 2. the few ids it calls "maybe present" (true duplicates and about 1 in 1,000 false
    positives) are looked up exactly in the table, through a BTREE index on ``id`` that
-   :meth:`IdKeys.committed` extends after each commit with a delta index over the new rows
-   only (deltas are merged when there are many).
+   :meth:`IdKeys.committed` extends with a delta index over the new rows only, once they are
+   :data:`INDEX_TAIL_ROWS` or more (deltas are merged when there are many); the rows not yet
+   indexed are scanned. Ingest settles its candidates together, one lookup per file or per
+   batch of candidates.
 
 Neither stage can cause a wrong answer: ids are added to the filter *before* their rows are
 committed, so a crash leaves extra bits (more candidates, each checked exactly), never missing
@@ -44,6 +46,8 @@ BITS_PER_ID = 20
 HASHES = 6  # bits set per id, all in one 64-bit word
 MIN_CAPACITY = 1 << 20
 MAX_DELTA_INDICES = 16
+# rows left out of the id index before it is extended over them (their lookups scan them)
+INDEX_TAIL_ROWS = 16 * 1024 * 1024
 _KEYS_DIR = "keys"
 _FORMAT = 1
 
@@ -81,12 +85,18 @@ class BloomFilter:
     def add(self, ids: np.ndarray) -> None:
         word, mask = self._hash(ids)
         self.count += len(word)
-        # A scatter keeps one write per word; ids that shared a word with another id of this
-        # call go round again until every bit is in.
-        while len(word):
-            self.words[word] |= mask
-            missing = (self.words[word] & mask) != mask
-            word, mask = word[missing], mask[missing]
+        np.bitwise_or.at(self.words, word, mask)  # unbuffered: ids sharing a word all get in
+
+    def add_absent(self, ids: np.ndarray) -> np.ndarray:
+        """Add the ids the filter rules out; True where an id may be in already (not added).
+        One hash and one read of the words for both (:meth:`maybe` then :meth:`add` cost two).
+        The ids of one call are tested against the filter as it was: pass distinct ids."""
+        word, mask = self._hash(ids)
+        maybe = (self.words[word] & mask) == mask
+        new = ~maybe
+        self.count += int(new.sum())
+        np.bitwise_or.at(self.words, word[new], mask[new])
+        return maybe
 
 
 def words_for(capacity: int) -> int:
@@ -139,6 +149,18 @@ class IdKeys:
             found[maybe] = np.isin(ids[maybe], held)
         return found
 
+    def add_absent(self, ids: np.ndarray) -> np.ndarray:
+        """Record the ids the filter rules out as present (they are certainly new: call before
+        their commit, like :meth:`add`); True for the others, which :meth:`present` must
+        settle. A caller may hold those back and settle many at once: one exact lookup
+        instead of one per batch. `ids` must be distinct."""
+        ids = np.asarray(ids, np.int64)
+        if self.bloom.count + len(ids) > self.bloom.capacity:
+            self._grow(self.bloom.count + len(ids))
+        maybe = self.bloom.add_absent(ids)
+        self._pending.append(ids[~maybe])
+        return maybe
+
     def add(self, ids: np.ndarray) -> None:
         """Record ids about to be committed (call before the commit)."""
         ids = np.asarray(ids, np.int64)
@@ -183,16 +205,24 @@ class IdKeys:
             self._index_error = exc
 
     def _extend_index(self) -> None:
+        """Index the rows the `id` index does not cover, once they are :data:`INDEX_TAIL_ROWS`
+        or more: lookups scan the rest (Lance reads unindexed fragments in full), which for
+        fewer rows costs less than building their index (a BTREE takes ~260 ns a row, a scan
+        of the id column ~10 ns, measured at 10M rows)."""
         dataset = self._dataset()
         if dataset is None or not dataset.count_rows():
             return
         indices = [i for i in dataset.list_indices() if i["fields"] == ["id"]]
         if not indices:
-            dataset.create_scalar_index("id", "BTREE")
+            if dataset.count_rows() >= INDEX_TAIL_ROWS:
+                dataset.create_scalar_index("id", "BTREE")
+            return
+        name = indices[0]["name"]
+        if dataset.stats.index_stats(name)["num_unindexed_rows"] < INDEX_TAIL_ROWS:
             return
         deltas = len({str(i.get("uuid")) for i in indices})
         merge = deltas if deltas >= MAX_DELTA_INDICES else 0
-        dataset.optimize.optimize_indices(num_indices_to_merge=merge, index_names=["id_idx"])
+        dataset.optimize.optimize_indices(num_indices_to_merge=merge, index_names=[name])
 
     def close(self) -> None:
         """Save the filter (atomically), stamped with the fragments it covers."""

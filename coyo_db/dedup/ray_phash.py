@@ -41,7 +41,7 @@ def ray_near_pairs(address: str | None = None) -> PairSearch:
                 memory=max(1, TASK_BYTES_PER_HASH * len(unique)),
             )(combination_pairs)
             shared = ray.put(unique)
-            pending = [task.remote(shared, blocks, radius) for blocks in combos]
+            pending = [task.remote(shared, combo, radius) for combo in combos]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 a, b, d = ray.get(done[0])
