@@ -10,7 +10,9 @@ Parquet files in the same run (``COPY`` of the files, and the same four queries 
 
 Results go to bench/out/scale-<rows>.json; docs/scaling.md explains the method and holds the
 figures. Run it at 10M and 100M rows to get the growth (x10 in rows); the synthetic data and
-the catalog take about 40 and 30 bytes a row on disk.
+the catalog take about 110 and 150 bytes a row on disk. ``--repeats N`` runs the whole list N
+times on fresh catalogs and reports each step's medians (the 10M run is short enough to repeat,
+which steadies the growth figures on a machine whose speed drifts).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,45 +82,79 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--files", type=int, default=4)
-    parser.add_argument("--keep", action="store_true", help="keep the catalog afterwards")
+    parser.add_argument("--keep", action="store_true", help="keep the last catalog afterwards")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="whole runs, each on a fresh catalog (medians)"
+    )
     args = parser.parse_args()
 
     data = synth_data(args.rows, files=args.files)
     scratch = OUT / f"scale-{args.rows}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    home = scratch / "home"
     exe = str(Path(sys.executable).with_name("coyo-db"))
-    baseline = duckdb_baseline(data, scratch)
-    results = []
-    print(f"{'step':34s} {'wall s':>8s} {'peak MiB':>9s} {'DuckDB s':>9s}", flush=True)
-    for label, argv in steps(data, home, scratch):
-        measured = run_measured([exe, *argv])
-        output = measured.pop("output").strip().splitlines()
-        row = {
-            "step": label,
-            "command": "coyo-db " + " ".join(argv),
-            **measured,
-            "last_line": output[-1][:200] if output else "",
-        }
-        if label in baseline:
-            row["duckdb_s"] = baseline[label]
-        results.append(row)
-        duck = f"{baseline[label]:9.2f}" if label in baseline else ""
-        print(f"{label:34s} {row['seconds']:8.2f} {row['peak_rss_mib']:9.0f} {duck}", flush=True)
+    samples: dict[str, list[dict]] = {}
+    baselines: list[dict[str, float]] = []
+    for repeat in range(args.repeats):
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        home = scratch / "home"
+        baselines.append(duckdb_baseline(data, scratch))
+        if args.repeats > 1:
+            print(f"-- run {repeat + 1} of {args.repeats}", flush=True)
+        print(f"{'step':34s} {'wall s':>8s} {'peak MiB':>9s} {'DuckDB s':>9s}", flush=True)
+        for label, argv in steps(data, home, scratch):
+            measured = run_measured([exe, *argv])
+            output = measured.pop("output").strip().splitlines()
+            row = {
+                "step": label,
+                "command": "coyo-db " + " ".join(argv),
+                **measured,
+                "last_line": output[-1][:200] if output else "",
+            }
+            if label in baselines[-1]:
+                row["duckdb_s"] = baselines[-1][label]
+            samples.setdefault(label, []).append(row)
+            duck = f"{row['duckdb_s']:9.2f}" if "duckdb_s" in row else ""
+            seconds, peak = row["seconds"], row["peak_rss_mib"]
+            print(f"{label:34s} {seconds:8.2f} {peak:9.0f} {duck}", flush=True)
+        if repeat + 1 < args.repeats or not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    results = [_median_row(rows) for rows in samples.values()]
+    if args.repeats > 1:
+        print(f"-- medians of {args.repeats} runs")
+        for row in results:
+            duck = f"{row['duckdb_s']:9.2f}" if "duckdb_s" in row else ""
+            print(
+                f"{row['step']:34s} {row['seconds']:8.2f} {row['peak_rss_mib']:9.0f} {duck}",
+                flush=True,
+            )
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_rss_mib"] for r in results)
     print(f"{'all steps':34s} {total:8.2f} {peak:9.0f}")
     path = OUT / f"scale-{args.rows}.json"
     path.write_text(
         json.dumps(
-            {"machine": machine(), "rows": args.rows, "files": args.files, "steps": results},
+            {
+                "machine": machine(),
+                "rows": args.rows,
+                "files": args.files,
+                "repeats": args.repeats,
+                "steps": results,
+            },
             indent=2,
         )
     )
     print(path)
-    if not args.keep:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """One step over the runs: median wall time, DuckDB time and peak memory; the samples."""
+    row = dict(rows[len(rows) // 2])
+    for key in ("seconds", "peak_rss_mib", "duckdb_s"):
+        if key in row:
+            row[key] = statistics.median(r[key] for r in rows)
+    if len(rows) > 1:
+        row["samples_s"] = [r["seconds"] for r in rows]
+    return row
 
 
 if __name__ == "__main__":

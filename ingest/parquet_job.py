@@ -291,13 +291,14 @@ class _FileJob:
             check = self.target.new_checker(self.input_file)
             for raw in self.input_file.iter_batches(batch_size):
                 checked = check(raw, self.input_file.cast(raw), self.rows_read)
-                if self.keys is not None and checked.good.num_rows:
-                    checked = self._hold_maybe_present(raw, checked)
+                good = checked.good
+                if self.keys is not None and good.num_rows:
+                    good = self._hold_maybe_present(raw, checked)
                 if checked.bad.num_rows:
                     self._quarantine(checked, self.rows_read)
                 self.rows_read += raw.num_rows
                 self.progress.advance(raw.num_rows)
-                yield from self._good(checked.good)
+                yield from self._good(good)
                 if self._held_rows >= batch_size:
                     yield from self._settle_held()
             yield from self._settle_held()
@@ -310,26 +311,29 @@ class _FileJob:
         if good.num_rows:
             yield good if self.target.to_table is None else self.target.to_table(good)
 
-    def _hold_maybe_present(self, raw: pa.RecordBatch, checked: CheckedBatch) -> CheckedBatch:
+    def _hold_maybe_present(self, raw: pa.RecordBatch, checked: CheckedBatch) -> pa.RecordBatch:
         """Record the good rows whose id is certainly new as present (before their commit:
-        see :mod:`coyo_db.catalog.id_keys`) and keep them; hold the others back."""
+        see :mod:`coyo_db.catalog.id_keys`) and return them; hold the others back. (A
+        filtered copy: zero-copy slices around the held rows measured slower, as Lance
+        writes many small batches less well.)"""
         assert self.keys is not None
-        ids = checked.good.column("id").to_numpy(zero_copy_only=False)
+        good = checked.good
+        ids = good.column("id").to_numpy(zero_copy_only=False)
         maybe = self.keys.add_absent(ids)
         if not maybe.any():
-            return checked
+            return good
         bad_set = np.zeros(raw.num_rows, dtype=bool)
         bad_set[checked.bad_index.to_numpy()] = True
         positions = np.flatnonzero(~bad_set)[maybe]  # the held rows' places in the batch
         self._held.append(
             _Held(
                 raw=raw.take(pa.array(positions)),
-                good=checked.good.filter(pa.array(maybe)),
+                good=good.filter(pa.array(maybe)),
                 row_index=positions + self.rows_read,
             )
         )
         self._held_rows += len(positions)
-        return replace(checked, good=checked.good.filter(pa.array(~maybe)))
+        return good.filter(pa.array(~maybe))
 
     def _settle_held(self) -> Iterator[pa.RecordBatch]:
         """Look the held ids up exactly: duplicates to quarantine, the rest out."""
