@@ -285,8 +285,10 @@ def near_pairs(unique: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray,
 
     combos = combinations(unique, radius)
     # The combinations are independent and numpy's sorts and ufuncs release the GIL: one
-    # thread per core, each reusing its own workspace. (Memory: 8 B a hash per thread.)
-    threads = max(1, min(len(combos), os.cpu_count() or 1))
+    # thread per core, each reusing its own workspace (8 B a hash), as many as a quarter of
+    # the machine's memory holds (a 64-core node with 580M distinct hashes must not take 64).
+    fit = _memory() // 4 // (16 * max(1, len(unique)))
+    threads = max(1, min(len(combos), os.cpu_count() or 1, fit))
     workspaces = queue.SimpleQueue()
     for _ in range(threads):
         workspaces.put(np.empty(len(unique), dtype=np.uint64))
@@ -301,6 +303,14 @@ def near_pairs(unique: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray,
     with ThreadPoolExecutor(threads) as pool:
         found = list(pool.map(search, combos))  # in combination order, whatever finishes first
     return join_pairs([f[0] for f in found], [f[1] for f in found], [f[2] for f in found])
+
+
+def _memory() -> int:
+    """This machine's physical memory in bytes (8 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def phash_groups(
