@@ -404,7 +404,7 @@ def distinct_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     them (a small fraction), and those runs alone are re-sorted by the whole hash."""
     n = len(hashes)
     bits = max(1, (n - 1).bit_length())
-    if n < 2 or bits > 40:
+    if n < 2 or bits > 40 or hashes.dtype != np.uint64:
         return np.unique(hashes, return_inverse=True, return_counts=True)
     index = np.uint64((1 << bits) - 1)
     packed = np.empty(n, dtype=np.uint64)
