@@ -1,7 +1,8 @@
 """Run every benchmark in turn; each prints its own ratio and saves bench/out/<name>.json.
 
-Every script runs with its defaults, which are the settings docs/benchmarks.md states for its
-figures (bench_scale.py at 10M rows; its 100M figures need `--rows 100000000` by hand).
+Every script runs with the settings docs/benchmarks.md states for its figures: its defaults,
+plus the arguments in ARGUMENTS (bench_scale.py at 10M rows; its 100M figures need
+`--rows 100000000` by hand).
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ BENCHES = [
     "bench_serve.py",
     "bench_scale.py",
 ]
+# beyond a script's defaults: medians of interleaved or repeated runs, as the page states
+ARGUMENTS = {
+    "bench_ingest.py": ["--repeats", "3"],
+    "bench_scale.py": ["--repeats", "3"],
+}
 
 if __name__ == "__main__":
     for name in BENCHES:
         print(f"== {name}", flush=True)
-        subprocess.run([sys.executable, str(HERE / name)], check=True)
+        subprocess.run([sys.executable, str(HERE / name), *ARGUMENTS.get(name, [])], check=True)
