@@ -86,11 +86,12 @@ class ExportRows:
         import duckdb
         import numpy as np
 
+        # each view joined once: the flags, then the rows with any flag set
         flags = ", ".join(f"id IN (SELECT id FROM {e['view']}) AS {e['reason']}" for e in present)
-        anywhere = " OR ".join(f"id IN (SELECT id FROM {e['view']})" for e in present)
+        anywhere = " OR ".join(e["reason"] for e in present)
         query = (
             f"WITH selection AS (\n{self.plan.selection}\n)\n"
-            f"SELECT id, {flags}\nFROM selection\nWHERE {anywhere}"
+            f"SELECT * FROM (SELECT id, {flags}\nFROM selection)\nWHERE {anywhere}"
         )
         try:
             flagged = self.con.sql(query).to_arrow_table()
