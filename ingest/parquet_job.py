@@ -8,7 +8,8 @@ The job, file by file:
 2. a file already in the ledger (same content fingerprint, whatever its name) is skipped;
 3. the file is streamed in batches (never whole in memory), a reading thread staying one batch
    ahead of the writer; each batch is cast, checked by the target's rules, its good rows
-   staged as Lance fragments and its bad rows spilled to a temporary Arrow file;
+   staged as Lance fragments and its bad rows spilled to a temporary Arrow file (rows whose id
+   the table may hold already are held back and settled together: see ``_FileJob``);
 4. the bad rows are committed to `quarantine`, then the staged rows to the table in one atomic
    commit, then the file is marked done (:class:`coyo_db.catalog.ledger.Ledger`).
 
