@@ -46,6 +46,8 @@ from coyo_db.ingest.prefetch import prefetch
 from coyo_db.ingest.row_checks import (
     DUPLICATE_ID,
     CheckedBatch,
+    all_good,
+    good_positions,
     move_to_bad,
     reason_counts,
     records_json,
@@ -323,9 +325,7 @@ class _FileJob:
         maybe = self.keys.add_absent(ids)
         if not maybe.any():
             return good
-        bad_set = np.zeros(raw.num_rows, dtype=bool)
-        bad_set[checked.bad_index.to_numpy()] = True
-        positions = np.flatnonzero(~bad_set)[maybe]  # the held rows' places in the batch
+        positions = good_positions(raw, checked)[maybe]  # the held rows' places in the batch
         self._held.append(
             _Held(
                 raw=raw.take(pa.array(positions)),
@@ -349,14 +349,7 @@ class _FileJob:
         present = self.keys.present(ids)
         self.keys.add(ids[~present])
         if present.any():
-            everything = CheckedBatch(
-                good=good,
-                bad_index=pa.array([], pa.int64()),
-                bad_reasons=pa.array([], pa.string()),
-                bad_ids=pa.array([], pa.int64()),
-                bad=raw.slice(0, 0),
-            )
-            duplicates = move_to_bad(raw, everything, present, DUPLICATE_ID)
+            duplicates = move_to_bad(raw, all_good(good, raw), present, DUPLICATE_ID)
             # the rows' places in the file, not in the held batch
             bad_index = pa.array(row_index[duplicates.bad_index.to_numpy()])
             self._quarantine(replace(duplicates, bad_index=bad_index), 0)

@@ -107,13 +107,23 @@ def duplicates(ids: pa.Array, seen: SeenIds) -> pa.Array:
     return pa.array(~first)
 
 
+def all_good(batch: pa.RecordBatch, raw: pa.RecordBatch) -> CheckedBatch:
+    """`batch` (checked) with no row quarantined; `raw` is the batch as read."""
+    return CheckedBatch(batch, _EMPTY_INDEX, _EMPTY_REASONS, _EMPTY_INDEX, raw[:0])
+
+
+def good_positions(raw: pa.RecordBatch, checked: CheckedBatch) -> np.ndarray:
+    """The places in the batch as read (`raw`) of `checked`'s good rows, in order."""
+    bad_set = np.zeros(raw.num_rows, dtype=bool)
+    bad_set[checked.bad_index.to_numpy()] = True
+    return np.flatnonzero(~bad_set)
+
+
 def move_to_bad(
     raw: pa.RecordBatch, checked: CheckedBatch, mask: np.ndarray, reason: str
 ) -> CheckedBatch:
     """`checked` with the good rows where `mask` is true moved to the bad ones, for `reason`."""
-    bad_set = np.zeros(raw.num_rows, dtype=bool)
-    bad_set[checked.bad_index.to_numpy()] = True
-    positions = np.flatnonzero(~bad_set)[mask]  # the moved rows' places in the batch
+    positions = good_positions(raw, checked)[mask]  # the moved rows' places in the batch
     moved = pa.array(positions, pa.int64())
     bad_index = pa.concat_arrays([checked.bad_index.cast(pa.int64()), moved])
     order = pc.sort_indices(bad_index)
@@ -147,7 +157,7 @@ def split_by_rules(
     for _, mask in masks[1:]:
         bad_mask = pc.or_(bad_mask, mask)
     if not pc.any(bad_mask).as_py():
-        return CheckedBatch(batch, _EMPTY_INDEX, _EMPTY_REASONS, _EMPTY_INDEX, raw[:0])
+        return all_good(batch, raw)
     bad_index = pc.indices_nonzero(bad_mask).cast(pa.int64())
     reasons = join_reasons([(reason, pc.take(mask, bad_index)) for reason, mask in masks])
     return CheckedBatch(
