@@ -113,20 +113,14 @@ def main() -> None:
             if label in baselines[-1]:
                 row["duckdb_s"] = baselines[-1][label]
             samples.setdefault(label, []).append(row)
-            duck = f"{row['duckdb_s']:9.2f}" if "duckdb_s" in row else ""
-            seconds, peak = row["seconds"], row["peak_rss_mib"]
-            print(f"{label:34s} {seconds:8.2f} {peak:9.0f} {duck}", flush=True)
+            _print_row(row)
         if repeat + 1 < args.repeats or not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     results = [_median_row(rows) for rows in samples.values()]
     if args.repeats > 1:
         print(f"-- medians of {args.repeats} runs")
         for row in results:
-            duck = f"{row['duckdb_s']:9.2f}" if "duckdb_s" in row else ""
-            print(
-                f"{row['step']:34s} {row['seconds']:8.2f} {row['peak_rss_mib']:9.0f} {duck}",
-                flush=True,
-            )
+            _print_row(row)
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_rss_mib"] for r in results)
     print(f"{'all steps':34s} {total:8.2f} {peak:9.0f}")
@@ -144,6 +138,11 @@ def main() -> None:
         )
     )
     print(path)
+
+
+def _print_row(row: dict) -> None:
+    duck = f"{row['duckdb_s']:9.2f}" if "duckdb_s" in row else ""
+    print(f"{row['step']:34s} {row['seconds']:8.2f} {row['peak_rss_mib']:9.0f} {duck}", flush=True)
 
 
 def _median_row(rows: list[dict]) -> dict:

@@ -218,11 +218,12 @@ class IdKeys:
         fewer rows costs less than building their index (a BTREE takes ~260 ns a row, a scan
         of the id column ~10 ns, measured at 10M rows)."""
         dataset = self._dataset()
-        if dataset is None or not dataset.count_rows():
+        rows = dataset.count_rows() if dataset is not None else 0
+        if not rows:
             return
         indices = [i for i in dataset.list_indices() if i["fields"] == ["id"]]
         if not indices:
-            if dataset.count_rows() >= INDEX_TAIL_ROWS:
+            if rows >= INDEX_TAIL_ROWS:
                 dataset.create_scalar_index("id", "BTREE")
             return
         name = indices[0]["name"]

@@ -418,20 +418,19 @@ def distinct_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     del packed
     ordered = hashes[order]
     # runs of equal top bits holding different hashes: sort them by (hash, row)
-    mixed = (prefix[1:] == prefix[:-1]) & (ordered[1:] != ordered[:-1])
+    new_run = np.empty(n, dtype=bool)
+    new_run[0] = True
+    np.not_equal(prefix[1:], prefix[:-1], out=new_run[1:])
+    mixed = ~new_run[1:] & (ordered[1:] != ordered[:-1])
     if mixed.any():
-        new_run = np.empty(n, dtype=bool)
-        new_run[0] = True
-        np.not_equal(prefix[1:], prefix[:-1], out=new_run[1:])
         run_starts = np.flatnonzero(new_run)
-        del new_run
         run_mixed = np.zeros(len(run_starts), dtype=bool)
         run_mixed[np.searchsorted(run_starts, np.flatnonzero(mixed) + 1, side="right") - 1] = True
         member = np.flatnonzero(np.repeat(run_mixed, np.diff(np.r_[run_starts, n])))
         resort = np.lexsort((order[member], ordered[member], prefix[member]))
         order[member] = order[member][resort]
         ordered[member] = ordered[member][resort]
-    del prefix
+    del prefix, new_run
     first = np.empty(n, dtype=bool)
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
