@@ -115,6 +115,33 @@ def test_effnet_embeddings_are_unit_deterministic_and_one_pass(effnet_model, pho
     assert torch.allclose(probs, effnet_model.classify(pixels), atol=1e-6)
 
 
+def test_effnet_batch_norms_are_folded_and_change_nothing(effnet_model, photos):
+    """The loaded network has no batch norm left; an unfolded copy with the same weights gives
+    the same features and logits to float32 rounding."""
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in effnet_model.net.modules())
+    timm = common.require("timm")
+    plain = timm.create_model(effnet.TIMM_ARCH, pretrained=False)
+    state = common.load_state_dict_file(effnet.shipped_weights_path())
+    plain.load_state_dict(effnet.map_by_order(state, plain.state_dict(), "shipped"))
+    plain.eval()
+    pixels = np.stack([decoded(p, 224) for p in photos])
+    x = effnet_model._input(pixels)
+    with torch.inference_mode():
+        for net in (plain, effnet_model.net):
+            assert torch.allclose(net(x), plain(x), atol=1e-4)
+    # a conv with a bias and a bare batch norm fold too
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=True), torch.nn.BatchNorm2d(4))
+    conv[1].running_mean.uniform_(-1, 1), conv[1].running_var.uniform_(0.5, 2)
+    conv[1].weight.data.uniform_(0.5, 2), conv[1].bias.data.uniform_(-1, 1)
+    conv.eval()
+    with torch.inference_mode():
+        expected = conv(x[:1])
+    folded = common.fold_batch_norms(conv)
+    assert not isinstance(folded[1], torch.nn.BatchNorm2d)
+    with torch.inference_mode():
+        assert torch.allclose(folded(x[:1]), expected, atol=1e-5)
+
+
 def test_effnet_resizes_other_sizes_on_the_device(effnet_model, photos):
     """A full-size photo, resized on the device, embeds like the decoder's 224 crop."""
     full = effnet_model.embed_images(torch.from_numpy(photos[0][None].copy()))

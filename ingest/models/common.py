@@ -1,5 +1,6 @@
 """What every embedding model shares: imports that name the missing extra, the device, autocast,
-uint8 pixels turned into a normalised batch on the device, and safe checkpoint loading.
+uint8 pixels turned into a normalised batch on the device, safe checkpoint loading, and batch
+norms folded into the convolutions before them for inference.
 
 Pixels arrive as uint8 (N, H, W, 3), already resized by the decode workers to the model's
 :class:`~coyo_db.ingest.image_types.Preprocess`. A permuted NHWC tensor is already laid out as
@@ -228,3 +229,40 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise InputError(f"{path}: holds no tensors")
     return {k.removeprefix("module."): v for k, v in tensors.items()}
+
+
+def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` (in eval mode, in place) with every batch norm that directly follows a
+    convolution folded into that convolution's weights and bias.
+
+    At inference a batch norm is a fixed per-channel affine map, so it can be computed by the
+    convolution itself: on the CPU that removes a full pass over every activation map (a third
+    of EfficientNet-Lite0's time). A norm with an activation attached (timm's
+    ``BatchNormAct2d``) keeps its activation. Results agree with the unfolded network to float32
+    rounding (~1e-6)."""
+    torch = torch_module()
+    names = list(module._modules)
+    for position, name in enumerate(names):
+        child = module._modules[name]
+        before = module._modules[names[position - 1]] if position else None
+        if (
+            isinstance(child, torch.nn.BatchNorm2d)
+            and isinstance(before, torch.nn.Conv2d)
+            and child.running_var is not None
+            and child.affine
+        ):
+            with torch.no_grad():
+                scale = child.weight / torch.sqrt(child.running_var + child.eps)
+                bias = child.bias - child.running_mean * scale
+                if before.bias is not None:
+                    bias = bias + before.bias * scale
+                before.weight = torch.nn.Parameter(
+                    before.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False
+                )
+                before.bias = torch.nn.Parameter(bias, requires_grad=False)
+            # timm's BatchNormAct2d runs norm -> drop -> act; keep what follows the norm
+            after = [getattr(child, part) for part in ("drop", "act") if hasattr(child, part)]
+            module._modules[name] = torch.nn.Sequential(*after)
+        elif child is not None:
+            fold_batch_norms(child)
+    return module.eval()
