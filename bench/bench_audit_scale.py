@@ -14,7 +14,8 @@ Steps, each timed end to end through the library calls behind the commands, in a
 3. ``audit(["blank"])``: describes every dataset image and stores its descriptor (a blank
    reference settles its candidates without verification, so this is decode, describe and
    store): images described per second with the same model, the baseline ``refset add`` is
-   held to (``refset add`` describes each reference twice: as it is and mirrored);
+   held to (``refset add`` describes each reference once, as the audit does an image, and
+   also computes its reference groups);
 4. ``audit(["big"])``: the re-audit, from the stored descriptors: search and verification
    only; images per second against the target of 500, the time per stage, the share of images
    that needed verification, and the recall of the planted copies (as a check that the run

@@ -143,6 +143,25 @@ def test_the_same_images_give_the_same_rows_whatever_the_batch_selection_or_orde
     assert _rows(catalog) == everything
 
 
+def test_a_mirrored_copy_is_found_on_its_plain_reference_and_verified_against_its_mirror(
+    setup, tmp_path: Path
+) -> None:
+    """References are described once (not also mirrored): the flipped copy is still a
+    candidate of its reference, and verification matches the reference's mirror image."""
+    catalog, _ = setup
+    shutil.copytree(catalog.home, tmp_path / "home")
+    verified = Catalog(tmp_path / "home")
+    # the descriptor rule off, so that the pair is verified rather than settled
+    audit(verified, ["eval"], point=replace(DEFAULT_POINT, descriptor_cosine=1.01), workers=0)
+    (row,) = verified.sql(
+        "SELECT c.cosine, c.method, c.flipped, c.inliers FROM contamination_candidates c "
+        "JOIN images i USING (id) WHERE i.member LIKE '%coffee-flip.jpg' "
+        "AND c.ref_path = 'coffee.jpg'"
+    ).to_pylist()
+    assert row["cosine"] > 0.8 and row["method"] == "local"
+    assert row["flipped"] is True and row["inliers"] >= 12
+
+
 def test_a_verification_floor_leaves_pairs_only_the_descriptor_found_unverified(
     setup, tmp_path: Path
 ) -> None:

@@ -2,8 +2,10 @@
 
 1. **Candidates.** For each reference set, each image's copy descriptor, centred on the set's
    centre (:mod:`coyo_db.audit.centres`), is searched in the set's FAISS inner-product index of
-   plain and mirrored descriptors (flip-aware); the :attr:`OperatingPoint.knn` nearest
-   references at cosine >= ``candidate_cosine`` are candidates. So are references whose pHash
+   its references' descriptors; the :attr:`OperatingPoint.knn` nearest references at cosine >=
+   ``candidate_cosine`` are candidates. The descriptor is close to mirror-invariant (pooled
+   features of a network trained on flipped images), so mirrored copies are found like the
+   others. So are references whose pHash
    lies within ``candidate_radius`` bits of the image's (a FAISS binary index; equality is
    COYO's own rule).
 2. **Verification**, only where the cheap evidence leaves the pair undecided: a pair that the
@@ -71,13 +73,12 @@ class DescribedBatch:
 @dataclass
 class Pairs:
     """The candidate pairs of a batch: query and reference positions, how each was found,
-    and the cosine of each (the better of plain and mirror) with the flip it prefers."""
+    and the cosine of each."""
 
     query: np.ndarray  # int64, positions in the batch
     ref: np.ndarray  # int64, positions in References
     found_by: list[str]
     cosine: np.ndarray  # float32
-    flip_hint: np.ndarray  # bool
 
 
 def find_candidates(batch: DescribedBatch, refs: References, point: OperatingPoint) -> Pairs:
@@ -87,19 +88,11 @@ def find_candidates(batch: DescribedBatch, refs: References, point: OperatingPoi
     for entry in refs.sets:
         vectors = entry.centred(batch.descriptors)
         centred_by_set.append(vectors)
-        n = len(entry)
-        sims, idx = entry.index.search(vectors, min(point.knn * 2, 2 * n))
+        sims, idx = entry.index.search(vectors, min(point.knn, len(entry)))
         for qi in range(len(vectors)):
-            seen = set()
             for sim, j in zip(sims[qi], idx[qi], strict=True):
-                if j < 0 or len(seen) >= point.knn:
-                    break
-                ri = entry.start + int(j % n)
-                if ri in seen:
-                    continue
-                seen.add(ri)
-                if sim >= point.candidate_cosine:
-                    found[(qi, ri)] = "knn"
+                if j >= 0 and sim >= point.candidate_cosine:
+                    found[(qi, entry.start + int(j))] = "knn"
     lims, _, labels = refs.binary.range_search(phash_bytes(batch.phash), point.candidate_radius + 1)
     for qi in range(len(batch)):
         for pos in range(lims[qi], lims[qi + 1]):
@@ -109,20 +102,13 @@ def find_candidates(batch: DescribedBatch, refs: References, point: OperatingPoi
     query = np.array([q for q, _ in keys], dtype=np.int64)
     ref = np.array([r for _, r in keys], dtype=np.int64)
     cosine = np.zeros(len(keys), np.float32)
-    flip_hint = np.zeros(len(keys), bool)
     for s, entry in enumerate(refs.sets):
         mine = np.flatnonzero((ref >= entry.start) & (ref < entry.stop))
         if not len(mine):
             continue
-        local = ref[mine] - entry.start
-        plain = entry.index.reconstruct_batch(local)
-        mirror = entry.index.reconstruct_batch(local + len(entry))
-        q = centred_by_set[s][query[mine]]
-        cos_plain = np.einsum("ij,ij->i", q, plain)
-        cos_mirror = np.einsum("ij,ij->i", q, mirror)
-        cosine[mine] = np.maximum(cos_plain, cos_mirror)
-        flip_hint[mine] = cos_mirror > cos_plain
-    return Pairs(query, ref, [found[k] for k in keys], cosine, flip_hint)
+        stored = entry.index.reconstruct_batch(ref[mine] - entry.start)
+        cosine[mine] = np.einsum("ij,ij->i", centred_by_set[s][query[mine]], stored)
+    return Pairs(query, ref, [found[k] for k in keys], cosine)
 
 
 def match_batch(
@@ -147,7 +133,7 @@ def match_batch(
     below_floor = ~by_phash & (pairs.cosine < point.verify_cosine)
     settled = blank | (hamming == 0) | loose | below_floor
     inliers, coverage, flipped, layout = verify_pairs(
-        batch, refs, point, q_index, r_index, pairs.flip_hint, ~settled
+        batch, refs, point, q_index, r_index, ~settled
     )
     timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - t1
 
@@ -174,7 +160,7 @@ def match_batch(
             "cosine": pa.array(pairs.cosine, pa.float32()),
             "inliers": pa.array(np.nan_to_num(inliers, nan=0), pa.int32(), mask=~verified),
             "coverage": pa.array(np.nan_to_num(coverage, nan=0), pa.float32(), mask=~verified),
-            "flipped": pa.array(flipped | (settled & pairs.flip_hint), pa.bool_()),
+            "flipped": pa.array(flipped, pa.bool_(), mask=~verified),
             "shard": pa.array([batch.shards[i] for i in q_index], pa.string()),
             "member": pa.array([batch.members[i] for i in q_index], pa.string()),
             "run_id": pa.array([""] * len(q_index), pa.string()),
@@ -194,7 +180,6 @@ def verify_pairs(
     point: OperatingPoint,
     q_index: np.ndarray,
     r_index: np.ndarray,
-    flip_hint: np.ndarray,
     wanted: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(inliers, coverage, flipped, layout similarity) of the `wanted` pairs; NaN elsewhere
@@ -228,12 +213,12 @@ def verify_pairs(
         qi, ri = int(q_index[p]), int(r_index[p])
         if qi not in query_features:
             query_features[qi] = features(grey_image(batch.data[qi]) if batch.data[qi] else None)
-        side = bool(flip_hint[p])  # try the orientation the descriptor prefers first
+        side = False  # the reference as it is, then its mirror image if that fails
         best = verify(query_features[qi], ref_features(ri, side), None)
         if best.inliers < point.min_inliers:
-            other = verify(query_features[qi], ref_features(ri, not side), None)
+            other = verify(query_features[qi], ref_features(ri, True), None)
             if other.inliers > best.inliers:
-                best, side = other, not side
+                best, side = other, True
         inliers[p], coverage[p], flipped[p] = best.inliers, best.coverage, side
         # a plain reference's colour layout is compared whatever the local features said:
         # it confirms copies they cannot, and a local match without it is no copy (the same

@@ -268,9 +268,7 @@ class AuditJob(ImageJob):
         self.refs = load_references(
             self.catalog, self.summary.refsets, self.model, workers=self.workers
         )
-        self.stage = describe_stage(
-            self.model, self.spec, engine, device, low_info=True, mirror=False
-        )
+        self.stage = describe_stage(self.model, self.spec, engine, device, low_info=True)
         self.catalog.ensure(tables.CONTAMINATION_CANDIDATES)
         self.catalog.ensure(tables.CONTAMINATION)  # readers find it, empty, from the start
         # the images of `images` keep their descriptors for the next audit

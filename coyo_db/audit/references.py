@@ -39,7 +39,7 @@ class RefsetIndex:
     start: int
     stop: int
     centre: np.ndarray  # (D,) float32
-    index: Any  # faiss IndexFlatIP over the set's 2n centred descriptors: plain, then mirrored
+    index: Any  # faiss IndexFlatIP over the set's n centred descriptors, in ref_id order
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -85,15 +85,15 @@ def load_references(
     background = background_mean(descriptor)
     parts, sets, start = [], [], 0
     for name in dict.fromkeys(names):
-        images, both = refsets.load_refset(catalog, name, descriptor.name)
-        if both.size == 0:
+        images, vectors = refsets.load_refset(catalog, name, descriptor.name)
+        if vectors.size == 0:
             log.info("describing refset %s with %s", name, descriptor.name)
-            both = describe_refset(catalog, name, descriptor, workers=workers)
-        centre = refset_centre(both, background)
-        index = faiss().IndexFlatIP(both.shape[1])
+            vectors = describe_refset(catalog, name, descriptor, workers=workers)
+        centre = refset_centre(vectors, background)
+        index = faiss().IndexFlatIP(vectors.shape[1])
         stop = start + len(images)
         entry = RefsetIndex(name, start, stop, centre, index)
-        index.add(entry.centred(both))
+        index.add(entry.centred(vectors))
         parts.append(images)
         sets.append(entry)
         start = stop

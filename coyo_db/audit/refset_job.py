@@ -1,12 +1,13 @@
 """`coyo-db refset add`: a reference set registered through the image-job runner.
 
-The units are the shards under the set's folder (:func:`find_shards`: folders searched
-recursively, img2dataset ``.tar`` / ``.parquet`` shards, ``files`` folders), decoded with the
-ingest decode code (the same exact pHash, the same pixels); the stage
-(:class:`DescribeStage`) gives each image its copy descriptor, that of its mirror image, and its
-low-information reason. Units finish in any order (on Ray); the set is assembled in unit order,
-so ref_ids follow the shards and their members, and written once at the end, one commit per
-table with the `refsets` row removed first and written last: an interrupted `refset add` (or
+The units are the shards under the set's folder (:func:`find_shards`: folders searched recursively,
+img2dataset ``.tar`` / ``.parquet`` shards, ``files`` folders), decoded with the ingest decode code
+(the same exact pHash, the same pixels); the stage (:class:`DescribeStage`) gives each image its
+copy descriptor and its low-information reason (one forward pass an image, as when a dataset image
+is described: the descriptor is close to mirror-invariant, and verification matches mirror images,
+see :mod:`coyo_db.audit.candidates`). Units finish in any order (on Ray); the set is assembled in
+unit order, so ref_ids follow the shards and their members, and written once at the end, one commit
+per table with the `refsets` row removed first and written last: an interrupted `refset add` (or
 `--replace`) leaves the set unregistered, and run again registers the whole set.
 
 :func:`describe_refset` runs the same stage over a set already registered (an audit with
@@ -57,11 +58,11 @@ log = logging.getLogger(__name__)
 
 
 class DescribeStage:
-    """The copy descriptor on one device: each image's descriptor, its mirror image's, and
-    (with `low_info`) why it carries too little to match safely."""
+    """The copy descriptor on one device: each image's descriptor and (with `low_info`) why it
+    carries too little to match safely."""
 
-    def __init__(self, model: CopyDescriptor, low_info: bool = True, mirror: bool = True) -> None:
-        self.model, self.low_info, self.mirror = model, low_info, mirror
+    def __init__(self, model: CopyDescriptor, low_info: bool = True) -> None:
+        self.model, self.low_info = model, low_info
 
     @classmethod
     def load(
@@ -70,7 +71,6 @@ class DescribeStage:
         device: str,
         threads: int = 0,
         low_info: bool = True,
-        mirror: bool = True,
     ) -> DescribeStage:
         """The descriptor from its spec, on `device` (each Ray actor loads its own)."""
         from coyo_db.ingest.models.common import cpu_threads
@@ -79,19 +79,15 @@ class DescribeStage:
         cpu_threads(device, threads)
         model = load_descriptor(descriptor)
         model.to(device)
-        return cls(model, low_info, mirror)
+        return cls(model, low_info)
 
     def __call__(
         self, pixels: dict[Preprocess, np.ndarray], texts: list[str | None]
     ) -> dict[str, np.ndarray]:
         from coyo_db.audit.low_info import low_information
-        from coyo_db.ingest.models.copy_descriptors import flip_pixels
 
         images = pixels[self.model.preprocess]
         out = {"descriptor": np.asarray(self.model.describe(images), np.float32)}
-        if self.mirror:
-            flipped = self.model.describe(flip_pixels(images))
-            out["descriptor_flip"] = np.asarray(flipped, np.float32)
         if self.low_info:
             out["low_info_reason"] = np.array([low_information(i) for i in images], object)
         return out
@@ -103,7 +99,6 @@ def describe_stage(
     engine: Engine,
     device: str,
     low_info: bool,
-    mirror: bool = True,
 ) -> StageSpec:
     """The :class:`DescribeStage` of `model` for `engine` (the job's own copy when local)."""
     return StageSpec(
@@ -113,10 +108,9 @@ def describe_stage(
             "device": device,
             "threads": engine.stage_resources(device)[1],
             "low_info": low_info,
-            "mirror": mirror,
         },
-        key=f"{spec}:{low_info}:{mirror}",
-        built=DescribeStage(model, low_info, mirror) if engine.name == "local" else None,
+        key=f"{spec}:{low_info}",
+        built=DescribeStage(model, low_info) if engine.name == "local" else None,
     )
 
 
@@ -249,7 +243,6 @@ class RefsetJob(ImageJob):
                 [d.height for d in state.good],
                 list(outputs["low_info_reason"]),
                 outputs["descriptor"],
-                outputs["descriptor_flip"],
             )
         self.rows.commit(self.catalog, self.model, exists=self.exists, run_id=self.run_id)
 
@@ -263,7 +256,7 @@ def describe_refset(
     workers: int | None = None,
 ) -> np.ndarray:
     """Compute and store `descriptor` for a registered set (an audit with another model);
-    returns the (2N, D) float32 descriptors, plain ones first, in ref_id order."""
+    returns the (N, D) float32 descriptors in ref_id order."""
     images, _ = load_refset(catalog, name, descriptor.name)
     job = DescribeJob(
         catalog, name, images, descriptor, {"refset": name, "descriptor": descriptor.name}
@@ -291,9 +284,7 @@ class DescribeJob(ImageJob):
         )
         self.name, self.images, self.model = name, images, model
         n, dim = len(images), model.dim
-        self.plain = np.zeros((n, dim), np.float32)
-        self.mirror = np.zeros((n, dim), np.float32)
-        self.vectors = np.zeros((0, dim), np.float32)
+        self.vectors = np.zeros((n, dim), np.float32)
 
     def prepare(self, engine: Engine) -> None:
         device = getattr(self.model, "device", "cpu")
@@ -313,8 +304,7 @@ class DescribeJob(ImageJob):
 
     def collect(self, work: UnitWork, good: list[DecodedImage], outputs: dict[str, Any]) -> None:
         rows = work.unit.ids_of([d.record for d in good])  # ref_ids are positions: 0..N-1
-        self.plain[rows] = outputs["descriptor"]
-        self.mirror[rows] = outputs["descriptor_flip"]
+        self.vectors[rows] = outputs["descriptor"]
 
     def reject(self, work: UnitWork, bad: list[DecodedImage]) -> None:
         for decoded in bad:
@@ -330,8 +320,5 @@ class DescribeJob(ImageJob):
         pass
 
     def finish(self) -> None:
-        write_descriptors(
-            self.catalog, self.name, self.model, self.images["ref_id"], self.plain, self.mirror
-        )
-        self.summary.rows_written = len(self.plain)
-        self.vectors = np.concatenate([self.plain, self.mirror]).astype(np.float32)
+        write_descriptors(self.catalog, self.name, self.model, self.images["ref_id"], self.vectors)
+        self.summary.rows_written = len(self.vectors)

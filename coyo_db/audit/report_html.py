@@ -240,7 +240,8 @@ def evidence_html(row: Mapping[str, Any], *, method: bool = True) -> str:
     ]
     if "layout" in row:
         parts.append(f"layout {fmt_value(row['layout'], '.3f')}")
-    parts.append(f"flipped {'yes' if row['flipped'] else 'no'}")
+    flipped = row["flipped"]
+    parts.append(f"flipped {'-' if flipped is None else 'yes' if flipped else 'no'}")
     return "<br>".join(parts)
 
 

@@ -280,7 +280,8 @@ def embeddings_schema(image_dim: int | None, text_dim: int | None) -> pa.Schema:
 
 
 def refset_descriptors_schema(dim: int) -> pa.Schema:
-    """`refset_descriptors__<descriptor>`: a reference's copy descriptor and its mirror's."""
+    """`refset_descriptors__<descriptor>`: a reference's copy descriptor (``descriptor_flip``,
+    its mirror image's, was written by earlier versions and is null now)."""
     return pa.schema(
         [
             pa.field("refset", pa.string()),

@@ -191,7 +191,7 @@ def refset_descriptors_name(descriptor: str) -> str:
 
 
 def refset_descriptors(descriptor: str, dim: int) -> TableSpec:
-    """`refset_descriptors__<descriptor>`: each reference's copy descriptor and its mirror's."""
+    """`refset_descriptors__<descriptor>`: each reference's copy descriptor."""
     return TableSpec(
         refset_descriptors_name(descriptor),
         schemas.refset_descriptors_schema(dim),
