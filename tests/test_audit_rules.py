@@ -267,3 +267,53 @@ def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeyp
     assert _rows(audit_afresh()) == before
     assert len(computed) == dataset_side + 1  # the damaged reference, once, rewritten
     assert damaged.read_bytes()[:2] == b"PK"
+
+
+def test_a_plain_image_takes_plain_references_beyond_the_knn_nearest() -> None:
+    import faiss
+
+    from coyo_db.audit.candidates import DescribedBatch, find_candidates
+    from coyo_db.audit.faiss_codes import phash_bytes
+    from coyo_db.audit.references import References, RefsetIndex
+
+    rng = np.random.default_rng(0)
+    n, dim = 12, 16
+    query = rng.normal(size=dim).astype(np.float32)
+    # reference r lies at cosine falling with r from the query: rank r in its search
+    mix = np.linspace(0.1, 0.9, n, dtype=np.float32)[:, None]
+    vectors = (1 - mix) * query + mix * rng.normal(size=(n, dim)).astype(np.float32)
+    entry = RefsetIndex("set", 0, n, np.zeros(dim, np.float32), faiss.IndexFlatIP(dim))
+    entry.index.add(entry.centred(vectors))
+    low_refs = np.zeros(n, bool)
+    low_refs[[1, 8]] = True  # plain references at ranks 1 and 8
+    binary = faiss.IndexBinaryFlat(64)
+    binary.add(phash_bytes(np.zeros(n, np.uint64) | np.uint64(0xFFFF)))
+    refs = References(
+        refset=np.array(["set"] * n, dtype=object),
+        ref_id=np.arange(n),
+        ref_path=np.array([f"r{i}" for i in range(n)], dtype=object),
+        shard=[""] * n,
+        member=[""] * n,
+        phash=np.zeros(n, np.uint64),
+        low_info=low_refs,
+        blank=np.zeros(n, bool),
+        ref_group=np.arange(n),
+        sets=[entry],
+        binary=binary,
+    )
+
+    def candidates(low: bool) -> set[int]:
+        batch = DescribedBatch(
+            ids=np.array([1]),
+            shards=[""],
+            members=[""],
+            phash=np.array([0xFFFF_0000_0000_0000], np.uint64),
+            data=[None],
+            descriptors=query[None, :],
+            low_info=np.array([low]),
+        )
+        point = replace(DEFAULT_POINT, knn=3, knn_low_info=10, candidate_cosine=-1.0)
+        return set(find_candidates(batch, refs, point).ref.tolist())
+
+    assert candidates(low=False) == {0, 1, 2}
+    assert candidates(low=True) == {0, 1, 2, 8}  # rank 8 is plain; 9-11 lie beyond 10

@@ -37,6 +37,9 @@ class OperatingPoint:
     dev split (see docs/audit.md)."""
 
     knn: int = 5
+    # a low-information image also takes the low-information references among its nearest
+    # knn_low_info: smooth images crowd together in a CNN's descriptor space
+    knn_low_info: int = 20
     candidate_cosine: float = 0.3
     # candidates found by the descriptor alone are verified from this cosine up (the default,
     # candidate_cosine, verifies them all); raise it with a discriminative descriptor
