@@ -16,6 +16,7 @@ another descriptor), reading its images back from where they were found.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from itertools import islice
@@ -122,6 +123,12 @@ class UnitRows:
     outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
+def slim(decoded: DecodedImage) -> DecodedImage:
+    """`decoded` without its encoded bytes and pixels: what a reference's row needs."""
+    record = dataclasses.replace(decoded.record, data=None, meta={})
+    return dataclasses.replace(decoded, record=record, pixels={})
+
+
 def add_refset(
     catalog: Catalog,
     name: str,
@@ -212,8 +219,12 @@ class RefsetJob(ImageJob):
         return self.works
 
     def collect(self, work: UnitWork, good: list[DecodedImage], outputs: dict[str, Any]) -> None:
-        work.state.good.extend(good)
-        work.state.outputs.append(outputs)
+        # kept until the set is written: only what its rows need, not the image's bytes and
+        # pixels (at 50,000 references those would be over 10 GB)
+        work.state.good.extend(slim(d) for d in good)
+        work.state.outputs.append(
+            {"descriptor": outputs["descriptor"], "low_info_reason": outputs["low_info_reason"]}
+        )
 
     def reject(self, work: UnitWork, bad: list[DecodedImage]) -> None:
         for decoded in bad:
