@@ -164,3 +164,19 @@ def test_bad_input(tmp_path: Path, catalog: Catalog) -> None:
         add_refset(catalog, "missing", tmp_path / "nowhere")
     with pytest.raises(InputError, match="no refset"):
         refsets.load_refset(catalog, "missing", "effnet-lite0")
+
+
+def test_a_reference_is_kept_without_its_bytes_and_pixels_until_the_set_is_written() -> None:
+    """`refset add` holds every reference until it writes the set: only the row fields, or
+    50,000 references would hold over 10 GB of bytes and pixels."""
+    from coyo_db.audit.refset_job import slim
+    from coyo_db.ingest.image_types import DecodedImage, ImageRecord, Preprocess
+
+    record = ImageRecord("a.tar", "0001.jpg", "0001", b"\xff" * 50_000, meta={"k": "v"})
+    pixels = {Preprocess(224): np.zeros((224, 224, 3), np.uint8)}
+    decoded = DecodedImage(record, width=640, height=480, phash="8f373714acfcf4d0", pixels=pixels)
+    kept = slim(decoded)
+    assert kept.record.data is None and kept.record.meta == {} and kept.pixels == {}
+    assert (kept.record.shard, kept.record.member, kept.record.key) == ("a.tar", "0001.jpg", "0001")
+    assert (kept.width, kept.height, kept.phash) == (640, 480, "8f373714acfcf4d0")
+    assert decoded.record.data is not None and decoded.pixels  # the caller's object is untouched
