@@ -211,3 +211,29 @@ def test_cli_module_imports_stay_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_audit_run_again_after_another_of_its_set_finds_its_hits_again(
+    audited, tmp_path: Path
+) -> None:
+    """Audit A, then B of the same set at another point (whose finish deletes A's candidates),
+    then A again: A's ledger rows name units whose candidates are gone, so they are audited
+    again, not skipped; A's hits come back exactly."""
+    import shutil
+    from dataclasses import replace
+
+    from coyo_db.audit.decision import DEFAULT_POINT
+
+    source, _ = audited
+    shutil.copytree(source.home, tmp_path / "home")
+    catalog = Catalog(tmp_path / "home")
+    query = "SELECT id, ref_id, method FROM contamination ORDER BY ALL"
+    first = catalog.sql(query).to_pylist()
+    assert first
+    audit_mod.audit(catalog, ["mini"], workers=0, point=replace(DEFAULT_POINT, min_inliers=11))
+    again = audit_mod.audit(catalog, ["mini"], workers=0)
+    assert again.images > 0 and again.inputs_skipped == 0
+    assert catalog.sql(query).to_pylist() == first
+    once_more = audit_mod.audit(catalog, ["mini"], workers=0)  # nothing between: all skipped
+    assert once_more.images == 0 and once_more.inputs_skipped >= 1
+    assert catalog.sql(query).to_pylist() == first

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from coyo_db.audit.audit_history import HeldUnits, finish_properties
 from coyo_db.audit.candidates import DescribedBatch, match_batch
 from coyo_db.audit.decision import DEFAULT_POINT, OperatingPoint
 from coyo_db.audit.references import load_references
@@ -279,10 +280,10 @@ class AuditJob(ImageJob):
         works = self._units()
         self.key = audit_key(self.catalog, self.summary.refsets, self.model.name, self.point, works)
         self.arguments["audit_key"] = self.key
-        todo = []
+        todo, held = [], HeldUnits(self.catalog, self.key, self.summary.refsets)
         for work in works:
-            work.state = UnitAudit(unit_fingerprint(self.key, work.unit))
-            if self.ledger.done(work.state.fingerprint) is None:
+            work.state = state = UnitAudit(unit_fingerprint(self.key, work.unit))
+            if self.ledger.done(state.fingerprint) is None or state.fingerprint not in held:
                 unit = work.unit
                 if self.store is not None and self.store.all_stored(unit.ids):
                     work.unit = DescribedShard(
@@ -410,7 +411,7 @@ class AuditJob(ImageJob):
         in_sets = f"refset IN ({', '.join(sql_string(r) for r in refsets)})"
         runs = ", ".join(sql_string(r) for r in audit_runs(self.catalog, self.key))
         stale = f"{in_sets} AND run_id NOT IN ({runs})" if runs else in_sets
-        properties = {"run_id": self.run_id, "audit_key": self.key}
+        properties = finish_properties(self.run_id, self.key, refsets)
         self.catalog.replace(spec.name, stale, spec.empty(), properties)
         candidates = self.catalog.dataset(spec.name)
         hits = candidates.scanner(
