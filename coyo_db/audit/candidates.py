@@ -88,11 +88,12 @@ def find_candidates(batch: DescribedBatch, refs: References, point: OperatingPoi
     """Every (image, reference) pair found by kNN or by pHash, with its cosine."""
     found: dict[tuple[int, int], str] = {}
     centred_by_set = []
+    # plain images look deeper, for plain references only (below)
+    k = max(point.knn, point.knn_low_info) if batch.low_info.any() else point.knn
     for entry in refs.sets:
         vectors = entry.centred(batch.descriptors)
         centred_by_set.append(vectors)
-        wide = point.knn_low_info if batch.low_info.any() else point.knn
-        sims, idx = entry.index.search(vectors, min(max(point.knn, wide), len(entry)))
+        sims, idx = entry.index.search(vectors, min(k, len(entry)))
         for qi in range(len(vectors)):
             for rank, (sim, j) in enumerate(zip(sims[qi], idx[qi], strict=True)):
                 if j < 0 or sim < point.candidate_cosine:
