@@ -3,8 +3,9 @@
 The ``images`` table keeps, for every image, its ``shard`` (a ``.tar``, a ``.parquet`` file, or a
 folder, ``<dir>#<n>`` for a chunk of a huge one) and its ``member`` inside it (tar member name,
 Parquet row number, file name). :func:`fetch_images` turns such (shard, member) locations back
-into encoded bytes, visiting each shard once: a tar is streamed once for all the members asked of
-it, a Parquet file reads only the row groups that hold the rows asked for, a folder opens the files.
+into encoded bytes, visiting each shard once: a tar's members are read at their offsets (its
+headers indexed once per process), a Parquet file reads only the row groups that hold the rows
+asked for, a folder opens the files.
 
 This is what labeling, contamination audits and webdataset exports use to get pixels again
 without keeping the images in the catalog.
@@ -20,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from coyo_db.ingest.tar_index import tar_members
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +71,17 @@ def _fetch_shard(shard: str, wanted: list[tuple[int, str]]) -> Iterator[FetchedI
 
 
 def _from_tar(path: str, members: set[str]) -> dict[str, bytes | str]:
+    """The members asked for, each one read at its offset (the shard's header index is
+    built once per process: :mod:`coyo_db.ingest.tar_index`)."""
     found: dict[str, bytes | str] = {}
     try:
-        with tarfile.open(path, mode="r|") as tar:
-            for member in tar:
-                if member.name not in members or not member.isfile():
-                    continue
-                extracted = tar.extractfile(member)
-                found[member.name] = extracted.read() if extracted is not None else b""
-                if len(found) == len(members):
-                    break
+        index = tar_members(path)
+        wanted = sorted((index[m], m) for m in members if m in index)  # in file order
+        with open(path, "rb") as fh:
+            for (offset, size), member in wanted:
+                fh.seek(offset)
+                data = fh.read(size)
+                found[member] = data if len(data) == size else "member cut short in shard"
     except (tarfile.TarError, EOFError, OSError) as exc:
         log.warning("%s: read stopped early (%s)", path, exc)
     return found

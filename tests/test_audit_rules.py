@@ -238,12 +238,13 @@ def test_a_catalog_from_before_groups_gets_the_new_columns(tmp_path: Path) -> No
 
 def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeypatch) -> None:
     """The first audit stores the references' SIFT features; an audit in a fresh home that
-    reads them gives the same rows without computing any; a damaged file is computed again."""
-    from coyo_db.audit import verify
+    reads them gives the same rows without computing any or reading any reference image; a
+    damaged file is computed again."""
+    from coyo_db.audit import references, verify
     from coyo_db.audit.feature_store import FOLDER
 
     catalog, _ = setup
-    files = sorted((catalog.home / FOLDER).rglob("*.npz"))
+    files = sorted((catalog.home / FOLDER).rglob("*.sift"))
     assert files and all(f.stat().st_size > 0 for f in files)
     before = _rows(catalog)
     home = tmp_path / "home"
@@ -251,6 +252,11 @@ def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeyp
     computed: list[int] = []
     real = verify.sift_of
     monkeypatch.setattr(verify, "sift_of", lambda grey: computed.append(1) or real(grey))
+    read: list[int] = []
+    real_fetch = references._fetch
+    monkeypatch.setattr(
+        references, "_fetch", lambda refs, wanted: read.extend(wanted) or real_fetch(refs, wanted)
+    )
 
     def audit_afresh() -> Catalog:
         for table in ("contamination_candidates", "contamination", "ledger"):
@@ -259,14 +265,59 @@ def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeyp
         audit(copy, ["eval"], workers=0)
         return copy
 
+    stale = home / FOLDER / "0123456789abcdef01234567"  # a replaced set's, an older version's
+    stale.mkdir()
+    (stale / "1-p.sift").write_bytes(b"old")
     assert _rows(audit_afresh()) == before
+    assert read == []  # every reference from the store
+    assert not stale.exists() and sorted((home / FOLDER).rglob("*.sift"))
     dataset_side = len(computed)  # the dataset images' own features (never stored)
-    damaged = sorted((home / FOLDER).rglob("*.npz"))[0]
+    damaged = sorted((home / FOLDER).rglob("*.sift"))[0]
     damaged.write_bytes(b"not an npz")
     computed.clear()
     assert _rows(audit_afresh()) == before
     assert len(computed) == dataset_side + 1  # the damaged reference, once, rewritten
-    assert damaged.read_bytes()[:2] == b"PK"
+    assert damaged.read_bytes()[:4] == b"CSFT"
+    assert len(read) == 1  # the damaged reference's image, once
+
+
+def test_a_plain_references_layout_is_kept_and_reused(tmp_path, monkeypatch) -> None:
+    """A plain reference's colour layout, compared with a copy the pHash does not catch, is
+    stored by the first audit and read by the next, which reads no reference image; a
+    damaged one is computed again."""
+    from coyo_db.audit import references
+    from coyo_db.audit.feature_store import FOLDER
+
+    (tmp_path / "refs").mkdir()
+    _logo().save(tmp_path / "refs" / "logo.png")
+    (tmp_path / "data").mkdir()
+    crop = _logo().crop((12, 12, 228, 228)).resize((300, 300))
+    crop.save(tmp_path / "data" / "logo-crop.jpg", quality=80)
+    catalog = Catalog.init(tmp_path / "home")
+    add_refset(catalog, "eval", tmp_path / "refs", workers=0)
+    ingest_images(catalog, [tmp_path / "data"], workers=0)
+    audit(catalog, ["eval"], workers=0)
+    before = _rows(catalog)
+    assert before[0]["hamming"] > 0 and before[0]["layout"] is not None
+    (stored,) = (catalog.home / FOLDER).rglob("*-l.bin")
+    read: list[int] = []
+    real_fetch = references._fetch
+    monkeypatch.setattr(
+        references, "_fetch", lambda refs, wanted: read.extend(wanted) or real_fetch(refs, wanted)
+    )
+
+    def audit_again() -> list:
+        for table in ("contamination_candidates", "contamination", "ledger"):
+            shutil.rmtree(catalog.home / "tables" / f"{table}.lance", ignore_errors=True)
+        again = Catalog(catalog.home)
+        audit(again, ["eval"], workers=0)
+        return _rows(again)
+
+    assert audit_again() == before
+    assert read == []
+    stored.write_bytes(b"not a layout")
+    assert audit_again() == before
+    assert len(read) == 1 and stored.read_bytes()[:4] == b"CLAY"
 
 
 def test_a_plain_image_takes_plain_references_beyond_the_knn_nearest() -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 from coyo_db.catalog import Catalog, tables
 from coyo_db.ingest.image_fetch import fetch_images
 from coyo_db.ingest.images import ingest_images
-from coyo_db.serve.images import ImageStore, ImageUnavailable, content_type, tar_index
+from coyo_db.ingest.tar_index import tar_members as tar_index
+from coyo_db.serve.images import ImageStore, ImageUnavailable, content_type
 from tests.imagedata import bomb_png, jpeg_bytes, png_bytes, write_tar
 
 

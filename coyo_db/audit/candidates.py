@@ -27,8 +27,10 @@ same whatever batch it came in.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,9 @@ from coyo_db.catalog import tables
 # A reference with fewer local features than this cannot be confirmed by them alone: its
 # colour layout is compared as well.
 FEW_FEATURES = 40
+# Images of a batch verified at once (each pair's evidence depends on the pair alone, RANSAC
+# seeded per pair in its own thread, so the rows do not depend on it).
+VERIFY_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass
@@ -215,31 +220,47 @@ def verify_pairs(
             pinned[(ri, side)] = cache.get(ri, lambda: fetched.grey(ri), side)
         return pinned[(ri, side)]
 
-    query_features: dict[int, Any] = {}
-    query_layouts: dict[int, Any] = {}
-    for p in todo:
-        qi, ri = int(q_index[p]), int(r_index[p])
-        if qi not in query_features:
-            query_features[qi] = features(grey_image(batch.data[qi]) if batch.data[qi] else None)
-        side = False  # the reference as it is, then its mirror image if that fails
-        best = verify(query_features[qi], ref_features(ri, side), None)
-        if best.inliers < point.min_inliers:
-            other = verify(query_features[qi], ref_features(ri, True), None)
-            if other.inliers > best.inliers:
-                best, side = other, True
-        inliers[p], coverage[p], flipped[p] = best.inliers, best.coverage, side
-        # a plain reference's colour layout is compared whatever the local features said:
-        # it confirms copies they cannot, and a local match without it is no copy (the same
-        # shape in other colours)
-        plain = len(ref_features(ri, False)) < FEW_FEATURES or refs.low_info[ri]
-        if plain:
+    def one_image(qi: int, positions: list[int]) -> None:
+        """Verify every wanted pair of image `qi` (the positions are its own: no other
+        thread writes them)."""
+        data = batch.data[qi]
+        query = features(grey_image(data) if data else None)
+        query_layout: Any = None
+        for p in positions:
+            ri = int(r_index[p])
+            side = False  # the reference as it is, then its mirror image if that fails
+            best = verify(query, ref_features(ri, side), None)
+            if best.inliers < point.min_inliers:
+                other = verify(query, ref_features(ri, True), None)
+                if other.inliers > best.inliers:
+                    best, side = other, True
+            inliers[p], coverage[p], flipped[p] = best.inliers, best.coverage, side
+            # a plain reference's colour layout is compared whatever the local features
+            # said: it confirms copies they cannot, and a local match without it is no copy
+            # (the same shape in other colours)
+            plain = len(ref_features(ri, False)) < FEW_FEATURES or refs.low_info[ri]
+            if not plain:
+                continue
             ref_layout = fetched.layout(ri)
-            if qi not in query_layouts:
-                query_layouts[qi] = layout_of(batch.data[qi]) if batch.data[qi] else None
-            if ref_layout is not None and query_layouts[qi] is not None:
-                verdict = compare(query_layouts[qi], ref_layout)
+            if query_layout is None and data:
+                query_layout = layout_of(data) or False  # False: does not decode
+            if ref_layout is not None and query_layout:
+                verdict = compare(query_layout, ref_layout)
                 layout[p] = verdict.similarity
                 local = best.inliers >= point.min_inliers and best.coverage >= point.min_coverage
                 if verdict.similarity >= point.min_layout and not local:
                     flipped[p] = verdict.flipped
+
+    by_query: dict[int, list[int]] = {}
+    for p in todo:
+        by_query.setdefault(int(q_index[p]), []).append(int(p))
+    threads = min(len(by_query), VERIFY_THREADS)
+    if threads > 1:
+        # SIFT, matching, decoding and layouts release the GIL: images verify side by side
+        with ThreadPoolExecutor(threads, thread_name_prefix="verify") as pool:
+            for done in [pool.submit(one_image, qi, ps) for qi, ps in by_query.items()]:
+                done.result()
+    else:
+        for qi, positions in by_query.items():
+            one_image(qi, positions)
     return inliers, coverage, flipped, layout

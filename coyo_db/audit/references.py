@@ -10,6 +10,7 @@ dataset images seen before.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from coyo_db.audit.faiss_codes import faiss, phash_bytes
 from coyo_db.audit.low_info import BLANK_REASON
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from coyo_db.audit.feature_store import FeatureStore
     from coyo_db.catalog import Catalog
     from coyo_db.ingest.models.copy_descriptors import CopyDescriptor
 
@@ -67,7 +71,7 @@ class References:
     sets: list[RefsetIndex] = field(default_factory=list)
     binary: Any = None  # faiss IndexBinaryFlat over the N pHashes
     features: Any = None  # verify.ReferenceFeatures
-    layouts: OrderedDict[int, Any] = field(default_factory=OrderedDict)  # layout.Layout | None
+    layouts: ReferenceLayouts = field(default_factory=lambda: ReferenceLayouts())
 
     def __len__(self) -> int:
         return len(self.ref_id)
@@ -121,6 +125,7 @@ def load_references(
     binary.add(phash_bytes(refs.phash))
     refs.binary = binary
     refs.features = reference_features(catalog, refs)
+    refs.layouts = ReferenceLayouts(store=refs.features.store, names=refs.features.names)
     log.info("audit index: %d references (%d low-information)", len(refs), int(refs.low_info.sum()))
     return refs
 
@@ -143,13 +148,69 @@ def reference_features(catalog: Catalog, refs: References) -> Any:
         i = int(ri)  # type: ignore[call-overload]
         return keys[refs.refset[i]], int(refs.ref_id[i])
 
-    return verify.ReferenceFeatures(store=FeatureStore(catalog.home / FOLDER), names=name)
+    store = FeatureStore(catalog.home / FOLDER)
+    store.prune(keys.values())
+    return verify.ReferenceFeatures(store=store, names=name)
+
+
+class ReferenceLayouts:
+    """Colour layouts of references (:mod:`coyo_db.audit.layout`), computed once: the last
+    `capacity` kept in memory and, with a `store`, every one on disk for later audits, `names`
+    giving each reference's (registration key, ref_id) there (as for
+    :class:`coyo_db.audit.verify.ReferenceFeatures`)."""
+
+    def __init__(
+        self,
+        capacity: int = LAYOUT_CACHE,
+        store: FeatureStore | None = None,
+        names: Callable[[object], tuple[str, int]] | None = None,
+    ) -> None:
+        self.capacity = capacity
+        self.store, self.names = store, names
+        self._cache: OrderedDict[int, Any] = OrderedDict()  # layout.Layout | None
+        self._lock = threading.Lock()  # verification threads share it
+
+    def __contains__(self, ri: int) -> bool:
+        """Whether reference `ri`'s layout is available without its image."""
+        if ri in self._cache:
+            return True
+        if self.store is None or self.names is None:
+            return False
+        return self.store.layout_path(*self.names(ri)).is_file()
+
+    def get(self, ri: int, data: Callable[[], bytes | None]) -> Any:
+        """Reference `ri`'s layout (None: its image does not decode); `data()` gives its
+        encoded image, called only when the layout is neither in memory nor stored."""
+        from coyo_db.audit.layout import Layout, layout_of
+
+        with self._lock:
+            if ri in self._cache:
+                self._cache.move_to_end(ri)
+                return self._cache[ri]
+        name = self.names(ri) if self.store is not None and self.names is not None else None
+        value = None
+        stored = self.store.load_layout(*name) if name is not None else None
+        if stored is not None:
+            try:
+                value = Layout.from_bytes(stored)
+            except ValueError:  # damaged or from another version: computed again
+                stored = None
+        if stored is None:
+            encoded = data()
+            value = layout_of(encoded) if encoded else None
+            if value is not None and name is not None:
+                self.store.save_layout(*name, value.to_bytes())
+        with self._lock:
+            self._cache[ri] = value
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return value
 
 
 class ReferenceImages:
     """The encoded images of the references a batch verifies against, read again from their
     shards (kept for this batch only: 50,000 would not fit), with their grey image and colour
-    layout computed on demand; layouts are cached in :attr:`References.layouts`."""
+    layout computed on demand (layouts kept by :attr:`References.layouts`)."""
 
     def __init__(self, refs: References, data: dict[int, bytes | None]) -> None:
         self.refs, self.data = refs, data
@@ -167,21 +228,13 @@ class ReferenceImages:
         return self.data.get(ri)
 
     def layout(self, ri: int) -> Any:
-        from coyo_db.audit.layout import layout_of
-
-        layouts = self.refs.layouts
-        if ri not in layouts:
-            data = self._data(ri)
-            layouts[ri] = layout_of(data) if data else None
-            if len(layouts) > LAYOUT_CACHE:
-                layouts.popitem(last=False)
-        return layouts[ri]
+        return self.refs.layouts.get(ri, lambda: self._data(ri))
 
 
 def reference_images(refs: References, wanted: Sequence[int]) -> ReferenceImages:
-    """The references among `wanted` whose local features are not cached, or that are
-    low-information with no layout cached (their layout will be compared), read again in one
-    pass over their shards."""
+    """The references among `wanted` whose local features are neither cached nor stored, or
+    that are low-information with no layout cached or stored (their layout will be compared),
+    read again in one pass over their shards."""
     missing = [
         i
         for i in wanted

@@ -280,9 +280,11 @@ def load_refset(catalog: Catalog, name: str, descriptor: str) -> tuple[pa.Table,
     table = tables.refset_descriptors_name(descriptor)
     if not catalog.has_table(table):
         return images, np.zeros((0, 0), dtype=np.float32)
-    desc = catalog.dataset(table).to_table(filter=where).sort_by("ref_id")
+    desc = catalog.dataset(table).to_table(columns=["ref_id", "descriptor"], filter=where)
     if len(desc) != len(images):
         return images, np.zeros((0, 0), dtype=np.float32)
     dim = desc.schema.field("descriptor").type.list_size
+    # sorted in numpy, not with Arrow's sort_by: it copies every list row (seconds at 50,000)
+    order = np.argsort(desc["ref_id"].to_numpy(), kind="stable")
     plain = desc["descriptor"].combine_chunks().values.to_numpy(zero_copy_only=False)
-    return images, plain.reshape(-1, dim).astype(np.float32)
+    return images, plain.reshape(-1, dim)[order].astype(np.float32)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from coyo_db.catalog import tables
 from coyo_db.errors import CoyoDbError
+from coyo_db.ingest.tar_index import read_member, tar_members
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -98,23 +99,13 @@ class _Lru:
                 self._bytes -= self._sizes.pop(old, 0)
 
 
-def tar_index(path: str) -> dict[str, tuple[int, int]]:
-    """member name -> (data offset, size) of every file in tar `path`, from its headers only."""
-    index: dict[str, tuple[int, int]] = {}
-    with tarfile.open(path, mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                index.setdefault(member.name, (member.offset_data, member.size))
-    return index
-
-
 def read_range(path: str, offset: int, size: int) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        data = fh.read(size)
-    if len(data) != size:
-        raise ImageUnavailable(f"{os.path.basename(path)} is shorter than the catalog recorded")
-    return data
+    try:
+        return read_member(path, offset, size)
+    except OSError:
+        raise ImageUnavailable(
+            f"{os.path.basename(path)} is shorter than the catalog recorded"
+        ) from None
 
 
 class ImageStore:
@@ -126,8 +117,6 @@ class ImageStore:
         self.catalog = catalog
         self._locations = _Lru(max_locations)
         self._thumbs = _Lru(100_000, cache_bytes)
-        self._tars = _Lru(64)  # tar path -> ((mtime, size), member index)
-        self._tar_lock = threading.Lock()
 
     # ---- where images are -----------------------------------------------------------------
 
@@ -199,18 +188,10 @@ class ImageStore:
         return fetched.data
 
     def _tar_entries(self, path: str) -> dict[str, tuple[int, int]]:
-        stat = os.stat(path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        with self._tar_lock:  # one scan per tar, even when many thumbnails ask at once
-            cached = self._tars.get(path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            try:
-                index = tar_index(path)
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise ImageUnavailable(f"unreadable shard: {exc}") from None
-            self._tars.put(path, (stamp, index))
-            return index
+        try:
+            return tar_members(path)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ImageUnavailable(f"unreadable shard: {exc}") from None
 
     def image(self, id_: int) -> tuple[bytes, str]:
         """The encoded image of `id_` and its content type."""
