@@ -237,3 +237,36 @@ def test_an_audit_run_again_after_another_of_its_set_finds_its_hits_again(
     once_more = audit_mod.audit(catalog, ["mini"], workers=0)  # nothing between: all skipped
     assert once_more.images == 0 and once_more.inputs_skipped >= 1
     assert catalog.sql(query).to_pylist() == first
+
+
+def test_a_finish_killed_before_its_ledger_row_still_counts(audited, tmp_path: Path) -> None:
+    """Audit B of the same set is killed right after its finish deleted A's candidates,
+    before writing its ledger row: the ledger recovers the finish from its commit, so A run
+    again audits its units again and finds its hits."""
+    import shutil
+
+    from tests.test_atomic_rewrites import COMMIT, killed
+
+    source, _ = audited
+    shutil.copytree(source.home, tmp_path / "home")
+    catalog = Catalog(tmp_path / "home")
+    query = "SELECT id, ref_id, method FROM contamination ORDER BY ALL"
+    first = catalog.sql(query).to_pylist()
+    script = (
+        "import sys\n"
+        "from dataclasses import replace\n"
+        "from coyo_db.audit.contamination import audit\n"
+        "from coyo_db.audit.decision import DEFAULT_POINT\n"
+        "from coyo_db.catalog import Catalog\n"
+        "audit(Catalog(sys.argv[1]), ['mini'], workers=0,\n"
+        "      point=replace(DEFAULT_POINT, min_inliers=11))\n"
+    )
+    finishes = "SELECT count(*) AS n FROM ledger WHERE fingerprint LIKE 'finish-%'"
+    recorded = catalog.sql(finishes)["n"][0].as_py()
+    killed(["-c", script, str(catalog.home)], f"{COMMIT}:1")
+    assert catalog.sql(finishes)["n"][0].as_py() == recorded  # killed before its ledger row
+    again = audit_mod.audit(catalog, ["mini"], workers=0)
+    assert again.images > 0 and again.inputs_skipped == 0
+    assert catalog.sql(query).to_pylist() == first
+    # B's finish, recovered from its commit, and A's own
+    assert catalog.sql(finishes)["n"][0].as_py() == recorded + 2

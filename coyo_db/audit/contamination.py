@@ -45,7 +45,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from coyo_db.audit.audit_history import HeldUnits, finish_properties
+from coyo_db.audit.audit_history import (
+    audit_runs,
+    finish_entry,
+    finish_properties,
+    unit_prefix,
+    units_still_held,
+)
 from coyo_db.audit.candidates import DescribedBatch, match_batch
 from coyo_db.audit.decision import DEFAULT_POINT, OperatingPoint
 from coyo_db.audit.references import load_references
@@ -69,8 +75,9 @@ from coyo_db.ingest.image_outputs import vectors as float16_vectors
 from coyo_db.ingest.job_runner import run_image_job
 from coyo_db.ingest.stored_images import StoredShard, shards_of
 
-# Bumped when the rules change what an audit finds: earlier results are then not reused.
-AUDIT_RULES = 3
+# Bumped when the rules change what an audit finds, or what its ledger rows mean: earlier
+# results are then not reused (4: finishes recorded in the ledger, see audit_history).
+AUDIT_RULES = 4
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -280,10 +287,10 @@ class AuditJob(ImageJob):
         works = self._units()
         self.key = audit_key(self.catalog, self.summary.refsets, self.model.name, self.point, works)
         self.arguments["audit_key"] = self.key
-        todo, held = [], HeldUnits(self.catalog, self.key, self.summary.refsets)
+        todo, held = [], units_still_held(self.ledger, self.key, self.summary.refsets)
         for work in works:
             work.state = state = UnitAudit(unit_fingerprint(self.key, work.unit))
-            if self.ledger.done(state.fingerprint) is None or state.fingerprint not in held:
+            if state.fingerprint not in held:
                 unit = work.unit
                 if self.store is not None and self.store.all_stored(unit.ids):
                     work.unit = DescribedShard(
@@ -412,7 +419,11 @@ class AuditJob(ImageJob):
         runs = ", ".join(sql_string(r) for r in audit_runs(self.catalog, self.key))
         stale = f"{in_sets} AND run_id NOT IN ({runs})" if runs else in_sets
         properties = finish_properties(self.run_id, self.key, refsets)
-        self.catalog.replace(spec.name, stale, spec.empty(), properties)
+        before = self.catalog.dataset(spec.name).version
+        after = self.catalog.replace(spec.name, stale, spec.empty(), properties).version
+        if after != before:  # it deleted candidates: other audits' units must know
+            entry = finish_entry(self.run_id, self.key, refsets)
+            self.ledger.record_commit(entry, after, self.run_id)
         candidates = self.catalog.dataset(spec.name)
         hits = candidates.scanner(
             columns=tables.CONTAMINATION.schema.names, filter=f"{in_sets} AND hit"
@@ -474,19 +485,7 @@ def unit_hash(unit: Any) -> str:
 
 def unit_fingerprint(key: str, unit: Any) -> str:
     """The ledger's name for `unit` audited under `key`."""
-    return f"audit-{key}-{unit_hash(unit)}"
-
-
-def audit_runs(catalog: Catalog, key: str) -> list[str]:
-    """The runs that committed units of the audit `key` (a killed one and its resumption)."""
-    if not catalog.has_table(tables.LEDGER.name):
-        return []
-    rows = catalog.dataset(tables.LEDGER.name).to_table(
-        columns=["fingerprint", "run_id"],
-        filter=f"table_name = {sql_string(tables.CONTAMINATION_CANDIDATES.name)}",
-    )
-    mine = pc.starts_with(rows["fingerprint"], f"audit-{key}-")
-    return sorted(set(rows.filter(mine)["run_id"].to_pylist()))
+    return f"{unit_prefix(key)}{unit_hash(unit)}"
 
 
 def selected_images(catalog: Catalog, where: str) -> tuple[int, pa.Array]:

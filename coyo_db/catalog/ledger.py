@@ -136,6 +136,7 @@ class Ledger:
     def __init__(self, catalog: Catalog, table_name: str) -> None:
         self.catalog = catalog
         self.table_name = table_name
+        self._versions: dict[str, int] = {}  # fingerprint -> the newest table version it committed
         self._done = self._load()
         self._holds_legacy: bool | None = None  # whether any entry predates xxh3
 
@@ -156,7 +157,9 @@ class Ledger:
                     row["rows_written"],
                     row["rows_quarantined"],
                 )
-                recorded_version = max(recorded_version, row["table_version"] or 0)
+                version = row["table_version"] or 0
+                self._note_version(row["fingerprint"], version)
+                recorded_version = max(recorded_version, version)
         # Commits of the target table whose `ledger` row never got written (a killed run):
         # only commits newer than the newest recorded one can be missing. Without a `ledger`
         # table (a new catalog, or one whose ledger was the older `sources` table, which is not
@@ -175,6 +178,7 @@ class Ledger:
                     int(props.get("rows_quarantined", 0)),
                 )
                 done[fingerprint] = record
+                self._note_version(fingerprint, version)
                 recovered.append((record, version, props.get("run_id", "")))
         if recovered:
             self._write(recovered)
@@ -191,6 +195,18 @@ class Ledger:
             legacy = fingerprint.legacy()
             entry = self._done.get(legacy) if legacy else None
         return entry
+
+    def _note_version(self, fingerprint: str, version: int) -> None:
+        self._versions[fingerprint] = max(version, self._versions.get(fingerprint, 0))
+
+    def committed(self, prefix: str) -> list[tuple[LedgerEntry, int]]:
+        """(entry, the table version it last committed) of every finished input whose
+        fingerprint starts with `prefix`."""
+        return [
+            (entry, self._versions.get(fp, 0))
+            for fp, entry in self._done.items()
+            if fp.startswith(prefix)
+        ]
 
     def _has_legacy(self) -> bool:
         if self._holds_legacy is None:
@@ -227,9 +243,16 @@ class Ledger:
         }
         dataset = lance_tables.commit(self.catalog.table_uri(self.table_name), transaction, props)
         faults.point("ledger.after_table_commit")
-        self._write([(record, dataset.version, run_id)])
-        self._done[record.fingerprint] = record
+        self.record_commit(record, dataset.version, run_id)
         return dataset.version
+
+    def record_commit(self, record: LedgerEntry, version: int, run_id: str) -> None:
+        """Write the ledger row of a commit made elsewhere, whose transaction properties carry
+        ``fingerprint`` and ``input`` (so that a crash before this row is recovered from them
+        when a ledger is next opened)."""
+        self._write([(record, version, run_id)])
+        self._done[record.fingerprint] = record
+        self._note_version(record.fingerprint, version)
 
     def _write(self, entries: list[tuple[LedgerEntry, int, str]]) -> None:
         stamp = now()
