@@ -236,11 +236,32 @@ def test_a_catalog_from_before_groups_gets_the_new_columns(tmp_path: Path) -> No
     shutil.rmtree(uri)
 
 
+def _count_reference_reads(monkeypatch) -> list[int]:
+    """The references whose images the audit reads from their shards, as it reads them."""
+    from coyo_db.audit import references
+
+    read: list[int] = []
+    real_fetch = references._fetch
+    monkeypatch.setattr(
+        references, "_fetch", lambda refs, wanted: read.extend(wanted) or real_fetch(refs, wanted)
+    )
+    return read
+
+
+def _audit_afresh(home: Path) -> Catalog:
+    """Audit ``eval`` in `home` as if for the first time, its stored features kept."""
+    for table in ("contamination_candidates", "contamination", "ledger"):
+        shutil.rmtree(home / "tables" / f"{table}.lance", ignore_errors=True)
+    catalog = Catalog(home)
+    audit(catalog, ["eval"], workers=0)
+    return catalog
+
+
 def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeypatch) -> None:
     """The first audit stores the references' SIFT features; an audit in a fresh home that
     reads them gives the same rows without computing any or reading any reference image; a
     damaged file is computed again."""
-    from coyo_db.audit import references, verify
+    from coyo_db.audit import verify
     from coyo_db.audit.feature_store import FOLDER
 
     catalog, _ = setup
@@ -252,30 +273,19 @@ def test_reference_features_are_kept_and_reused_exactly(setup, tmp_path, monkeyp
     computed: list[int] = []
     real = verify.sift_of
     monkeypatch.setattr(verify, "sift_of", lambda grey: computed.append(1) or real(grey))
-    read: list[int] = []
-    real_fetch = references._fetch
-    monkeypatch.setattr(
-        references, "_fetch", lambda refs, wanted: read.extend(wanted) or real_fetch(refs, wanted)
-    )
-
-    def audit_afresh() -> Catalog:
-        for table in ("contamination_candidates", "contamination", "ledger"):
-            shutil.rmtree(home / "tables" / f"{table}.lance", ignore_errors=True)
-        copy = Catalog(home)
-        audit(copy, ["eval"], workers=0)
-        return copy
+    read = _count_reference_reads(monkeypatch)
 
     stale = home / FOLDER / "0123456789abcdef01234567"  # a replaced set's, an older version's
     stale.mkdir()
     (stale / "1-p.sift").write_bytes(b"old")
-    assert _rows(audit_afresh()) == before
+    assert _rows(_audit_afresh(home)) == before
     assert read == []  # every reference from the store
     assert not stale.exists() and sorted((home / FOLDER).rglob("*.sift"))
     dataset_side = len(computed)  # the dataset images' own features (never stored)
     damaged = sorted((home / FOLDER).rglob("*.sift"))[0]
     damaged.write_bytes(b"not an npz")
     computed.clear()
-    assert _rows(audit_afresh()) == before
+    assert _rows(_audit_afresh(home)) == before
     assert len(computed) == dataset_side + 1  # the damaged reference, once, rewritten
     assert damaged.read_bytes()[:4] == b"CSFT"
     assert len(read) == 1  # the damaged reference's image, once
@@ -285,7 +295,6 @@ def test_a_plain_references_layout_is_kept_and_reused(tmp_path, monkeypatch) -> 
     """A plain reference's colour layout, compared with a copy the pHash does not catch, is
     stored by the first audit and read by the next, which reads no reference image; a
     damaged one is computed again."""
-    from coyo_db.audit import references
     from coyo_db.audit.feature_store import FOLDER
 
     (tmp_path / "refs").mkdir()
@@ -300,23 +309,11 @@ def test_a_plain_references_layout_is_kept_and_reused(tmp_path, monkeypatch) -> 
     before = _rows(catalog)
     assert before[0]["hamming"] > 0 and before[0]["layout"] is not None
     (stored,) = (catalog.home / FOLDER).rglob("*-l.bin")
-    read: list[int] = []
-    real_fetch = references._fetch
-    monkeypatch.setattr(
-        references, "_fetch", lambda refs, wanted: read.extend(wanted) or real_fetch(refs, wanted)
-    )
-
-    def audit_again() -> list:
-        for table in ("contamination_candidates", "contamination", "ledger"):
-            shutil.rmtree(catalog.home / "tables" / f"{table}.lance", ignore_errors=True)
-        again = Catalog(catalog.home)
-        audit(again, ["eval"], workers=0)
-        return _rows(again)
-
-    assert audit_again() == before
+    read = _count_reference_reads(monkeypatch)
+    assert _rows(_audit_afresh(catalog.home)) == before
     assert read == []
     stored.write_bytes(b"not a layout")
-    assert audit_again() == before
+    assert _rows(_audit_afresh(catalog.home)) == before
     assert len(read) == 1 and stored.read_bytes()[:4] == b"CLAY"
 
 
