@@ -23,7 +23,9 @@ from collections import OrderedDict
 log = logging.getLogger(__name__)
 
 BLOCK = 512
-CACHED_SHARDS = 256  # indexes kept per process (a few hundred KB each at 10,000 members)
+# indexes kept per process: at most this many shards and members (~200 bytes a member)
+CACHED_SHARDS = 256
+CACHED_MEMBERS = 1_000_000
 
 _FILE_TYPES = frozenset(b"07\0")
 
@@ -54,8 +56,10 @@ def tar_members(path: str) -> dict[str, tuple[int, int]]:
     with _lock:
         _cache[path] = (stamp, index)
         _cache.move_to_end(path)
-        while len(_cache) > CACHED_SHARDS:
-            _cache.popitem(last=False)
+        members = sum(len(entry[1]) for entry in _cache.values())
+        while len(_cache) > 1 and (len(_cache) > CACHED_SHARDS or members > CACHED_MEMBERS):
+            _, (_, dropped) = _cache.popitem(last=False)
+            members -= len(dropped)
     return index
 
 

@@ -113,3 +113,16 @@ def test_damaged_headers_never_give_bytes_of_another_member(tmp_path):
             # a damaged member may read back damaged or not at all, never as another one
             if got.data is not None:
                 assert len(got.data) == len(data), name
+
+
+def test_the_cache_keeps_at_most_its_members(tmp_path, monkeypatch):
+    from coyo_db.ingest import tar_index
+
+    monkeypatch.setattr(tar_index, "CACHED_MEMBERS", 5)
+    monkeypatch.setattr(tar_index, "_cache", type(tar_index._cache)())
+    first = _write(tmp_path / "a.tar", [(f"a{i}.jpg", b"a") for i in range(4)])
+    second = _write(tmp_path / "b.tar", [(f"b{i}.jpg", b"b") for i in range(4)])
+    tar_members(first)
+    tar_members(second)
+    assert list(tar_index._cache) == [second]  # 8 members > 5: the older shard dropped
+    assert read_member(first, *tar_members(first)["a3.jpg"]) == b"a"
