@@ -2,7 +2,8 @@
 
 Every script runs with the settings docs/benchmarks.md states for its figures: its defaults,
 plus the arguments in ARGUMENTS (bench_scale.py at 10M rows; its 100M figures need
-`--rows 100000000` by hand).
+`--rows 100000000` by hand; bench_audit_scale.py's `--audits-only` figures, a second run on the
+catalog the first left, also by hand).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ BENCHES = [
     "bench_dedup_semantic.py",
     "bench_label.py",
     "bench_audit.py",
+    "bench_audit_scale.py",
     "bench_plain_copies.py",
     "bench_export.py",
     "bench_search.py",
@@ -35,6 +37,7 @@ BENCHES = [
 ARGUMENTS = {
     "bench_ingest.py": ["--repeats", "3"],
     "bench_scale.py": ["--repeats", "3"],
+    "bench_audit_scale.py": ["--refs", "50000", "--images", "2000", "--copies", "100"],
 }
 
 if __name__ == "__main__":
