@@ -144,3 +144,34 @@ def test_queries_can_read_tables_at_an_earlier_version(catalog):
         catalog.sql("SELECT 1", versions={"numbers": 99})
     with pytest.raises(CatalogError, match="no table 'nope'"):
         catalog.sql("SELECT 1", versions={"nope": 1})
+
+
+def test_new_tables_get_the_chosen_lance_format_and_keep_their_own(tmp_path, monkeypatch):
+    import lance
+
+    from coyo_db.errors import InputError
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    rows = pa.table({"id": [1, 2], "text": ["a", "b"]}, schema=schema)
+
+    def staged_version(uri: Path) -> str:
+        transaction = lance_tables.stage(uri, rows.to_batches(), schema)
+        lance_tables.commit(uri, transaction, {})
+        dataset = lance.dataset(str(uri))
+        files = {
+            (f.file_major_version, f.file_minor_version)
+            for fragment in dataset.get_fragments()
+            for f in fragment.metadata.data_files()
+        }
+        assert files == {tuple(int(n) for n in dataset.data_storage_version.split("."))}
+        return dataset.data_storage_version
+
+    monkeypatch.delenv(lance_tables.FILE_VERSION_ENV, raising=False)
+    assert staged_version(tmp_path / "default.lance") == "2.0"
+    monkeypatch.setenv(lance_tables.FILE_VERSION_ENV, "2.1")
+    assert staged_version(tmp_path / "small.lance") == "2.1"
+    assert staged_version(tmp_path / "default.lance") == "2.0"  # an existing table keeps its own
+    assert lance_tables.create_empty(tmp_path / "empty.lance", schema).data_storage_version == "2.1"
+    monkeypatch.setenv(lance_tables.FILE_VERSION_ENV, "3.7")
+    with pytest.raises(InputError, match="COYO_DB_LANCE_FILE_VERSION"):
+        lance_tables.stage(tmp_path / "new.lance", rows.to_batches(), schema)
