@@ -159,5 +159,17 @@ def page_check(driver) -> dict:  # type: ignore[no-untyped-def]
     }
 
 
+def click_and_load(driver, element) -> dict:  # type: ignore[no-untyped-def]
+    """Click `element`, which submits a form or follows a link, and check the page that
+    replaces this one (waiting for this one to go: a loaded machine may still show it)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    return page_check(driver)
+
+
 def catalog_of(server: Server) -> Catalog:
     return Catalog(server.home)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import serve_helpers
-from tests.serve_helpers import catalog_of, get, page_check
+from tests.serve_helpers import catalog_of, click_and_load, get, page_check
 
 demo = serve_helpers.demo
 server = serve_helpers.server
@@ -62,13 +62,11 @@ def test_a_query_runs_from_the_page_and_pages(server, browser):
     box.clear()
     box.send_keys("SELECT id, text FROM pairs WHERE id % 7 = 0 ORDER BY id")
     browser.find_element(By.CSS_SELECTOR, "select[name=view] option[value=table]").click()
-    browser.find_element(By.ID, "run").click()
-    page_check(browser)
+    click_and_load(browser, browser.find_element(By.ID, "run"))
     cells = browser.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child")
     want = catalog.sql("SELECT id FROM pairs WHERE id % 7 = 0 ORDER BY id")["id"].to_pylist()
     assert [int(c.text) for c in cells] == want[:100]
-    browser.find_element(By.ID, "next-page").click()
-    page_check(browser)
+    click_and_load(browser, browser.find_element(By.ID, "next-page"))
     cells = browser.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child")
     assert [int(c.text) for c in cells] == want[100:200]
 
@@ -107,8 +105,7 @@ def test_a_search_by_uploaded_image_finds_the_planted_near_copys_original_first(
     assert query is not None and query.exists() and original is not None
     browser.get(server.base + "/search")
     browser.find_element(By.ID, "search-image").send_keys(str(query))
-    browser.find_element(By.ID, "search-run").click()
-    check = page_check(browser)
+    check = click_and_load(browser, browser.find_element(By.ID, "search-run"))
     assert check["broken"] == [] and check["images"] >= 3
     first = browser.find_element(By.CSS_SELECTOR, "#search-hits figure figcaption a")
     assert int(first.text) == original
