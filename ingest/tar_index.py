@@ -18,7 +18,8 @@ import logging
 import os
 import tarfile
 import threading
-from collections import OrderedDict
+
+from coyo_db.lru import Lru
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ CACHED_MEMBERS = 1_000_000
 
 _FILE_TYPES = frozenset(b"07\0")
 
-_cache: OrderedDict[str, tuple[tuple[int, int], dict[str, tuple[int, int]]]] = OrderedDict()
-_lock = threading.Lock()
+_cache = Lru(CACHED_SHARDS, CACHED_MEMBERS)  # path -> ((mtime, size), index), sized by members
+_scanning = threading.Lock()  # one scan of a shard at a time, however many threads ask
 
 
 class _Unsupported(Exception):
@@ -44,23 +45,16 @@ def tar_members(path: str) -> dict[str, tuple[int, int]]:
     Raises OSError when the file cannot be read, :class:`tarfile.TarError` when it is no tar."""
     stat = os.stat(path)
     stamp = (stat.st_mtime_ns, stat.st_size)
-    with _lock:
+    with _scanning:
         cached = _cache.get(path)
         if cached is not None and cached[0] == stamp:
-            _cache.move_to_end(path)
             return cached[1]
-    try:
-        index = _scan(path, stat.st_size)
-    except (_Unsupported, ValueError):  # ValueError: a number field that is not one
-        index = _scan_with_tarfile(path)
-    with _lock:
-        _cache[path] = (stamp, index)
-        _cache.move_to_end(path)
-        members = sum(len(entry[1]) for entry in _cache.values())
-        while len(_cache) > 1 and (len(_cache) > CACHED_SHARDS or members > CACHED_MEMBERS):
-            _, (_, dropped) = _cache.popitem(last=False)
-            members -= len(dropped)
-    return index
+        try:
+            index = _scan(path, stat.st_size)
+        except (_Unsupported, ValueError):  # ValueError: a number field that is not one
+            index = _scan_with_tarfile(path)
+        _cache.put(path, (stamp, index), size=len(index))
+        return index
 
 
 def read_member(path: str, offset: int, size: int) -> bytes:

@@ -117,12 +117,12 @@ def test_damaged_headers_never_give_bytes_of_another_member(tmp_path):
 
 def test_the_cache_keeps_at_most_its_members(tmp_path, monkeypatch):
     from coyo_db.ingest import tar_index
+    from coyo_db.lru import Lru
 
-    monkeypatch.setattr(tar_index, "CACHED_MEMBERS", 5)
-    monkeypatch.setattr(tar_index, "_cache", type(tar_index._cache)())
+    monkeypatch.setattr(tar_index, "_cache", Lru(tar_index.CACHED_SHARDS, 5))  # 5 members
     first = _write(tmp_path / "a.tar", [(f"a{i}.jpg", b"a") for i in range(4)])
     second = _write(tmp_path / "b.tar", [(f"b{i}.jpg", b"b") for i in range(4)])
     tar_members(first)
     tar_members(second)
-    assert list(tar_index._cache) == [second]  # 8 members > 5: the older shard dropped
+    assert tar_index._cache.keys() == [second]  # 8 members > 5: the older shard dropped
     assert read_member(first, *tar_members(first)["a3.jpg"]) == b"a"

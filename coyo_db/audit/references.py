@@ -10,8 +10,6 @@ dataset images seen before.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ import pyarrow.compute as pc
 
 from coyo_db.audit.faiss_codes import faiss, phash_bytes
 from coyo_db.audit.low_info import BLANK_REASON
+from coyo_db.lru import Lru
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAYOUT_CACHE = 20_000  # reference colour layouts kept (a few KB each)
+_MISSING = object()
 
 
 @dataclass
@@ -165,10 +165,8 @@ class ReferenceLayouts:
         store: FeatureStore | None = None,
         names: Callable[[object], tuple[str, int]] | None = None,
     ) -> None:
-        self.capacity = capacity
         self.store, self.names = store, names
-        self._cache: OrderedDict[int, Any] = OrderedDict()  # layout.Layout | None
-        self._lock = threading.Lock()  # verification threads share it
+        self._cache = Lru(capacity)  # layout.Layout, or None: the image does not decode
 
     def __contains__(self, ri: int) -> bool:
         """Whether reference `ri`'s layout is available without its image."""
@@ -183,10 +181,9 @@ class ReferenceLayouts:
         encoded image, called only when the layout is neither in memory nor stored."""
         from coyo_db.audit.layout import Layout, layout_of
 
-        with self._lock:
-            if ri in self._cache:
-                self._cache.move_to_end(ri)
-                return self._cache[ri]
+        cached = self._cache.get(ri, _MISSING)
+        if cached is not _MISSING:
+            return cached
         name = self.names(ri) if self.store is not None and self.names is not None else None
         value = None
         stored = self.store.load_layout(*name) if name is not None else None
@@ -200,10 +197,7 @@ class ReferenceLayouts:
             value = layout_of(encoded) if encoded else None
             if value is not None and name is not None:
                 self.store.save_layout(*name, value.to_bytes())
-        with self._lock:
-            self._cache[ri] = value
-            if len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+        self._cache.put(ri, value)
         return value
 
 

@@ -17,14 +17,14 @@ covers little of it, a copy most of it), ``scale`` and ``flipped``.
 from __future__ import annotations
 
 import io
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from coyo_db.lru import Lru
 
 if TYPE_CHECKING:
     import cv2  # noqa: F401
@@ -188,21 +188,18 @@ class ReferenceFeatures:
         store: FeatureStore | None = None,
         names: Callable[[object], tuple[str, int]] | None = None,
     ) -> None:
-        self.capacity = capacity
         self.store, self.names = store, names
-        self._cache: OrderedDict[tuple[object, bool], Features] = OrderedDict()
-        # verification threads share the cache; features are computed outside the lock (two
+        # shared by verification threads; features are computed outside its lock (two
         # threads may compute the same reference's: the same values, the same stored bytes)
-        self._lock = threading.Lock()
+        self._cache = Lru(capacity)
 
     def get(self, key: object, grey: Callable[[], np.ndarray | None], flipped: bool) -> Features:
         """The features of reference `key`; `grey()` gives its grey image, called only when
         they are neither in memory nor stored."""
         slot = (key, flipped)
-        with self._lock:
-            if slot in self._cache:
-                self._cache.move_to_end(slot)
-                return self._cache[slot]
+        cached = self._cache.get(slot)
+        if cached is not None:
+            return cached
         name = self.names(key) if self.store is not None and self.names is not None else None
         stored = self.store.load(*name, flipped) if name is not None else None
         if stored is not None:
@@ -216,10 +213,7 @@ class ReferenceFeatures:
                 as_bytes = np.asarray(sift, np.uint8)
                 if np.array_equal(sift, as_bytes):  # stored only where the bytes are exact
                     self.store.save(*name, flipped, points, as_bytes, size)
-        with self._lock:
-            self._cache[slot] = value
-            if len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+        self._cache.put(slot, value)
         return value
 
     def __contains__(self, slot: tuple[object, bool]) -> bool:

@@ -17,11 +17,9 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +27,7 @@ import pyarrow.compute as pc
 from coyo_db.catalog import tables
 from coyo_db.errors import CoyoDbError
 from coyo_db.ingest.tar_index import read_member, tar_members
+from coyo_db.lru import Lru
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -68,37 +67,6 @@ def content_type(data: bytes) -> str | None:
     return None
 
 
-class _Lru:
-    """A small thread-safe LRU mapping, bounded by entries and by total size."""
-
-    def __init__(self, max_items: int, max_bytes: int | None = None) -> None:
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._sizes: dict[Any, int] = {}
-        self._max_items, self._max_bytes, self._bytes = max_items, max_bytes, 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def put(self, key: Any, value: Any, size: int = 0) -> None:
-        with self._lock:
-            if key in self._items:
-                self._bytes -= self._sizes.pop(key, 0)
-            self._items[key] = value
-            self._items.move_to_end(key)
-            self._sizes[key] = size
-            self._bytes += size
-            while len(self._items) > self._max_items or (
-                self._max_bytes is not None and self._bytes > self._max_bytes
-            ):
-                old, _ = self._items.popitem(last=False)
-                self._bytes -= self._sizes.pop(old, 0)
-
-
 def read_range(path: str, offset: int, size: int) -> bytes:
     try:
         return read_member(path, offset, size)
@@ -115,8 +83,8 @@ class ImageStore:
         self, catalog: Catalog, *, max_locations: int = 200_000, cache_bytes: int = 128 << 20
     ) -> None:
         self.catalog = catalog
-        self._locations = _Lru(max_locations)
-        self._thumbs = _Lru(100_000, cache_bytes)
+        self._locations = Lru(max_locations)
+        self._thumbs = Lru(100_000, cache_bytes)
 
     # ---- where images are -----------------------------------------------------------------
 
