@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from coyo_db.catalog import tables
 from coyo_db.catalog.lance_tables import sql_string
-from coyo_db.catalog.ledger import LedgerEntry
+from coyo_db.catalog.ledger import LedgerEntry, commit_properties
 
 if TYPE_CHECKING:
     from coyo_db.catalog import Catalog
@@ -45,18 +45,10 @@ def finish_entry(run_id: str, key: str, refsets: Sequence[str]) -> LedgerEntry:
     return LedgerEntry(sets, f"{FINISH_PREFIX}{key}-{run_id}", 0, 0, 0)
 
 
-def finish_properties(run_id: str, key: str, refsets: Sequence[str]) -> dict[str, str]:
-    """The properties an audit's finish commits with: the ledger's, and the audit's key."""
-    entry = finish_entry(run_id, key, refsets)
-    return {
-        "run_id": run_id,
-        "fingerprint": entry.fingerprint,
-        "input": entry.input,
-        "rows_read": "0",
-        "rows_written": "0",
-        "rows_quarantined": "0",
-        "audit_key": key,
-    }
+def finish_properties(entry: LedgerEntry, run_id: str, key: str) -> dict[str, str]:
+    """The properties an audit's finish (ledger `entry`) commits with: the ledger's, and the
+    audit's key."""
+    return commit_properties(entry, run_id) | {"audit_key": key}
 
 
 def audit_runs(catalog: Catalog, key: str) -> list[str]:

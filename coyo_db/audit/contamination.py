@@ -418,11 +418,11 @@ class AuditJob(ImageJob):
         in_sets = f"refset IN ({', '.join(sql_string(r) for r in refsets)})"
         runs = ", ".join(sql_string(r) for r in audit_runs(self.catalog, self.key))
         stale = f"{in_sets} AND run_id NOT IN ({runs})" if runs else in_sets
-        properties = finish_properties(self.run_id, self.key, refsets)
+        entry = finish_entry(self.run_id, self.key, refsets)
+        properties = finish_properties(entry, self.run_id, self.key)
         before = self.catalog.dataset(spec.name).version
         after = self.catalog.replace(spec.name, stale, spec.empty(), properties).version
         if after != before:  # it deleted candidates: other audits' units must know
-            entry = finish_entry(self.run_id, self.key, refsets)
             self.ledger.record_commit(entry, after, self.run_id)
         candidates = self.catalog.dataset(spec.name)
         hits = candidates.scanner(

@@ -130,6 +130,19 @@ class LedgerEntry:
     rows_quarantined: int
 
 
+def commit_properties(record: LedgerEntry, run_id: str) -> dict[str, str]:
+    """The transaction properties of an input's commit: what the ledger recovers its row from
+    when the row itself was never written."""
+    return {
+        "fingerprint": record.fingerprint,
+        "input": record.input,
+        "rows_read": str(record.rows_read),
+        "rows_written": str(record.rows_written),
+        "rows_quarantined": str(record.rows_quarantined),
+        "run_id": run_id,
+    }
+
+
 class Ledger:
     """The finished inputs of one target table."""
 
@@ -233,23 +246,16 @@ class Ledger:
 
     def commit_input(self, transaction: object, record: LedgerEntry, run_id: str) -> int:
         """Commit an input's staged rows and mark it done; returns the table's new version."""
-        props = {
-            "fingerprint": record.fingerprint,
-            "input": record.input,
-            "rows_read": str(record.rows_read),
-            "rows_written": str(record.rows_written),
-            "rows_quarantined": str(record.rows_quarantined),
-            "run_id": run_id,
-        }
+        props = commit_properties(record, run_id)
         dataset = lance_tables.commit(self.catalog.table_uri(self.table_name), transaction, props)
         faults.point("ledger.after_table_commit")
         self.record_commit(record, dataset.version, run_id)
         return dataset.version
 
     def record_commit(self, record: LedgerEntry, version: int, run_id: str) -> None:
-        """Write the ledger row of a commit made elsewhere, whose transaction properties carry
-        ``fingerprint`` and ``input`` (so that a crash before this row is recovered from them
-        when a ledger is next opened)."""
+        """Write the ledger row of a commit made elsewhere, committed with
+        :func:`commit_properties` (so that a crash before this row is recovered from them when
+        a ledger is next opened)."""
         self._write([(record, version, run_id)])
         self._done[record.fingerprint] = record
         self._note_version(record.fingerprint, version)
