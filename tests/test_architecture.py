@@ -23,7 +23,14 @@ PACKAGE_DIRS = {
 }
 MAX_LINES = 500
 
-LEAVES = {"coyo_db.errors", "coyo_db.faults", "coyo_db.lru", "coyo_db.progress", "coyo_db.version"}
+LEAVES = {
+    "coyo_db.errors",
+    "coyo_db.faults",
+    "coyo_db.id_lookup",
+    "coyo_db.lru",
+    "coyo_db.progress",
+    "coyo_db.version",
+}
 API = "coyo_db"  # the package itself is the Python API: Catalog and one function per command
 FEATURES = ("audit", "dedup", "export", "labels", "results", "review", "search", "serve", "stats")
 

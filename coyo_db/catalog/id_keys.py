@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coyo_db.id_lookup import mix64
+
 if TYPE_CHECKING:
     import lance
 
@@ -68,7 +70,7 @@ class BloomFilter:
 
     def _hash(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each id's word (the hash's top bits) and its mask (6-bit fields of the low bits)."""
-        h = _mix(np.ascontiguousarray(ids, np.int64).view(np.uint64))
+        h = mix64(np.ascontiguousarray(ids, np.int64).view(np.uint64))
         # the top 32 bits, scaled to the number of words (Lemire's multiply-shift reduction)
         scaled = (h >> np.uint64(32)) * np.uint64(len(self.words))
         word = (scaled >> np.uint64(32)).astype(np.intp)
@@ -110,14 +112,6 @@ class BloomFilter:
 def words_for(capacity: int) -> int:
     """How many 64-bit words a filter for `capacity` ids takes."""
     return max(1, -(-capacity * BITS_PER_ID // 64))
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a fast, well-spread 64-bit hash."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
 
 class IdKeys:

@@ -150,11 +150,13 @@ def _load_hashes(
 def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CLIP similarities of `ids` from pairs (NaN where unknown).
 
-    One streaming scan of the three columns, each batch matched against the sorted `ids` by
-    binary search of its own sorted ids (sorted needles keep the search in cache): memory
-    stays at a few arrays of len(ids) whatever the table's size. (A filter ``id IN (...)`` of
-    millions of ids costs Lance far more time and memory.)
+    One streaming scan of the three columns, each batch's ids looked up in a hash table of
+    the distinct `ids` (:class:`coyo_db.id_lookup.IdLookup`): memory stays at a few arrays of
+    len(ids) whatever the table's size. (A filter ``id IN (...)`` of millions of ids costs
+    Lance far more time and memory, and a binary search of them misses the cache.)
     """
+    from coyo_db.id_lookup import IdLookup
+
     ids = np.asarray(ids, dtype=np.int64)
     vitl14 = np.full(len(ids), np.nan)
     vitb32 = np.full(len(ids), np.nan)
@@ -164,16 +166,15 @@ def clip_scores(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ordered = ids[order]
     new = np.r_[True, ordered[1:] != ordered[:-1]]
     wanted = ordered[new]
+    lookup = IdLookup(wanted)
     found = {name: np.full(len(wanted), np.nan) for name in _CLIP_COLUMNS}
     scanner = catalog.dataset(tables.PAIRS.name).scanner(columns=["id", *_CLIP_COLUMNS])
     for batch in scanner.to_batches():
-        batch_ids = batch.column(0).to_numpy(zero_copy_only=False)
-        sort = np.argsort(batch_ids)
-        pos = np.minimum(np.searchsorted(wanted, batch_ids[sort]), len(wanted) - 1)
-        hit = wanted[pos] == batch_ids[sort]
-        if not hit.any():
+        pos = lookup.positions(batch.column(0).to_numpy(zero_copy_only=False))
+        rows = np.flatnonzero(pos >= 0)
+        if not len(rows):
             continue
-        rows, pos = sort[hit], pos[hit]
+        pos = pos[rows]
         for index, name in enumerate(_CLIP_COLUMNS, start=1):
             values = batch.column(index).to_numpy(zero_copy_only=False)
             found[name][pos] = values[rows]

@@ -44,7 +44,8 @@ class ExportRows:
     This gives exactly the rows of the SQL as run (``plan.sql``), but keeps the selection's
     row order: DuckDB's parallel hash join behind ``NOT IN`` does not keep it. The excluded ids
     of the selection are found first by one query over the selection's ids (it also gives the
-    counts per reason), then each batch drops them with a sorted-array lookup.
+    counts per reason), then each batch drops them with a hash lookup
+    (:class:`coyo_db.id_lookup.IdLookup`).
 
     The selection is a user's SQL (from --where, --sql-file or a manifest): it must be exactly
     one SELECT, and `con` is restricted before it runs (see :mod:`coyo_db.catalog.readonly`).
@@ -128,17 +129,20 @@ class ExportRows:
 
     def _filtered(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         import duckdb
-        import numpy as np
 
+        from coyo_db.id_lookup import IdLookup
+
+        # a hash lookup: a binary search of millions of excluded ids misses the cache at
+        # every step (42 s against 3 s for 34.7M selected rows at 100M)
+        dropping = IdLookup(self.drop) if len(self.drop) else None
         try:
             for batch in reader:
                 self.selected += batch.num_rows
                 if batch.column("id").null_count:
                     raise InputError("the selection gives rows with a NULL id; filter them out")
-                if len(self.drop):
+                if dropping is not None:
                     ids = batch.column("id").to_numpy(zero_copy_only=False)
-                    at = np.searchsorted(self.drop, ids).clip(max=len(self.drop) - 1)
-                    keep = self.drop[at] != ids
+                    keep = ~dropping.contains(ids)
                     if not keep.all():
                         self.dropped += int(len(keep) - keep.sum())
                         batch = batch.filter(pa.array(keep))

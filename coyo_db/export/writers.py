@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from coyo_db.id_lookup import mix64
 from coyo_db.progress import NullProgress, Progress
 
 PARQUET_PATTERN = "part-{:05d}.parquet"
@@ -49,13 +50,12 @@ class WrittenFile:
 
 
 def _splitmix64(values: np.ndarray) -> np.ndarray:
-    """A well-mixed 64-bit hash of each int64 (SplitMix64's finaliser), vectorised."""
+    """A well-mixed 64-bit hash of each int64 (SplitMix64: the golden-ratio step, then its
+    finaliser), vectorised."""
     z = values.astype(np.uint64, copy=True)
     with np.errstate(over="ignore"):
         z += np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    return mix64(z)
 
 
 @dataclass

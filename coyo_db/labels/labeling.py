@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from coyo_db.catalog import lance_tables, tables
 from coyo_db.catalog.ledger import Ledger, LedgerEntry, quarantine_rows
 from coyo_db.errors import CatalogError, InputError
+from coyo_db.id_lookup import IdLookup
 from coyo_db.ingest.image_job import (
     DecodePlan,
     Engine,
@@ -227,6 +228,8 @@ class LabelJob(ImageJob):
             filter=(pc.field("taxonomy") == self.taxonomy)
             & (pc.field("model") == self.labeler.name),
         )
+        # one hash table of the labeled ids for every shard (np.isin would sort them per shard)
+        already = IdLookup(labeled["id"].to_numpy())
         decode = DecodePlan((self.labeler.preprocess,), phash=False)
         works = []
         for path, rows, first in shards_of(images):
@@ -235,7 +238,7 @@ class LabelJob(ImageJob):
             if self.ledger.done(fingerprint) is not None:
                 self.summary.inputs_skipped += 1
                 continue
-            before = np.isin(ids, labeled["id"].to_numpy())
+            before = already.contains(ids)
             self.summary.already_labeled += int((first & before).sum())
             wanted = first & ~before
             shard = StoredShard(path, ids[wanted], [str(m) for m in members[wanted]], len(ids))
