@@ -86,7 +86,17 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="whole runs, each on a fresh catalog (medians)"
     )
+    parser.add_argument(
+        "--growth",
+        nargs=2,
+        type=int,
+        metavar=("SMALL", "LARGE"),
+        help="run nothing: print the table of docs/scaling.md from the saved runs at two sizes",
+    )
     args = parser.parse_args()
+    if args.growth:
+        print(growth_table(*args.growth))
+        return
 
     data = synth_data(args.rows, files=args.files)
     scratch = OUT / f"scale-{args.rows}"
@@ -138,6 +148,37 @@ def main() -> None:
         )
     )
     print(path)
+
+
+def growth_table(small: int, large: int) -> str:
+    """The markdown table of docs/scaling.md: each step at both sizes and its growth."""
+    runs = [json.loads((OUT / f"scale-{rows}.json").read_text()) for rows in (small, large)]
+    at = [{row["step"]: row for row in run["steps"]} for run in runs]
+    a, b = (f"{rows // 1_000_000}M" for rows in (small, large))
+    lines = [
+        f"| step | {a}: wall | {a}: peak memory | DuckDB on the files, {a} | {b}: wall / peak "
+        f"| DuckDB, {b} | growth x |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+
+    def duck(row: dict) -> str:
+        return f"{row['duckdb_s']:.2f} s" if "duckdb_s" in row else ""
+
+    for step, one in at[0].items():
+        two = at[1][step]
+        lines.append(
+            f"| {step} | {one['seconds']:.2f} s | {one['peak_rss_mib']:,.0f} MiB | {duck(one)} "
+            f"| {two['seconds']:.2f} s / {two['peak_rss_mib']:,.0f} MiB | {duck(two)} "
+            f"| {two['seconds'] / one['seconds']:.1f} |"
+        )
+    totals = [sum(row["seconds"] for row in steps.values()) for steps in at]
+    peaks = [max(row["peak_rss_mib"] for row in steps.values()) for steps in at]
+    lines.append(
+        f"| **all steps** | **{totals[0]:.1f} s** | **{peaks[0]:,.0f} MiB** (largest step) | "
+        f"| **{totals[1]:.0f} s / {peaks[1] / 1024:.1f} GiB** | | "
+        f"**{totals[1] / totals[0]:.1f}** |"
+    )
+    return "\n".join(lines)
 
 
 def _print_row(row: dict) -> None:
