@@ -14,12 +14,15 @@ the manifest records and what a replay compares.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,9 @@ TAR_PATTERN = "{:05d}.tar"
 # Image formats as the `images` table names them -> the extension webdataset keys on.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+ROW_GROUP_ROWS = 1 << 17  # rows per Parquet row group
+IN_FLIGHT = 2  # row groups queued per encoding lane
+PARQUET_LANES = 2  # files encoded at once
 
 
 @dataclass
@@ -90,57 +96,144 @@ class IdTally:
 
 
 class ParquetFiles:
-    """Parquet files of at most `rows_per_file` rows each, named ``part-NNNNN.parquet``."""
+    """Parquet files of at most `rows_per_file` rows each, named ``part-NNNNN.parquet``, in
+    row groups of :data:`ROW_GROUP_ROWS` (the last of a file may be smaller).
 
-    def __init__(self, folder: Path, rows_per_file: int) -> None:
+    With `lanes` (single-thread executors), file k is encoded and written on lane k mod
+    len(lanes), row group after row group, while the caller gathers the next rows (pyarrow
+    releases the GIL while it encodes): when encoding is slower than the query, the next file
+    is encoded beside the one still being finished. At most :data:`IN_FLIGHT` row groups wait
+    per lane, so memory stays bounded."""
+
+    def __init__(
+        self, folder: Path, rows_per_file: int, lanes: Sequence[ThreadPoolExecutor] = ()
+    ) -> None:
         self.folder = folder
         self.rows_per_file = rows_per_file
         self.files: list[WrittenFile] = []
-        self._writer: Any = None
+        self._lanes = list(lanes)
+        self._queued: list[deque[Future[None]]] = [deque() for _ in self._lanes]
+        self._file: _ParquetFile | None = None  # the file being filled
         self._rows_in_file = 0
+        # batches held for the next row group: a query's stream comes in batches of a few
+        # thousand rows, and one row group each would make files slow to write and to read
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
-            if self._writer is None:
-                self._open(batch.schema)
-            room = self.rows_per_file - self._rows_in_file
+            if self._file is None:
+                self._start()
+            room = self.rows_per_file - self._rows_in_file - self._pending_rows
             part, batch = batch.slice(0, room), batch.slice(room)
-            self._writer.write_batch(part)
-            self._rows_in_file += part.num_rows
+            self._pending.append(part)
+            self._pending_rows += part.num_rows
+            if self._pending_rows >= min(ROW_GROUP_ROWS, self.rows_per_file - self._rows_in_file):
+                self._flush()
             if self._rows_in_file >= self.rows_per_file:
                 self._close()
 
-    def _open(self, schema: pa.Schema) -> None:
-        import pyarrow.parquet as pq
-
+    def _start(self) -> None:
         name = PARQUET_PATTERN.format(len(self.files))
-        self._writer = pq.ParquetWriter(self.folder / name, schema)
         self.files.append(WrittenFile(name, 0))
+        self._file = _ParquetFile(self.folder / name, self.files[-1])
         self._rows_in_file = 0
 
-    def _close(self) -> None:
-        self._writer.close()
-        self._writer = None
-        last = self.files[-1]
-        last.rows = self._rows_in_file
-        last.bytes = (self.folder / last.path).stat().st_size
+    def _run(self, task: Callable[[], None]) -> None:
+        """`task` of the current file, on its lane (in order), or here without lanes."""
+        if not self._lanes:
+            task()
+            return
+        lane = (len(self.files) - 1) % len(self._lanes)
+        queued = self._queued[lane]
+        while len(queued) >= IN_FLIGHT:
+            queued.popleft().result()
+        queued.append(self._lanes[lane].submit(task))
+
+    def _flush(self) -> None:
+        if not self._pending or self._file is None:
+            return
+        group, file = pa.Table.from_batches(self._pending), self._file
+        self._run(lambda: file.write(group))
+        self._rows_in_file += group.num_rows
+        self._pending, self._pending_rows = [], 0
+
+    def _close(self, schema: pa.Schema | None = None) -> None:
+        self._flush()
+        file = self._file
+        if file is not None:
+            self._run(lambda: file.close(schema))
+        self._file = None
 
     def finish(self, schema: pa.Schema) -> list[WrittenFile]:
-        """Close the last file; an empty export still gets one empty file with the schema."""
-        if self._writer is None and not self.files:
-            self._open(schema)
-        if self._writer is not None:
-            self._close()
+        """Close the last file and wait for every lane (raising what writing raised); an empty
+        export still gets one empty file with the schema."""
+        if not self.files:
+            self._start()
+        self._close(schema)
+        for queued in self._queued:
+            while queued:
+                queued.popleft().result()
         return self.files
+
+
+class _ParquetFile:
+    """One Parquet file, opened at its first row group (whose columns decide the encoding)."""
+
+    def __init__(self, path: Path, record: WrittenFile) -> None:
+        self.path, self.record = path, record
+        self._writer: Any = None
+
+    def write(self, group: pa.Table) -> None:
+        if self._writer is None:
+            self._open(group.schema, dictionary_columns(group))
+        self._writer.write_table(group, row_group_size=max(1, group.num_rows))
+        self.record.rows += group.num_rows
+
+    def close(self, schema: pa.Schema | None) -> None:
+        if self._writer is None:  # no rows: the schema alone
+            self._open(schema, True)
+        self._writer.close()
+        self.record.bytes = self.path.stat().st_size
+
+    def _open(self, schema: pa.Schema | None, dictionary: bool | list[str]) -> None:
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(self.path, schema, use_dictionary=dictionary)
+
+
+def dictionary_columns(group: pa.Table) -> list[str]:
+    """The columns of `group` to dictionary-encode: those whose values repeat (at most half of
+    them distinct). For mostly distinct values (ids, urls, captions, scores) a dictionary only
+    costs time, a third of the writing, and makes the file larger: the writer drops it once it
+    outgrows its page."""
+    import pyarrow.compute as pc
+
+    chosen = []
+    for name, column in zip(group.column_names, group.columns, strict=True):
+        values = len(column) - column.null_count
+        try:
+            distinct = pc.count_distinct(column).as_py()
+        except pa.ArrowNotImplementedError:  # nested types: the writer's default
+            distinct = 0
+        if distinct <= values // 2:
+            chosen.append(name)
+    return chosen
 
 
 def write_parquet(
     batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, rows_per_file: int
 ) -> list[WrittenFile]:
-    files = ParquetFiles(folder, rows_per_file)
-    for batch in batches:
-        files.write(batch)
-    return files.finish(schema)
+    """`batches` as Parquet files in `folder`, encoded on :data:`PARQUET_LANES` threads."""
+    with contextlib.ExitStack() as stack:
+        lanes = [
+            stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix=f"parquet-{lane}"))
+            for lane in range(PARQUET_LANES)
+        ]
+        files = ParquetFiles(folder, rows_per_file, lanes)
+        for batch in batches:
+            files.write(batch)
+        return files.finish(schema)
 
 
 def write_lance(
