@@ -8,9 +8,9 @@ search of a sorted array costs ~log2(n) of them, most of them cache misses once 
 outgrows the cache: at 5.7M ids, looking up 34M unsorted ids took 25 s by
 ``np.searchsorted`` (7.9 s with each batch sorted first) against 1.7 s here.
 
-:func:`mix64` is the one 64-bit integer hash the product uses for ids (SplitMix64's
-finaliser): the table's slots, the ingest Bloom filter's words and bits, the export
-manifests' order-free fingerprint of ids.
+:func:`mix64` is the one 64-bit integer mixer of the product (SplitMix64's finaliser): the
+table's slots, the ingest Bloom filter's words and bits, the export manifests' order-free
+fingerprint of ids, and the synthetic generator's counter-based randomness.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ _FREE = np.iinfo(np.int64).min
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser of each uint64: a fast, well-spread 64-bit hash (a new array)."""
+    """SplitMix64's finaliser of each uint64: a fast, well-spread 64-bit hash (a new array;
+    wraps modulo 2**64)."""
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        x = x ^ (x >> np.uint64(30))
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
 
 
 class IdLookup:

@@ -37,7 +37,6 @@ PARQUET_PATTERN = "part-{:05d}.parquet"
 TAR_PATTERN = "{:05d}.tar"
 # Image formats as the `images` table names them -> the extension webdataset keys on.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 ROW_GROUP_ROWS = 1 << 17  # rows per Parquet row group
 IN_FLIGHT = 2  # row groups queued per encoding lane
 PARQUET_LANES = 2  # files encoded at once
